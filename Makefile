@@ -1,0 +1,44 @@
+# Proxmox LXCRI. The two commands that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: setup demo test test-unit test-integration test-kernel lint protos bench clean
+
+## Install Debian packages, the virtual environment and the launchers (idempotent).
+setup:
+	@bash packaging/setup.sh "$(CURDIR)" "$(VENV)"
+
+## The main job: run a busybox container through io.containerd.proxmox.v2 on a private containerd.
+demo: setup
+	@$(PY) -m tests.harness.demo
+
+## Lint, type-check and run the whole test suite (unit, integration, kernel test host).
+test: setup lint
+	@bash .ci/pytest.sh
+
+test-unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test-integration: setup
+	$(PY) -m pytest tests/integration -q
+
+## Only the tests that run inside the kernel test host (QEMU, Debian's stock kernel).
+test-kernel: setup
+	$(PY) -m pytest -m kernel tests/kernel -q
+
+lint: setup
+	$(PY) -m ruff check shim runtime storage network tests bench protos/generate.py
+	$(PY) -m mypy
+
+## Regenerate protos/*_pb2.py from the .proto files.
+protos: setup
+	$(PY) -m protos.generate
+
+bench: setup
+	$(PY) -m bench.run_vs_runc
+	$(PY) -m bench.memory
+
+clean:
+	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache

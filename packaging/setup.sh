@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make setup`: Debian packages, the project's virtual environment and the launchers that put
+# the shim on containerd's PATH. Idempotent; takes well under a second when everything is there.
+set -euo pipefail
+REPO=${1:?repo} VENV=${2:?venv}
+STAMPS="$REPO/.stamps"
+mkdir -p "$STAMPS"
+
+# Debian packages. busybox-static builds the demo/test image; kmod, cpio, xz-utils and
+# qemu-system-x86 serve the kernel test host.
+PKGS=(containerd runc lxc busybox-static iproute2 zfs-fuse criu qemu-system-x86 kmod cpio
+      xz-utils e2fsprogs)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    # policy-rc.d keeps the packages' services from starting: the tests start what they need.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The virtual environment, rebuilt when pyproject.toml changes.
+want=$(sha256sum "$REPO/pyproject.toml" | cut -c1-16)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMPS/venv" 2>/dev/null)" != "$want" ]; then
+    echo "setup: preparing the virtual environment in $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+    "$VENV/bin/python" -c "import google.protobuf, shim" 
+    echo "$want" > "$STAMPS/venv"
+fi
+
+# Launchers: containerd resolves io.containerd.proxmox.v2 to containerd-shim-proxmox-v2 on its
+# PATH (shim-protocol.md section 2.1). They exec the environment's interpreter directly.
+for name in containerd-shim-proxmox-v2:shim.cli proxmox-lxcri:shim.operator_cli; do
+    bin=${name%%:*} mod=${name#*:}
+    target=/usr/local/bin/$bin
+    content="#!/bin/sh
+# Installed by proxmox-lxcri's 'make setup' from $REPO.
+exec $VENV/bin/python -c 'import sys; from $mod import main; sys.argv[0] = \"$bin\"; main()' \"\$@\"
+"
+    if [ "$(cat "$target" 2>/dev/null)" != "${content%$'\n'}" ]; then
+        printf '%s' "$content" > "$target"
+        chmod 755 "$target"
+    fi
+done

@@ -1,0 +1,1 @@
+"""The lifecycle core: no protobuf, no sockets. Backends live in subpackages."""

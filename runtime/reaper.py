@@ -1,0 +1,223 @@
+"""One reaper that owns every ``waitpid`` of the daemon.
+
+The daemon is a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``) so orphaned descendants of
+its containers come back to it and must be reaped. A global ``waitpid(-1)`` loop races with any
+other waiter for the same children (shim-protocol.md section 7, "Reaper steals exit statuses";
+firecracker-containerd PR #286), so *all* children are spawned through :class:`Reaper` and their
+exit statuses are dispatched from one place. Never call ``Popen.wait``/``poll`` on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+_UNCLAIMED_MAX = 256
+
+
+def exit_code(wait_status: int) -> int:
+    """A ``waitpid`` status as a shell-style code: the exit code, or 128 + signal number."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return 128 - code if code < 0 else code
+
+
+def set_child_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Child:
+    """A spawned child. ``await child.wait()`` gives its exit code (128 + signal if killed)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], fut: asyncio.Future[int]) -> None:
+        self._popen = popen
+        self._fut = fut
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._fut.result() if self._fut.done() else None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._fut)
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the child unless it has been reaped (its pid may be reused after that)."""
+        if not self._fut.done():
+            os.kill(self.pid, sig)
+
+
+class Reaper:
+    """Spawns children and dispatches their exit statuses, reaping orphans as well."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, tuple[subprocess.Popen[bytes], asyncio.Future[int]]] = {}
+        self._unclaimed: OrderedDict[int, int] = OrderedDict()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self, loop: asyncio.AbstractEventLoop, *, subreaper: bool = True) -> None:
+        self._loop = loop
+        if subreaper:
+            set_child_subreaper()
+        loop.add_signal_handler(signal.SIGCHLD, self.reap)
+
+    def uninstall(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_signal_handler(signal.SIGCHLD)
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        new_session: bool = False,
+        pass_fds: Sequence[int] = (),
+    ) -> Child:
+        """Start ``argv`` (no shell). ``None`` stdio means ``/dev/null``."""
+        loop = self._loop or asyncio.get_running_loop()
+        devnull = subprocess.DEVNULL
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=devnull if stdin is None else stdin,
+            stdout=devnull if stdout is None else stdout,
+            stderr=devnull if stderr is None else stderr,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=new_session,
+            pass_fds=tuple(pass_fds),
+            close_fds=True,
+        )
+        fut: asyncio.Future[int] = loop.create_future()
+        # The SIGCHLD handler runs as a loop callback, never between spawn and this line, so
+        # the exit cannot be lost; an already-reaped status (pid in _unclaimed) is impossible
+        # for a pid we have not seen yet unless it was reused, which the pop below tolerates.
+        self._unclaimed.pop(popen.pid, None)
+        self._waiters[popen.pid] = (popen, fut)
+        return Child(popen, fut)
+
+    def reap(self) -> None:
+        """Collect every exited child (SIGCHLD handler; safe to call at any time)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = exit_code(status)
+            entry = self._waiters.pop(pid, None)
+            if entry is None:
+                log.debug("reaped orphan pid %d (status %d)", pid, code)
+                self._unclaimed[pid] = code
+                while len(self._unclaimed) > _UNCLAIMED_MAX:
+                    self._unclaimed.popitem(last=False)
+                continue
+            popen, fut = entry
+            popen.returncode = code  # so Popen never waits on it itself
+            if not fut.done():
+                fut.set_result(code)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = 30.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> Completed:
+        """Run a helper command to completion, capturing stdout and stderr.
+
+        On timeout the command is killed and :class:`TimeoutError` raised.
+        """
+        loop = asyncio.get_running_loop()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        in_r, in_w = os.pipe() if input is not None else (None, None)
+        try:
+            child = self.spawn(argv, stdin=in_r, stdout=out_w, stderr=err_w, env=env, cwd=cwd)
+        except BaseException:
+            for fd in (out_r, out_w, err_r, err_w, in_r, in_w):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        os.close(out_w)
+        os.close(err_w)
+        if in_r is not None:
+            os.close(in_r)
+        try:
+            async with asyncio.timeout(timeout):
+                feed = (loop.run_in_executor(None, _write_all, in_w, input or b"")
+                        if in_w is not None else None)
+                out, err = await asyncio.gather(_read_all(out_r), _read_all(err_r))
+                if feed is not None:
+                    await feed
+                rc = await child.wait()
+        except TimeoutError:
+            child.send_signal(signal.SIGKILL)
+            await child.wait()
+            raise
+        finally:
+            os.close(out_r)
+            os.close(err_r)
+        return Completed(tuple(argv), rc, out, err)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        with os.fdopen(fd, "wb", closefd=True) as f:
+            f.write(data)
+    except BrokenPipeError:
+        pass
+
+
+async def _read_all(fd: int) -> bytes:
+    """Read a pipe to EOF without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                loop.remove_reader(fd)
+                if not done.done():
+                    done.set_result(None)
+                return
+            chunks.append(data)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+    return b"".join(chunks)
