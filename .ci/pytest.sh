@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test suite in two reported parts: the host suite (unit + integration against the real
+# containerd, LXC, zfs-fuse and network namespaces) and the kernel test host batch (QEMU with
+# Debian's stock kernel). pytest's exit status 5 ("no tests collected") counts as a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${VENV:-$PWD/.venv}/bin/python
+status=0
+
+part() {
+    local name=$1; shift
+    local t0=$SECONDS rc
+    echo "=== $name"
+    "$PY" -m pytest "$@"
+    rc=$?
+    echo "=== $name: pytest exit status $rc after $((SECONDS - t0)) s"
+    if [ "$rc" -ne 0 ]; then
+        [ "$rc" -eq 5 ] && echo "=== $name: no tests were collected; that is a failure"
+        status=1
+    fi
+}
+
+part "host suite" tests -m "not kernel" -q -p no:cacheprovider
+part "kernel test host batch" tests/kernel -m kernel -q -p no:cacheprovider
+exit $status

@@ -1,0 +1,1 @@
+"""Process entry points, the ttrpc package and the Task service (the RPC edge)."""

@@ -1,0 +1,32 @@
+"""``containerd-shim-proxmox-v2``: dispatch to the short-lived actions.
+
+Imports stay lazy: ``start`` and ``delete`` run on containerd's critical path for every task, so
+they load only the standard library (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+VERSION = "0.1.0"
+
+
+def main(argv: list[str] | None = None) -> None:
+    from shim.flags import parse
+
+    flags = parse(sys.argv[1:] if argv is None else argv)
+    if flags.version:
+        sys.stdout.write(f"containerd-shim-proxmox-v2:\n  Version: {VERSION}\n"
+                         "  Runtime: io.containerd.proxmox.v2 (LXC backend)\n")
+        raise SystemExit(0)
+    if flags.action == "start":
+        from shim.manager import start
+
+        raise SystemExit(start(flags))
+    if flags.action == "delete":
+        from shim.manager import delete
+
+        raise SystemExit(delete(flags))
+    sys.stderr.write(f"containerd-shim-proxmox-v2: unknown action {flags.action!r} "
+                     "(expected start or delete)\n")
+    raise SystemExit(2)

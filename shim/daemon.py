@@ -1,0 +1,78 @@
+"""The shim daemon: the composition root.
+
+The only module that names concrete implementations (the LXC backend, the remote publisher,
+the ttrpc server). It serves ``containerd.task.v2.Task`` on the socket ``start`` bound, until
+``Shutdown`` arrives with no task left, or SIGTERM/SIGINT (which leave containers running, as
+the runc shim does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from shim.flags import Flags
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 3.0
+
+
+def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str) -> None:
+    from shim import log as shimlog
+
+    shimlog.setup(flags.debug, shimlog.open_log_fifo(bundle / "log"))
+    os.chdir(bundle)
+    ttrpc_address = os.environ.get("TTRPC_ADDRESS") or f"{flags.address}.ttrpc"
+    try:
+        asyncio.run(serve(flags, sock, socket_path, ttrpc_address))
+    except Exception:
+        log.exception("shim daemon failed")
+        raise
+
+
+async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_address: str) -> None:
+    from runtime.lxc.backend import LxcBackend
+    from runtime.reaper import Reaper
+    from runtime.store import Store, state_root
+    from runtime.supervisor import Supervisor
+    from shim.events import RemotePublisher
+    from shim.status_map import to_status
+    from shim.task_service import SERVICE, TaskService
+    from shim.ttrpc import Server
+
+    loop = asyncio.get_running_loop()
+    reaper = Reaper()
+    reaper.install(loop)
+    root = state_root()
+    store = Store(root)
+    publisher = RemotePublisher(ttrpc_address, flags.namespace)
+    publisher.start()
+    stop = asyncio.Event()
+    supervisor = Supervisor(LxcBackend(reaper, root / "lxc"), publisher, store, flags.namespace,
+                            on_empty=stop.set)
+    server = Server(error_mapper=to_status)
+    server.register_service(SERVICE, TaskService(supervisor, store).methods())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("shim %d serving %s for namespace %s", os.getpid(), socket_path, flags.namespace)
+    serving = loop.create_task(server.serve(sock))
+    try:
+        await stop.wait()
+    finally:
+        # Unlink first, so a `start` for this group binds a new shim instead of dialling us.
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass
+        await server.shutdown(SHUTDOWN_GRACE)
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await publisher.aclose()
+        await supervisor.aclose()
+        reaper.uninstall()
+        log.info("shim %d exiting", os.getpid())

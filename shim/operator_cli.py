@@ -1,0 +1,63 @@
+"""``proxmox-lxcri``: the operator's command line over the shim's state root.
+
+This release lists what the shims on this node run; the OCI runtime commands (create, start,
+state, kill, delete …) arrive with the OCI fidelity work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from shim.cli import VERSION
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from runtime.store import Store, state_root
+
+    rows = []
+    for ns, id, st in Store(state_root()).list():
+        status = st.get("status", "unknown")
+        if status in ("running", "created") and not _alive(int(st.get("pid") or 0)):
+            status = "lost"  # the snapshot says alive but the process is gone (shim crash)
+        rows.append({"namespace": ns, "id": id, "pid": st.get("pid"), "status": status,
+                     "shim_pid": st.get("shim_pid"), "bundle": st.get("bundle")})
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    fmt = "{:<12} {:<24} {:>8} {:<8} {:>9}"
+    print(fmt.format("NAMESPACE", "ID", "PID", "STATUS", "SHIM PID"))
+    for r in rows:
+        print(fmt.format(r["namespace"], r["id"], r["pid"] or "-", r["status"],
+                         r["shim_pid"] or "-"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="proxmox-lxcri",
+                                     description="Operate the io.containerd.proxmox.v2 runtime.")
+    parser.add_argument("--root", help="state root (default $PROXMOX_LXCRI_ROOT or "
+                                       "/run/proxmox-lxcri)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="containers served by shims on this node")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=cmd_list)
+    sub.add_parser("version", help="print the version").set_defaults(
+        func=lambda a: print(f"proxmox-lxcri {VERSION}") or 0)
+    args = parser.parse_args(argv)
+    if args.root:
+        os.environ["PROXMOX_LXCRI_ROOT"] = args.root
+    raise SystemExit(args.func(args))
