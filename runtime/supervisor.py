@@ -25,6 +25,7 @@ from runtime import events as ev
 from runtime.backend import Backend, ContainerHandle
 from runtime.errdefs import AlreadyExists, FailedPrecondition, NotFound
 from runtime.process import Process, ProcessState
+from runtime.provision import Provisioner
 from runtime.state import Op
 from runtime.store import Store
 from runtime.types import CreateConfig, ExitStatus, Status
@@ -47,8 +48,10 @@ class Container:
 
 class Supervisor:
     def __init__(self, backend: Backend, sink: ev.EventSink, store: Store, namespace: str,
-                 on_empty: Callable[[], None] | None = None) -> None:
+                 on_empty: Callable[[], None] | None = None,
+                 provisioners: tuple[Provisioner, ...] = ()) -> None:
         self.backend = backend
+        self.provisioners = provisioners
         self.sink = sink
         self.store = store
         self.namespace = namespace
@@ -84,7 +87,12 @@ class Supervisor:
         c = Container(config, Process(config.id, "", config.stdio))
         self._containers[config.id] = c  # the reservation
         try:
-            handle = await self.backend.create(config)
+            config = c.config = await self._prepare(config)
+            try:
+                handle = await self.backend.create(config)
+            except BaseException:
+                await self._release(config)
+                raise
         except BaseException:
             del self._containers[config.id]
             self.store.remove(self.namespace, config.id)
@@ -155,6 +163,7 @@ class Supervisor:
                     pass
                 await p.wait()
             await c.handle.delete()
+            await self._release(c.config)
         except BaseException:
             c.deleting = False
             raise
@@ -192,6 +201,29 @@ class Supervisor:
         if self.on_empty is not None:
             self.on_empty()
         return True
+
+    async def _prepare(self, config: CreateConfig) -> CreateConfig:
+        done: list[tuple[Provisioner, CreateConfig]] = []
+        try:
+            for p in self.provisioners:
+                config = await p.prepare(config)
+                done.append((p, config))
+        except BaseException:
+            for p, cfg in reversed(done):
+                await self._release_one(p, cfg)
+            raise
+        return config
+
+    async def _release(self, config: CreateConfig) -> None:
+        for p in reversed(self.provisioners):
+            await self._release_one(p, config)
+
+    @staticmethod
+    async def _release_one(p: Provisioner, config: CreateConfig) -> None:
+        try:
+            await p.release(config)
+        except Exception:  # release must go on with the others; the log says what stayed
+            log.exception("%s: releasing what was provisioned for %s failed", p.name, config.id)
 
     # -- housekeeping -------------------------------------------------------------------------
 

@@ -44,6 +44,8 @@ class CreateConfig:
     state_dir: Path = Path()
     #: Decoded runtime options (may be empty).
     options: dict[str, Any] = field(default_factory=dict)
+    #: The operator's configuration (raw TOML mapping, see :mod:`runtime.config`).
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from typing import Any
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
+from protos.containerd.runtimeoptions.v1 import api_pb2 as runtimeoptions_pb2
 from protos.containerd.task.v2 import shim_pb2 as pb
 from protos.containerd.types.task import task_pb2
+from runtime import config as runtime_config
 from runtime import oci
 from runtime.errdefs import NotImplementedErr
 from runtime.store import Store
@@ -38,6 +40,18 @@ STATUS: dict[Status, int] = {
 }
 
 EMPTY = empty_pb2.Empty()
+
+
+def load_settings(options: Any) -> dict[str, Any]:
+    """The configuration for a task: the file or inline TOML its runtime options name
+    (``runtimeoptions.v1.Options``, what CRI and ``ctr --runtime-config-path`` send), else the
+    default file. Other option types (e.g. runc's) carry nothing for this runtime."""
+    if options.type_url.removeprefix("type.googleapis.com/") == "runtimeoptions.v1.Options":
+        opts = runtimeoptions_pb2.Options.FromString(options.value)
+        if opts.config_path or opts.config_body:
+            return runtime_config.load(Path(opts.config_path) if opts.config_path else None,
+                                       body=bytes(opts.config_body) or None)
+    return runtime_config.load()
 
 
 class TaskService:
@@ -89,6 +103,8 @@ class TaskService:
                          for m in req.rootfs),
             stdio=Stdio(req.stdin, req.stdout, req.stderr, req.terminal),
             state_dir=self.store.container_dir(self.sup.namespace, req.id),
+            settings=load_settings(req.options) if req.HasField("options") else
+            runtime_config.load(),
         )
         pid = await self.sup.create(config)
         return pb.CreateTaskResponse(pid=pid)
