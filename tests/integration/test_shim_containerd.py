@@ -187,8 +187,9 @@ def test_invalid_config_json_is_a_clear_error(containerd: PrivateContainerd,
             "root": {"path": "rootfs"}, "linux": {"namespaces": [{"type": "pid"}]}}
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(spec))
-    r = containerd.ctr("run", "--rm", "--runtime", RUNTIME, "--config", str(cfg),
-                       busybox_image.ref, cid, check=False)
+    # With --config, ctr takes only the container id (no image): the spec is used as is.
+    r = containerd.ctr("run", "--rm", "--runtime", RUNTIME, "--config", str(cfg), cid,
+                       check=False)
     assert r.returncode != 0
     assert "process.args" in r.stderr, r.stderr
     assert residue(containerd, cid) == []

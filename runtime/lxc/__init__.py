@@ -1,0 +1,9 @@
+"""The LXC backend: OCI containers run by the local LXC tools (DESIGN.md section 5.1).
+
+Modules: ``config`` (pure OCI → LXC translation), ``backend`` (``LxcBackend``), ``gate``
+(+ ``gate.sh``, the created-state hook), ``cleanup`` (the ``delete`` action, standard library
+only), ``mount``, ``rootfs``, ``cgroup``, ``state``.
+
+Deliberately imports nothing: ``cleanup`` must load fast in the short-lived ``delete`` process,
+so the asyncio backend is only imported by whoever names ``runtime.lxc.backend``.
+"""

@@ -1,0 +1,347 @@
+"""``LxcBackend``: OCI containers as LXC containers run by ``lxc-execute`` (DESIGN.md 5.1).
+
+One container = one ``lxc-execute -q -P <lxcpath> -n <name> -- <args…>`` child of the daemon,
+spawned through the daemon's single :class:`~runtime.reaper.Reaper`:
+
+- its config file is ``<lxcpath>/<name>/config``, rendered by :mod:`runtime.lxc.config`
+  (argv goes on the command line: ``lxc.init.cmd`` does not honour quoting);
+- ``-q`` keeps LXC's own messages off the container's stderr (they are in ``lxc.log``);
+- its stdio *is* the container's stdio (``lxc.console.path = none``);
+- the ``lxc.hook.start-host`` gate holds the init before the user's program runs, and reports
+  the init's host PID (:mod:`runtime.lxc.gate`) → the OCI "created" state;
+- its exit status is the program's (7 for ``exit 7``, 137 for SIGKILL; environment.md §2).
+
+PID 1 in the container is LXC's small init, the program is PID 2 (``docker run --init``
+behaviour): signals sent to the init's host PID are forwarded to the program. A program that
+must be PID 1 itself (a system init) would need ``lxc-start``, whose status is always 0: not
+supported by this backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime import errdefs
+from runtime.lxc import cgroup, cleanup, state
+from runtime.lxc import config as lxcconf
+from runtime.lxc.gate import Gate, hook_command
+from runtime.lxc.mount import mount_all, unmount_all
+from runtime.lxc.rootfs import look_path
+from runtime.reaper import Child, Reaper
+from runtime.stdio import ProcessIO, open_stdio
+from runtime.types import CreateConfig
+
+log = logging.getLogger(__name__)
+
+#: containerd's identifier rule (identifiers.Validate), also safe as an LXC name and cgroup.
+_ID = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
+#: Signals whose default action does not end a process: sending one to a created container
+#: just delivers it; any other signal makes the created container exit (see kill()).
+_HARMLESS = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH,
+                       signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+#: The host PATH lxc-execute itself runs with; LXC does not pass it into the container.
+_HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def lxc_name(namespace: str, container_id: str) -> str:
+    """The LXC container name: ``<namespace>-<id>`` (unique across containerd namespaces)."""
+    for field, value in (("namespace", namespace), ("id", container_id)):
+        if value and (len(value) > 76 or not _ID.match(value)):
+            raise errdefs.InvalidArgument(f"{field}: {value!r} is not a valid identifier")
+    if not container_id:
+        raise errdefs.InvalidArgument("id: must not be empty")
+    return f"{namespace}-{container_id}" if namespace else container_id
+
+
+def rootfs_from_spec(config: CreateConfig) -> Path:
+    """``root.path`` of the spec: relative to the bundle, or absolute (shim-protocol 2.10)."""
+    root = config.spec.get("root") or {}
+    path = root.get("path", "rootfs") if isinstance(root, dict) else None
+    if not isinstance(path, str) or not path:
+        raise errdefs.InvalidArgument("root.path: must be a non-empty string")
+    return Path(path) if path.startswith("/") else config.bundle / path
+
+
+def lxc_log_errors(log_file: Path, limit: int = 8) -> str:
+    """The ERROR lines of an LXC log, without their timestamp prefix, for error messages."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    errors = [ln.split(" - ", 1)[-1] for ln in lines if " ERROR " in ln]
+    return "; ".join(errors[-limit:])
+
+
+def _check_bind_sources(spec: dict[str, Any]) -> None:
+    """A missing bind source is the caller's error: say so before LXC would fail on it (and
+    before ``create=file`` would leave an empty file in the rootfs)."""
+    for i, m in enumerate(spec.get("mounts", [])):
+        options = m.get("options", [])
+        if m.get("type") == "bind" or "bind" in options or "rbind" in options:
+            source = m.get("source", "")
+            if not os.path.exists(source):
+                raise errdefs.NotFound(f"mounts[{i}].source: {source}: no such file or directory")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    name: str
+    rootfs: Path
+    config_text: str
+
+
+class LxcBackend:
+    """Creates containers with ``lxc-execute``; one instance per daemon."""
+
+    name = "lxc"
+
+    def __init__(self, reaper: Reaper, lxcpath: Path, *, log_level: str = "WARN",
+                 gate_timeout: float = 30.0) -> None:
+        self._reaper = reaper
+        self._lxcpath = lxcpath
+        self._log_level = log_level
+        self._gate_timeout = gate_timeout
+        found = shutil.which("lxc-execute")
+        if found is None:
+            raise errdefs.Unavailable("lxc-execute: not found in PATH (install Debian's lxc)")
+        self._lxc_execute = found
+
+    async def create(self, config: CreateConfig) -> LxcContainer:
+        """Validate, prepare the rootfs, write the LXC config, spawn lxc-execute and wait for
+        the gate. On any failure everything done so far is undone (reverse order)."""
+        lxcconf.validate(config.spec)
+        name = lxc_name(config.namespace, config.id)
+        lxc_dir = self._lxcpath / name
+        if lxc_dir.exists():
+            raise errdefs.AlreadyExists(f"container {name}: {lxc_dir} exists")
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        log_file = config.state_dir / cleanup.LXC_LOG
+        st = state.PersistedState(name=name, lxcpath=str(self._lxcpath),
+                                  bundle=str(config.bundle))
+        with contextlib.ExitStack() as undo:
+            undo.callback(log_file.unlink, True)  # its ERROR lines are in the raised error
+            prepared = self._prepare(config, name, st, undo)
+            self._lxcpath.mkdir(parents=True, exist_ok=True)
+            try:
+                lxc_dir.mkdir(mode=0o700)
+            except FileExistsError:  # a concurrent create of the same container won
+                raise errdefs.AlreadyExists(f"container {name}: {lxc_dir} exists") from None
+            undo.callback(shutil.rmtree, lxc_dir, True)
+            (lxc_dir / "config").write_text(prepared.config_text)
+            gate = Gate(config.state_dir)
+            undo.callback(gate.close)
+            io = open_stdio(config.stdio)
+            undo.callback(io.close)
+            child = self._spawn(name, config.spec["process"]["args"], io)
+            io.spawned()
+            handle = await self._await_gate(config, st, gate, child, io)
+            undo.pop_all()
+        return handle
+
+    def _prepare(self, config: CreateConfig, name: str, st: state.PersistedState,
+                 undo: contextlib.ExitStack) -> _Prepared:
+        """Rootfs (mounted if containerd gave mounts), program check, persisted state,
+        LXC config text. Registers the undo steps."""
+        undo.callback(state.remove, config.state_dir)
+        if config.rootfs:
+            rootfs = config.bundle / "rootfs"
+            rootfs.mkdir(mode=0o711, exist_ok=True)
+            st.mounts = mount_all(config.rootfs, rootfs)
+            undo.callback(unmount_all, st.mounts)
+        else:
+            rootfs = rootfs_from_spec(config)
+        if not rootfs.is_dir():
+            raise errdefs.NotFound(f"root.path: rootfs {rootfs} does not exist")
+        _check_bind_sources(config.spec)
+        process = config.spec["process"]
+        look_path(rootfs, process["args"][0], process.get("env", []), process.get("cwd", "/"))
+        # Persisted before anything runs, so `delete` can undo the mounts even if the daemon
+        # dies before the gate reports.
+        state.save(config.state_dir, st)
+        params = lxcconf.Params(
+            name=name, rootfs=str(rootfs), gate=hook_command(config.state_dir),
+            log_file=str(config.state_dir / cleanup.LXC_LOG), log_level=self._log_level,
+            default_hostname=config.id, shim_pid=os.getpid(), source_is_dir=os.path.isdir)
+        text = lxcconf.render(lxcconf.lxc_config(config.spec, params))
+        for field in lxcconf.unsupported_fields(config.spec):
+            log.warning("%s: not translated to LXC yet, ignored", field,
+                        extra={"container_id": config.id})
+        return _Prepared(name, rootfs, text)
+
+    def _spawn(self, name: str, args: list[str], io: ProcessIO) -> Child:
+        argv = [self._lxc_execute, "-q", "-P", str(self._lxcpath), "-n", name, "--", *args]
+        # Its own session: a signal to the daemon's process group never reaches the container.
+        return self._reaper.spawn(argv, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr,
+                                  env=_HOST_ENV, cwd="/", new_session=True)
+
+    async def _await_gate(self, config: CreateConfig, st: state.PersistedState, gate: Gate,
+                          child: Child, io: ProcessIO) -> LxcContainer:
+        """The init's PID from the gate, racing lxc-execute's early exit and a timeout."""
+        log_file = config.state_dir / cleanup.LXC_LOG
+        try:
+            st.monitor_pid, st.monitor_start_time = child.pid, state.start_time(child.pid)
+            state.save(config.state_dir, st)  # `delete` can stop a monitor held in the gate
+            pid = await self._race_gate(gate, child, log_file)
+            st.pid, st.pid_start_time = pid, state.start_time(pid)
+            state.save(config.state_dir, st)
+            return LxcContainer(st, config.state_dir, gate, child, io)
+        except BaseException:
+            await _stop_spawn(gate, child)
+            await io.aclose()
+            raise
+
+    async def _race_gate(self, gate: Gate, child: Child, log_file: Path) -> int:
+        pid_task = asyncio.ensure_future(gate.pid())
+        exit_task = asyncio.ensure_future(child.wait())
+        try:
+            done, _ = await asyncio.wait({pid_task, exit_task}, timeout=self._gate_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pid_task.cancel()
+            exit_task.cancel()
+        if pid_task in done:
+            return pid_task.result()
+        if exit_task in done:
+            details = lxc_log_errors(log_file) or "no ERROR lines in the LXC log"
+            raise errdefs.Internal(f"lxc-execute exited with status {exit_task.result()} "
+                                   f"before the container was created: {details}")
+        raise errdefs.DeadlineExceeded(
+            f"the start-host gate did not report within {self._gate_timeout:g}s")
+
+
+async def _stop_spawn(gate: Gate, child: Child) -> None:
+    """Undo a spawn whose gate never reported: abort the gate (buffered even if the hook has
+    not opened its FIFO yet), give LXC a moment to abort on its own, then SIGKILL."""
+    gate.abort()
+    try:
+        async with asyncio.timeout(5.0):
+            await child.wait()
+    except TimeoutError:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+
+
+class LxcContainer:
+    """A created container: init held by the gate until :meth:`start`."""
+
+    def __init__(self, st: state.PersistedState, state_dir: Path, gate: Gate, child: Child,
+                 io: ProcessIO) -> None:
+        self._st = st
+        self._state_dir = state_dir
+        self._gate = gate
+        self._child = child
+        self._io = io
+        self._pidfd: int | None = os.pidfd_open(st.pid)
+        self._cgroup = cgroup.cgroup_dir(st.pid, st.name)
+        self._started = False
+        self._deleted = False
+        self._created_kill: int | None = None
+        self._sigkilled = False
+        self._exit = asyncio.get_running_loop().create_task(self._watch())
+
+    @property
+    def pid(self) -> int:
+        return self._st.pid
+
+    @property
+    def name(self) -> str:
+        """The LXC container name (``lxc-ls -P <lxcpath>`` shows it while it runs)."""
+        return self._st.name
+
+    async def _watch(self) -> int:
+        rc = await self._child.wait()
+        status = rc
+        if self._created_kill is not None:
+            status = 128 + self._created_kill
+        elif self._sigkilled and rc == 1:
+            # lxc-execute reports 1 (its own failure code, measured) when its init is killed,
+            # since the init cannot report the signal; the program died of our SIGKILL.
+            status = 128 + signal.SIGKILL
+        self._st.exit_status = status
+        self._st.exit_status = status
+        self._gate.close()
+        with contextlib.suppress(OSError):
+            # Not if `delete` (cleanup.cleanup) already removed it: that would resurrect it.
+            state.save(self._state_dir, self._st, only_if_present=True)
+        return status
+
+    async def start(self) -> None:
+        if self._exit.done():
+            raise errdefs.FailedPrecondition(f"container {self.name} has already exited")
+        if self._started:
+            raise errdefs.FailedPrecondition(f"container {self.name} is already started")
+        self._started = True
+        self._gate.release()
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exit)
+
+    def kill(self, signal: int, all: bool = False) -> None:
+        """Signal the init from the host (DESIGN.md 5.1). In the created state a signal that
+        would end a process makes the container exit with 128 + signal: the init is PID 1 of a
+        new PID namespace and ignores default-action signals, so the gate is aborted and LXC
+        SIGKILLs it (containerd's CRI kills created containers)."""
+        if self._exit.done() or self._pidfd is None:
+            raise errdefs.NotFound(f"container {self.name}: process already finished")
+        others = [p for p in cgroup.procs(self._cgroup) if p != self.pid] if all else []
+        self._signal_init(signal)
+        self._sigkilled = self._sigkilled or signal == 9  # SIGKILL; the module is shadowed
+        if not self._started and signal not in _HARMLESS and self._created_kill is None:
+            # After the signal: the aborted gate makes LXC kill the init at once.
+            self._created_kill = signal
+            self._gate.abort()
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal)
+
+    def _signal_init(self, sig: int) -> None:
+        # Through a pidfd: the init is not our child, so its PID could be reused once
+        # lxc-execute has reaped it; the pidfd always names the original process.
+        assert self._pidfd is not None
+        try:
+            signal.pidfd_send_signal(self._pidfd, sig)
+        except ProcessLookupError:
+            raise errdefs.NotFound(
+                f"container {self.name}: process already finished") from None
+
+    def pids(self) -> list[int]:
+        if self._exit.done():
+            return []
+        found = cgroup.procs(self._cgroup) or [self.pid]
+        return [self.pid] + [p for p in found if p != self.pid]
+
+    def close_stdin(self) -> None:
+        """Close the container's stdin (for CloseIO)."""
+        self._io.close_stdin()
+
+    async def delete(self) -> None:
+        if self._deleted:
+            return
+        if not self._exit.done():
+            await self._stop()
+        await self._io.aclose()
+        self._gate.close()
+        cleanup.remove_files(self._st, self._state_dir)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._deleted = True
+
+    async def _stop(self) -> None:
+        with contextlib.suppress(errdefs.NotFound):
+            self.kill(signal.SIGKILL, all=True)
+        try:
+            async with asyncio.timeout(10.0):
+                await self.wait()
+        except TimeoutError:
+            self._child.send_signal(signal.SIGKILL)
+            await self.wait()
