@@ -1,0 +1,124 @@
+"""CRIU, for the process half of a checkpoint: detection, dump and restore.
+
+Detection is ``criu check``: on this project's dev host CRIU 3.17 fails it
+(``vdso: Unexpected rt vDSO area bounds``, environment.md section 4); in the kernel test host it
+passes. A checkpoint that asks for CRIU where the check fails raises FailedPrecondition naming
+CRIU's own reason, so the user learns why, and the filesystem checkpoint stays available.
+
+Dump and restore work on a process tree (``criu dump -t PID``); the images go to a directory
+recorded on the checkpoint's snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errdefs import FailedPrecondition, Internal
+from storage.runner import CommandRunner
+
+CHECK_TIMEOUT = 30.0
+DUMP_TIMEOUT = 300.0
+
+# CRIU's error lines: "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds".
+_ERROR = re.compile(r"^\s*(?:\(\d+\.\d+\)\s*)?Error\s*\([^)]*\):\s*(.*)$")
+_HELPER_EXIT = re.compile(r"^exited, status=\d+$")
+
+
+@dataclass(frozen=True)
+class CriuStatus:
+    works: bool
+    #: CRIU's own words when it does not work (its first error lines), "" when it does.
+    reason: str
+    version: str = ""
+
+
+def reason_from_output(text: str, limit: int = 3) -> str:
+    """CRIU's error messages from its output, most specific (first) first."""
+    errors = []
+    for line in text.splitlines():
+        m = _ERROR.match(line)
+        # "exited, status=1" (criu/util.c) only reports a helper's exit; the reason follows.
+        if m and m.group(1).strip() and not _HELPER_EXIT.match(m.group(1).strip()):
+            errors.append(m.group(1).strip())
+    if errors:
+        return "; ".join(errors[:limit])
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+_cache: dict[str, CriuStatus] = {}
+
+
+async def check(runner: CommandRunner, criu: str = "criu", *, cached: bool = True) -> CriuStatus:
+    """Whether CRIU works on this kernel (``criu check``), and if not, CRIU's reason."""
+    if cached and criu in _cache:
+        return _cache[criu]
+    if shutil.which(criu) is None:
+        status = CriuStatus(False, f"{criu}: not installed")
+    else:
+        try:
+            r = await runner.run([criu, "check"], timeout=CHECK_TIMEOUT)
+        except TimeoutError:
+            return CriuStatus(False, f"criu check: no answer in {CHECK_TIMEOUT:.0f} s")
+        out = (r.stdout + r.stderr).decode("utf-8", "replace")
+        status = (CriuStatus(True, "") if r.returncode == 0
+                  else CriuStatus(False, reason_from_output(out)))
+    _cache[criu] = status
+    return status
+
+
+def unavailable(status: CriuStatus) -> FailedPrecondition:
+    return FailedPrecondition(f"CRIU checkpoint not possible on this host: {status.reason} "
+                              "(criu check failed; a filesystem-only checkpoint is still "
+                              "possible)")
+
+
+async def dump(runner: CommandRunner, pid: int, images: Path, *, leave_running: bool,
+               criu: str = "criu") -> None:
+    """Dump the process tree rooted at ``pid`` into ``images``."""
+    images.mkdir(parents=True, exist_ok=True)
+    argv = [criu, "dump", "-t", str(pid), "-D", str(images), "-o", "dump.log", "-v2",
+            "--shell-job", "--tcp-established", "--ext-unix-sk", "--file-locks"]
+    if leave_running:
+        argv.append("--leave-running")
+    await _run(runner, argv, images / "dump.log", "dump")
+
+
+async def restore(runner: CommandRunner, images: Path, *, criu: str = "criu") -> int:
+    """Restore the tree dumped in ``images`` (detached); returns the restored root's PID."""
+    pidfile = images / "restore.pid"
+    pidfile.unlink(missing_ok=True)
+    argv = [criu, "restore", "-D", str(images), "-o", "restore.log", "-v2", "-d",
+            "--shell-job", "--tcp-established", "--ext-unix-sk", "--file-locks",
+            "--pidfile", str(pidfile)]
+    await _run(runner, argv, images / "restore.log", "restore")
+    return int(pidfile.read_text().strip())
+
+
+async def lxc_dump(runner: CommandRunner, lxcpath: Path, name: str, images: Path, *,
+                   stop: bool) -> None:
+    """Dump an LXC container with ``lxc-checkpoint`` (LXC hands CRIU the container's
+    namespaces, mounts and cgroups); ``stop`` stops it after the dump.
+
+    Its restore (``lxc-checkpoint -r``) is left to the caller: it leaves the restored
+    container's monitor running with the caller's stdout and stderr, so it must not run with
+    pipes that are read to EOF (as :meth:`CommandRunner.run` does)."""
+    images.mkdir(parents=True, exist_ok=True)
+    argv = ["lxc-checkpoint", "-P", str(lxcpath), "-n", name, "-D", str(images), "-v"]
+    await _run(runner, argv + (["-s"] if stop else []), images / "dump.log", "dump")
+
+
+async def _run(runner: CommandRunner, argv: list[str], log: Path, what: str) -> None:
+    try:
+        r = await runner.run(argv, timeout=DUMP_TIMEOUT)
+    except TimeoutError:
+        raise Internal(f"criu {what}: no answer in {DUMP_TIMEOUT:.0f} s") from None
+    if r.returncode != 0:
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            text = (r.stdout + r.stderr).decode("utf-8", "replace")
+        raise FailedPrecondition(f"criu {what} failed: {reason_from_output(text)}")

@@ -1,0 +1,170 @@
+"""The storage provisioner: a container's root filesystem as a ZFS dataset.
+
+Implements :class:`runtime.provision.Provisioner`. Where ``[storage] zfs_pool`` is configured,
+``prepare`` clones the image's ``@base`` (populating it the first time) as
+``<pool>/containers/<id>`` with the container's quota and reservation, and replaces the task's
+rootfs mounts with one bind mount of the dataset's mountpoint; the backend mounts that as it
+would containerd's overlay. Without a pool the config passes through untouched (the plain
+directory rootfs). ``release`` destroys the dataset and its checkpoints.
+
+What was made is recorded in ``<state_dir>/storage.json`` *before* it is made, so the
+short-lived ``delete`` action (:mod:`storage.cleanup`) can destroy it after a shim crash.
+
+This is the bridge between the lifecycle core and storage, so besides errdefs it imports
+``runtime.types``, ``runtime.config`` and ``runtime.oci`` (all leaves, standard library only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from runtime import config as runtime_config
+from runtime.errdefs import ErrdefsError, FailedPrecondition, InvalidArgument, NotFound
+from runtime.oci import spec_annotations
+from runtime.types import CreateConfig, Mount
+from storage import layers
+from storage import settings as storage_settings
+from storage.checkpoints import Checkpoint
+from storage.drivers import open_driver
+from storage.metrics import EventLog
+from storage.runner import CommandRunner
+from storage.service import CheckpointRecord, ZfsStorage
+from storage.settings import StorageSettings
+from storage.state import read_state, remove_state, write_state
+
+log = logging.getLogger(__name__)
+
+#: Key of ``CreateConfig.options`` under which the Task service passes the directory of the
+#: checkpoint a task is created from (``CreateTaskRequest.checkpoint``).
+CHECKPOINT_OPTION = "lxcri.checkpoint_path"
+#: Annotations (``lxcri.proxmox.io/<key>``) that only mean something with ZFS storage.
+STORAGE_ANNOTATIONS = frozenset({"quota", "reservation", "checkpoint-keep", "criu"})
+
+
+def settings_for(config: CreateConfig) -> StorageSettings:
+    """The container's storage settings: ``[storage]`` plus its allowed annotations."""
+    base = storage_settings.from_section(runtime_config.section(config.settings, "storage"))
+    overrides = runtime_config.overrides(config.settings, spec_annotations(config.spec))
+    return storage_settings.with_overrides(base, overrides)
+
+
+class StorageProvisioner:
+    name = "storage"
+
+    def __init__(self, runner: CommandRunner, events_path: Path | None = None) -> None:
+        self.runner = runner
+        self.events = EventLog(events_path)
+        self._storages: dict[tuple[str, str], ZfsStorage] = {}
+
+    def storage(self, settings: StorageSettings) -> ZfsStorage:
+        """The :class:`ZfsStorage` of ``settings.pool`` (one driver per pool and kind)."""
+        assert settings.pool is not None
+        key = (settings.pool, settings.driver)
+        if key not in self._storages:
+            driver = open_driver(self.runner, settings.driver)
+            self._storages[key] = ZfsStorage(driver, self.runner, settings.pool, self.events)
+        return self._storages[key]
+
+    async def prepare(self, config: CreateConfig) -> CreateConfig:
+        settings = settings_for(config)
+        restore_dir = config.options.get(CHECKPOINT_OPTION)
+        if settings.pool is None:
+            if restore_dir:
+                raise FailedPrecondition("restoring a task from a checkpoint needs ZFS storage "
+                                         "([storage] zfs_pool in config.toml)")
+            asked = sorted(STORAGE_ANNOTATIONS & set(runtime_config.overrides(
+                config.settings, spec_annotations(config.spec))))
+            if asked:
+                # A user who asked for a quota must learn that it cannot be applied.
+                raise FailedPrecondition(f"annotation {runtime_config.ANNOTATION_PREFIX}"
+                                         f"{asked[0]}: needs ZFS storage, and no pool is "
+                                         "configured ([storage] zfs_pool)")
+            return config
+        storage = self.storage(settings)
+        dataset = storage.datasets.name(config.id)  # validates the id as a dataset name
+        write_state(config.state_dir, {"pool": settings.pool, "dataset": dataset,
+                                       "namespace": config.namespace, "id": config.id,
+                                       "driver": storage.driver.kind})
+        try:
+            info, origin = await self._make(storage, config, settings, restore_dir)
+        except BaseException:
+            remove_state(config.state_dir)
+            raise
+        write_state(config.state_dir, {"pool": settings.pool, "dataset": dataset,
+                                       "namespace": config.namespace, "id": config.id,
+                                       "driver": storage.driver.kind, "origin": origin,
+                                       "mountpoint": info.mountpoint})
+        assert info.mountpoint is not None
+        log.info("container %s: root filesystem %s (clone of %s)", config.id, dataset, origin)
+        return replace(config, rootfs=(Mount("bind", info.mountpoint, "", ("rbind", "rw")),))
+
+    async def _make(self, storage: ZfsStorage, config: CreateConfig, settings: StorageSettings,
+                    restore_dir: Any) -> tuple[Any, str]:
+        source = None
+        if restore_dir:
+            record = CheckpointRecord.load(Path(str(restore_dir)))
+            origin = await storage.find_exported(record)
+        else:
+            source = self._source(config)
+            origin = await storage.layers.ensure(source)
+        for attempt in (1, 2):
+            try:
+                info = await storage.create_dataset(config.id, origin, settings,
+                                                    config.namespace)
+                break
+            except NotFound:
+                # `images prune` destroyed the image between ensure() and the clone.
+                if source is None or attempt == 2:
+                    raise
+                origin = await storage.layers.ensure(source)
+        if source is not None and layers.has_entries(source.upper):
+            try:
+                n = await asyncio.to_thread(layers.apply_upper, str(source.upper),
+                                            str(info.mountpoint))
+            except (OSError, ErrdefsError) as exc:
+                await storage.destroy_dataset(config.id)
+                raise FailedPrecondition(f"rootfs: cannot carry the container's writable layer "
+                                         f"over to its dataset: {exc}") from exc
+            log.info("container %s: %d entries of its writable layer copied", config.id, n)
+        return info, origin
+
+    @staticmethod
+    def _source(config: CreateConfig) -> layers.ImageSource:
+        if config.rootfs:
+            return layers.image_source(config.rootfs)
+        # No mounts: the bundle's own root.path directory is the image (copied, not shared).
+        root = config.spec.get("root") or {}
+        path = root.get("path", "rootfs") if isinstance(root, dict) else "rootfs"
+        full = Path(path) if str(path).startswith("/") else config.bundle / str(path)
+        if not full.is_dir():
+            raise InvalidArgument(f"root.path: {full} is not a directory")
+        return layers.ImageSource((str(full),))
+
+    async def release(self, config: CreateConfig) -> None:
+        state = read_state(config.state_dir)
+        if state is None:
+            return
+        settings = settings_for(config)
+        pool = str(state["pool"])
+        storage = self.storage(replace(settings, pool=pool))
+        await storage.destroy_dataset(str(state["id"]))
+        remove_state(config.state_dir)
+        log.info("container %s: dataset %s destroyed", config.id, state["dataset"])
+
+    # -- checkpoints (Task API) ----------------------------------------------------------------
+
+    async def checkpoint(self, config: CreateConfig, pid: int | None, directory: Path, *,
+                         leave_running: bool) -> Checkpoint:
+        """The Task API's Checkpoint of a container with ZFS storage."""
+        settings = settings_for(config)
+        if settings.pool is None or read_state(config.state_dir) is None:
+            raise FailedPrecondition(f"container {config.id} has no ZFS dataset to checkpoint "
+                                     "(set [storage] zfs_pool in config.toml)")
+        storage = self.storage(settings)
+        record = await storage.export_checkpoint(config.id, settings, directory, pid=pid,
+                                                 leave_running=leave_running)
+        return await storage.checkpoints.get(config.id, record.snapshot)
