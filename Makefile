@@ -26,7 +26,7 @@ test-integration: setup
 
 ## Only the tests that run inside the kernel test host (QEMU, Debian's stock kernel).
 test-kernel: setup
-	$(PY) -m pytest -m kernel tests/kernel -q
+	$(PY) -m pytest -p tests.kernelhost.plugin -m kernel tests -q
 
 lint: setup
 	$(PY) -m ruff check shim runtime storage network tests bench protos/generate.py

@@ -21,5 +21,7 @@ part() {
 }
 
 part "host suite" tests -m "not kernel" -q -p no:cacheprovider
-part "kernel test host batch" tests/kernel -m kernel -q -p no:cacheprovider
+# -p loads the kernel host plugin for `kernel` tests anywhere under tests/ (it boots Debian's
+# stock kernel in QEMU once per batch and reports each guest result here).
+part "kernel test host batch" -p tests.kernelhost.plugin -m kernel tests -q -p no:cacheprovider
 exit $status

@@ -7,10 +7,12 @@ checked with ``isinstance`` at the edge so that a backend lacking one answers No
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from runtime.types import CreateConfig
+from runtime.cgroups import Stats
+from runtime.types import CreateConfig, ExecConfig
 
 
 @runtime_checkable
@@ -66,4 +68,80 @@ class Cleanup(Protocol):
 
     def __call__(self, state_dir: Path, bundle: Path) -> tuple[int, int]:
         """Stop and remove whatever is left of a container; returns (pid, exit status)."""
+        ...
+
+
+# -- optional capabilities ----------------------------------------------------------------------
+# Checked with isinstance() on a ContainerHandle by the supervisor; a backend without one
+# answers NotImplemented for the RPCs that need it.
+
+
+@runtime_checkable
+class ProcessHandle(Protocol):
+    """An exec'd process, already running."""
+
+    @property
+    def pid(self) -> int:
+        """Host PID of the process inside the container."""
+        ...
+
+    async def wait(self) -> int:
+        """Its exit code, or 128 + signal. Callable many times."""
+        ...
+
+    def kill(self, signal: int) -> None:
+        """Raises ``errdefs.NotFound`` once it has exited."""
+        ...
+
+    def resize(self, width: int, height: int) -> None:
+        """Set its terminal's size (no-op without a terminal)."""
+        ...
+
+    def close_stdin(self) -> None: ...
+
+    async def close(self) -> None:
+        """Release its IO once it has exited (its output reaches EOF for the client)."""
+        ...
+
+
+@runtime_checkable
+class Execer(Protocol):
+    async def exec(self, config: ExecConfig) -> ProcessHandle:
+        """Start a new process in the running container (all its namespaces, cgroup and
+        security settings)."""
+        ...
+
+
+@runtime_checkable
+class Terminal(Protocol):
+    def resize(self, width: int, height: int) -> None: ...
+
+    def close_stdin(self) -> None: ...
+
+
+@runtime_checkable
+class Pausable(Protocol):
+    async def pause(self) -> None: ...
+
+    async def resume(self) -> None: ...
+
+
+@runtime_checkable
+class StatsSource(Protocol):
+    def stats(self) -> Stats:
+        """The container's cgroup figures; ``errdefs.NotFound`` when it has none."""
+        ...
+
+
+@runtime_checkable
+class Updatable(Protocol):
+    async def update(self, resources: dict[str, Any]) -> None:
+        """Apply OCI ``LinuxResources`` to the running container."""
+        ...
+
+
+@runtime_checkable
+class OomWatchable(Protocol):
+    def watch_oom(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the kernel's OOM killer kills in the container."""
         ...

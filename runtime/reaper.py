@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ class Child:
 class Reaper:
     """Spawns children and dispatches their exit statuses, reaping orphans as well."""
 
-    def __init__(self) -> None:
+    def __init__(self, child_oom_score_adj: int | None = None) -> None:
+        #: Given to every child (and so to the containers it starts): the daemon protects
+        #: itself with a lower OOM score than its containers (see shim.daemon).
+        self.child_oom_score_adj = child_oom_score_adj
         self._waiters: dict[int, tuple[subprocess.Popen[bytes], asyncio.Future[int]]] = {}
         self._unclaimed: OrderedDict[int, int] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,8 +99,14 @@ class Reaper:
         env: Mapping[str, str] | None = None,
         new_session: bool = False,
         pass_fds: Sequence[int] = (),
+        controlling_tty: bool = False,
     ) -> Child:
-        """Start ``argv`` (no shell). ``None`` stdio means ``/dev/null``."""
+        """Start ``argv`` (no shell). ``None`` stdio means ``/dev/null``.
+
+        ``controlling_tty`` (with ``new_session``) makes the child's stdin, a pty slave, its
+        controlling terminal: LXC proxies a container's console only for a caller that has one,
+        and the kernel then sends it SIGWINCH on every resize (measured with lxc-execute).
+        """
         loop = self._loop or asyncio.get_running_loop()
         devnull = subprocess.DEVNULL
         popen = subprocess.Popen(
@@ -107,9 +116,12 @@ class Reaper:
             stderr=devnull if stderr is None else stderr,
             cwd=cwd,
             env=dict(env) if env is not None else None,
-            start_new_session=new_session,
+            start_new_session=new_session or controlling_tty,
             pass_fds=tuple(pass_fds),
             close_fds=True,
+            # The only Python run between fork and exec; safe here because the daemon runs no
+            # threads when it spawns (asyncio, one thread).
+            preexec_fn=_preexec(controlling_tty, self.child_oom_score_adj),
         )
         fut: asyncio.Future[int] = loop.create_future()
         # The SIGCHLD handler runs as a loop callback, never between spawn and this line, so
@@ -185,6 +197,23 @@ class Reaper:
             os.close(out_r)
             os.close(err_r)
         return Completed(tuple(argv), rc, out, err)
+
+
+def _preexec(ctty: bool, oom_score_adj: int | None) -> Callable[[], None] | None:
+    if not ctty and oom_score_adj is None:
+        return None
+
+    def run() -> None:
+        if oom_score_adj is not None:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(oom_score_adj))
+        if ctty:
+            import fcntl
+            import termios
+
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    return run
 
 
 def _write_all(fd: int, data: bytes) -> None:

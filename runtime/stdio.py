@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import stat
+import struct
+import termios
+import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -47,6 +51,9 @@ class ProcessIO:
     _stdin_sink: int | None = None
     _copy: asyncio.Task[None] | None = None
     _child_fds: list[int] = field(default_factory=list)
+
+    #: Whether the child must take its stdin (a pty slave) as controlling terminal.
+    ctty = False
 
     def spawned(self) -> None:
         """Call once the child holds its copies: drop ours and start feeding stdin."""
@@ -90,10 +97,18 @@ class ProcessIO:
             self._copy = None
 
 
-def open_stdio(stdio: Stdio) -> ProcessIO:
-    """Open the three streams for a child. On error nothing stays open."""
+def open_stdio(stdio: Stdio, console_size: object = None) -> ProcessIO:
+    """Open the three streams for a child. On error nothing stays open.
+
+    ``console_size`` is the OCI ``process.consoleSize`` ({"height", "width"}) a terminal starts
+    with, before the first ResizePty (ctr sets it from its own terminal)."""
     if stdio.terminal:
-        raise NotImplementedErr("terminal: a pty is not supported yet")
+        term = open_terminal(stdio)
+        if isinstance(console_size, dict):
+            with contextlib.suppress(TypeError, ValueError):
+                term.resize(int(console_size.get("width", 0)),
+                            int(console_size.get("height", 0)))
+        return term
     io = ProcessIO()
     try:
         io.stdout = _open_output(stdio.stdout, "stdout", io._child_fds)
@@ -108,6 +123,99 @@ def open_stdio(stdio: Stdio) -> ProcessIO:
                 _close(fd)
         raise
     return io
+
+
+@dataclass
+class TerminalIO(ProcessIO):
+    """A pty the shim owns (shim-protocol.md 2.11, "Terminal"): the child gets the slave as
+    stdin, stdout and stderr (and as its controlling terminal, ``ctty``); the shim copies the
+    stdin FIFO into the master and the master into the stdout FIFO. stderr is unused, as with
+    runc's console. ResizePty sets the master's window size."""
+
+    master: int = -1
+    _sink: int | None = None
+    _out: asyncio.Task[None] | None = None
+
+    ctty = True
+
+    def spawned(self) -> None:
+        loop = asyncio.get_running_loop()
+        src = self._stdin_src
+        self._stdin_src = None
+        super().spawned()  # closes the slave (our copy) and clears the child fds
+        if src is not None:
+            self._copy = loop.create_task(copy_fd(src, self.master))
+            self._copy.add_done_callback(lambda _t: _close(src))
+        self._out = loop.create_task(_copy_master(self.master, self._sink))
+
+    def resize(self, width: int, height: int) -> None:
+        if self.master >= 0:
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ,
+                        struct.pack("HHHH", height, width, 0, 0))
+
+    def close_stdin(self) -> None:
+        # Stop feeding the pty; the master stays open, it carries the output too.
+        if self._copy is not None:
+            self._copy.cancel()
+        if self._stdin_src is not None:
+            _close(self._stdin_src)
+            self._stdin_src = None
+
+    def close(self) -> None:
+        super().close()
+        _close(*(fd for fd in (self.master, self._sink) if fd is not None and fd >= 0))
+        self.master, self._sink = -1, None
+
+    async def aclose(self, drain: float = 10.0) -> None:
+        """Wait (up to ``drain`` seconds, like runc's Delete) for the output to be copied,
+        then close everything: the client's stdout FIFO reaches EOF."""
+        if self._out is not None:
+            try:
+                async with asyncio.timeout(drain):
+                    await asyncio.shield(self._out)
+            except TimeoutError:
+                self._out.cancel()
+        await super().aclose()
+        self.close()
+
+
+def open_terminal(stdio: Stdio) -> TerminalIO:
+    master, slave = os.openpty()
+    io = TerminalIO(master=master)
+    try:
+        os.set_inheritable(master, False)
+        # Raw: the container side has its own pty (LXC's console or lxc-attach's), which does
+        # the line discipline once; a cooked slave here would turn "\n" into "\r\r\n".
+        tty.setraw(slave)
+        io.stdin = io.stdout = io.stderr = slave
+        io._child_fds.append(slave)
+        os.set_blocking(master, False)
+        if stdio.stdout:
+            io._sink = _open_existing(_fifo_path(stdio.stdout, "stdout"), os.O_RDWR, "stdout")
+            os.set_blocking(io._sink, False)
+        if stdio.stdin:
+            io._stdin_src = _open_existing(_fifo_path(stdio.stdin, "stdin"),
+                                           os.O_RDONLY | os.O_NONBLOCK, "stdin")
+    except BaseException:
+        io.close()
+        raise
+    return io
+
+
+async def _copy_master(master: int, sink: int | None) -> None:
+    """Master → stdout FIFO until the last slave holder exits (EIO on the master)."""
+    while True:
+        await fd_ready(master)
+        try:
+            data = os.read(master, _CHUNK)
+        except BlockingIOError:
+            continue
+        except OSError:  # EIO: no process holds the slave any more
+            return
+        if not data:
+            return
+        if sink is not None and not await _write_all(sink, data):
+            sink = None  # the client went away; keep draining so the child never blocks
 
 
 def _is_file_uri(uri: str) -> bool:

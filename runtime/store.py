@@ -14,13 +14,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ROOT = "/run/proxmox-lxcri"
+from runtime import paths
+
+DEFAULT_ROOT = paths.DEFAULT_ROOT
 SCHEMA = 1
 
 
 def state_root() -> Path:
     """The state root: ``$PROXMOX_LXCRI_ROOT`` (containerd passes its environment to shims)."""
-    return Path(os.environ.get("PROXMOX_LXCRI_ROOT") or DEFAULT_ROOT)
+    return Path(paths.root())
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

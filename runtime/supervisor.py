@@ -19,18 +19,51 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from runtime import events as ev
-from runtime.backend import Backend, ContainerHandle
-from runtime.errdefs import AlreadyExists, FailedPrecondition, NotFound
+from runtime.backend import (
+    Backend,
+    ContainerHandle,
+    Execer,
+    OomWatchable,
+    Pausable,
+    ProcessHandle,
+    StatsSource,
+    Terminal,
+    Updatable,
+)
+from runtime.cgroups import Stats
+from runtime.errdefs import AlreadyExists, FailedPrecondition, NotFound, NotImplementedErr
 from runtime.process import Process, ProcessState
 from runtime.provision import Provisioner
 from runtime.state import Op
 from runtime.store import Store
-from runtime.types import CreateConfig, ExitStatus, Status
+from runtime.types import CreateConfig, ExecConfig, ExitStatus, Status
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class CheckpointingProvisioner(Protocol):
+    """[storage] A provisioner that can checkpoint what it made (storage.provisioner)."""
+
+    async def checkpoint(self, config: CreateConfig, pid: int | None, directory: Path, *,
+                         leave_running: bool) -> object: ...
+
+
+#: How long an exited init waits for its execs' exits before publishing its own anyway.
+EXEC_EXIT_GRACE = 10.0
+
+
+@dataclass
+class Exec:
+    """An exec process: added by Exec, started by Start, removed by Delete."""
+
+    config: ExecConfig
+    process: Process
+    handle: ProcessHandle | None = None
 
 
 @dataclass
@@ -40,6 +73,13 @@ class Container:
     handle: ContainerHandle | None = None
     deleting: bool = False
     monitor: asyncio.Task[None] | None = field(default=None, repr=False)
+    execs: dict[str, Exec] = field(default_factory=dict)
+    #: Set as soon as the init is reaped: no exec may start after that (runc refuses too).
+    init_reaped: bool = False
+    #: Execs started and not yet reported exited; the init's exit waits for zero, so exec
+    #: exits are always published before the init's (containerd issue 9719, runc shim).
+    running_execs: int = 0
+    execs_done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def id(self) -> str:
@@ -76,8 +116,15 @@ class Supervisor:
     def _process(self, id: str, exec_id: str) -> tuple[Container, Process]:
         c = self._get(id)
         if exec_id:
-            raise NotFound(f"exec {exec_id} of container {id} does not exist")
+            return c, self._exec(c, exec_id).process
         return c, c.init
+
+    @staticmethod
+    def _exec(c: Container, exec_id: str) -> Exec:
+        e = c.execs.get(exec_id)
+        if e is None:
+            raise NotFound(f"exec {exec_id} of container {c.id} does not exist")
+        return e
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -102,11 +149,15 @@ class Supervisor:
         self.sink.publish(ev.TaskCreated(config.id, str(config.bundle), config.rootfs,
                                          config.stdio, "", handle.pid))
         c.monitor = self._spawn(self._monitor(c))
+        if isinstance(handle, OomWatchable):
+            handle.watch_oom(lambda: self.sink.publish(ev.TaskOOM(config.id)))
         self._persist(c)
         log.info("created container %s pid %d", config.id, handle.pid)
         return handle.pid
 
     async def start(self, id: str, exec_id: str = "") -> int:
+        if exec_id:
+            return await self._start_exec(id, exec_id)
         c, p = self._process(id, exec_id)
         p.check(Op.START)
         if not p.start_settled.is_set():
@@ -129,7 +180,17 @@ class Supervisor:
         assert c.handle is not None
         code = await c.handle.wait()
         exited_at = time.time()
+        c.init_reaped = True
         await c.init.start_settled.wait()
+        if c.running_execs:
+            # The kernel killed the execs with the PID namespace's init; let their exits be
+            # reported first, but never wait forever for a stuck lxc-attach.
+            try:
+                async with asyncio.timeout(EXEC_EXIT_GRACE):
+                    await c.execs_done.wait()
+            except TimeoutError:
+                log.warning("container %s: %d exec(s) still running after the init exited",
+                            c.id, c.running_execs)
         status = c.init.set_exited(code, exited_at)
         # A never-started init has no start event; like the runc shim, publish no exit either.
         if c.init.started:
@@ -140,6 +201,14 @@ class Supervisor:
 
     def kill(self, id: str, exec_id: str, sig: int, all: bool = False) -> None:
         c, p = self._process(id, exec_id)
+        if exec_id:
+            e = self._exec(c, exec_id)
+            if e.handle is None and p.exit is None:
+                raise FailedPrecondition(f"exec {exec_id}: process not created")
+            p.require_alive()
+            assert e.handle is not None
+            e.handle.kill(sig)
+            return
         p.require_alive()
         assert c.handle is not None
         c.handle.kill(sig, all)
@@ -149,6 +218,8 @@ class Supervisor:
         return await p.wait()
 
     async def delete(self, id: str, exec_id: str = "") -> ExitStatus:
+        if exec_id:
+            return self._delete_exec(id, exec_id)
         c, p = self._process(id, exec_id)
         p.check(Op.DELETE)
         if c.deleting:
@@ -177,6 +248,29 @@ class Supervisor:
         log.info("deleted container %s", id)
         return p.exit
 
+    async def checkpoint(self, id: str, directory: Path, *, exit: bool = False) -> None:
+        """[storage] The Task API's Checkpoint: the storage provisioner snapshots the
+        container's dataset (and dumps its processes where CRIU works) and records that in
+        ``directory``; with ``exit`` the task is then killed, like runc's ``--exit``."""
+        c = self._get(id)
+        if c.deleting or c.init.status is Status.DELETED:
+            raise FailedPrecondition(f"container {id} is being deleted")
+        running = c.init.exit is None
+        for p in self.provisioners:
+            if isinstance(p, CheckpointingProvisioner):
+                await p.checkpoint(c.config, c.init.pid if running else None, directory,
+                                   leave_running=not exit)
+                break
+        else:
+            raise NotImplementedErr("checkpoint needs ZFS storage ([storage] zfs_pool in "
+                                    "config.toml)")
+        if exit and c.init.exit is None:
+            assert c.handle is not None
+            try:
+                c.handle.kill(signal.SIGKILL, True)
+            except NotFound:
+                pass
+
     def state(self, id: str, exec_id: str = "") -> ProcessState:
         c, p = self._process(id, exec_id)
         return p.snapshot(str(c.config.bundle))
@@ -188,7 +282,137 @@ class Supervisor:
         pids = c.handle.pids() if c.init.exit is None else []
         if not pids and c.init.exit is None:
             pids = [c.init.pid]
-        return [(pid, "") for pid in pids]
+        exec_of = {e.process.pid: e.config.exec_id for e in c.execs.values()
+                   if e.handle is not None and e.process.exit is None}
+        return [(pid, exec_of.get(pid, "")) for pid in pids]
+
+    # -- execs --------------------------------------------------------------------------------
+
+    def add_exec(self, id: str, config: ExecConfig) -> None:
+        """Exec: register a process to be started by a later Start (runc's ReserveProcess)."""
+        c = self._get(id)
+        if not isinstance(c.handle, Execer):
+            raise NotImplementedErr(f"the {self.backend.name} backend cannot exec")
+        if c.init.exit is not None or c.init_reaped or c.deleting:
+            raise FailedPrecondition(f"container {id} is not running")
+        if config.exec_id in c.execs:
+            raise AlreadyExists(f"id {config.exec_id}")
+        c.execs[config.exec_id] = Exec(config, Process(id, config.exec_id, config.stdio))
+        self.sink.publish(ev.ExecAdded(id, config.exec_id))
+
+    async def _start_exec(self, id: str, exec_id: str) -> int:
+        c = self._get(id)
+        e = self._exec(c, exec_id)
+        p = e.process
+        p.check(Op.START)
+        if c.init_reaped or c.init.exit is not None:
+            raise FailedPrecondition(f"container {id} init process is not running")
+        if not p.start_settled.is_set():
+            raise FailedPrecondition(f"exec {exec_id} is already starting")
+        assert isinstance(c.handle, Execer)
+        p.start_settled.clear()
+        c.running_execs += 1
+        c.execs_done.clear()
+        try:
+            e.handle = await c.handle.exec(e.config)
+            p.pid = e.handle.pid
+            p.started = True
+            p.commit(Op.START)
+            self.sink.publish(ev.ExecStarted(id, exec_id, p.pid))
+        except BaseException:
+            self._exec_finished(c)
+            raise
+        finally:
+            p.start_settled.set()
+        self._spawn(self._monitor_exec(c, e))
+        return p.pid
+
+    async def _monitor_exec(self, c: Container, e: Exec) -> None:
+        assert e.handle is not None
+        try:
+            code = await e.handle.wait()
+            exited_at = time.time()
+            await e.process.start_settled.wait()
+            await e.handle.close()  # the client's FIFOs reach EOF with the exit
+            st = e.process.set_exited(code, exited_at)
+            self.sink.publish(ev.ProcessExited(c.id, e.config.exec_id, st.pid, st.status,
+                                               st.exited_at))
+        finally:
+            self._exec_finished(c)
+
+    @staticmethod
+    def _exec_finished(c: Container) -> None:
+        c.running_execs -= 1
+        if c.running_execs <= 0:
+            c.running_execs = 0
+            c.execs_done.set()
+
+    def _delete_exec(self, id: str, exec_id: str) -> ExitStatus:
+        c = self._get(id)
+        e = self._exec(c, exec_id)
+        e.process.check(Op.DELETE)
+        del c.execs[exec_id]
+        e.process.status = Status.DELETED
+        # runc publishes no event for an exec's deletion (README: SHOULD), nor do we.
+        return e.process.exit or ExitStatus(0, 0)
+
+    # -- terminal, pause, stats, update ----------------------------------------------------------
+
+    def resize_pty(self, id: str, exec_id: str, width: int, height: int) -> None:
+        c, p = self._process(id, exec_id)
+        target = self._exec(c, exec_id).handle if exec_id else c.handle
+        if target is not None and isinstance(target, Terminal | ProcessHandle):
+            target.resize(width, height)  # a process without a terminal ignores it
+
+    def close_io(self, id: str, exec_id: str) -> None:
+        c, p = self._process(id, exec_id)
+        target = self._exec(c, exec_id).handle if exec_id else c.handle
+        if target is not None and isinstance(target, Terminal | ProcessHandle):
+            target.close_stdin()
+
+    async def pause(self, id: str) -> None:
+        c = self._get(id)
+        if not isinstance(c.handle, Pausable):
+            raise NotImplementedErr(f"the {self.backend.name} backend cannot pause")
+        c.init.check(Op.PAUSE)
+        c.init.commit(Op.PAUSE)  # PAUSING while the freezer works
+        try:
+            await c.handle.pause()
+        except BaseException:
+            if c.init.status is Status.PAUSING:
+                c.init.status = Status.RUNNING
+            raise
+        if c.init.status is Status.PAUSING:  # an exit meanwhile wins
+            c.init.commit(Op.PAUSED)
+            self.sink.publish(ev.TaskPaused(id))
+        self._persist(c)
+
+    async def resume(self, id: str) -> None:
+        c = self._get(id)
+        if not isinstance(c.handle, Pausable):
+            raise NotImplementedErr(f"the {self.backend.name} backend cannot resume")
+        c.init.check(Op.RESUME)
+        await c.handle.resume()
+        if c.init.status is Status.PAUSED:
+            c.init.commit(Op.RESUME)
+            self.sink.publish(ev.TaskResumed(id))
+        self._persist(c)
+
+    def stats(self, id: str) -> Stats:
+        c = self._get(id)
+        if not isinstance(c.handle, StatsSource):
+            raise NotImplementedErr(f"the {self.backend.name} backend has no statistics")
+        if c.init.exit is not None:
+            raise NotFound(f"container {id} has exited: no cgroup to read")
+        return c.handle.stats()
+
+    async def update(self, id: str, resources: dict[str, Any]) -> None:
+        c = self._get(id)
+        if not isinstance(c.handle, Updatable):
+            raise NotImplementedErr(f"the {self.backend.name} backend cannot update resources")
+        if c.init.exit is not None:
+            raise FailedPrecondition(f"container {id} is not running")
+        await c.handle.update(resources)
 
     def task_pid(self, id: str) -> int:
         c = self._containers.get(id)

@@ -35,7 +35,23 @@ def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str) ->
         raise
 
 
+def protect_from_oom() -> int | None:
+    """Give the daemon a lower OOM score than its containers, so that under memory pressure
+    the kernel kills a container before the shim that reports its exit (the runc shim also
+    adjusts its own score). Returns the original score, which the containers keep."""
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            original = int(f.read())
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(max(-999, original - 1)))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot lower the shim's OOM score: %s", exc)
+        return None
+    return original
+
+
 async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_address: str) -> None:
+    from network.provisioner import NetworkProvisioner  # [network] shim-managed networks
     from runtime.lxc.backend import LxcBackend
     from runtime.reaper import Reaper
     from runtime.store import Store, state_root
@@ -44,9 +60,10 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
     from shim.status_map import to_status
     from shim.task_service import SERVICE, TaskService
     from shim.ttrpc import Server
+    from storage.provisioner import StorageProvisioner  # [storage] ZFS datasets
 
     loop = asyncio.get_running_loop()
-    reaper = Reaper()
+    reaper = Reaper(child_oom_score_adj=protect_from_oom())
     reaper.install(loop)
     root = state_root()
     store = Store(root)
@@ -54,7 +71,13 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
     publisher.start()
     stop = asyncio.Event()
     supervisor = Supervisor(LxcBackend(reaper, root / "lxc"), publisher, store, flags.namespace,
-                            on_empty=stop.set)
+                            on_empty=stop.set,
+                            # [network] after storage's provisioner (it needs the final spec).
+                            provisioners=(
+                                # [storage] first: the rootfs is a ZFS dataset where a pool is
+                                # configured; its commands run through the daemon's reaper.
+                                StorageProvisioner(reaper, root / "runtime" / "events.log"),
+                                NetworkProvisioner(root / "network")))
     server = Server(error_mapper=to_status)
     server.register_service(SERVICE, TaskService(supervisor, store).methods())
     for sig in (signal.SIGTERM, signal.SIGINT):

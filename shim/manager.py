@@ -9,7 +9,6 @@ process is single-threaded, so fork is safe, and it saves a second interpreter s
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import socket
@@ -41,8 +40,17 @@ def socket_address(containerd_address: str, namespace: str, group: str) -> str:
     """``unix://`` + a path derived from containerd's address, the namespace and the group,
     so that two containerd instances never share a shim. containerd dials anything without the
     ``unix://`` prefix as an abstract socket, so the prefix is mandatory (§2.3)."""
-    digest = hashlib.sha256(os.path.join(containerd_address, namespace, group).encode())
-    return f"unix://{SOCKET_DIR}/{digest.hexdigest()}"
+    digest = _sha256(os.path.join(containerd_address, namespace, group).encode())
+    return f"unix://{SOCKET_DIR}/{digest}"
+
+
+def _sha256(data: bytes) -> str:
+    # CPython's built-in _sha256 avoids hashlib's OpenSSL load (~9 ms on every start).
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:  # another interpreter
+        from hashlib import sha256
+    return str(sha256(data).hexdigest())
 
 
 def _bind(path: str) -> socket.socket | None:
@@ -91,12 +99,28 @@ def start(flags: Flags) -> int:
         sys.stdout.write(f"cannot listen on {path}: {exc.strerror}")
         return 1
     if sock is not None:
-        _spawn_daemon(flags, bundle, sock, path)
+        _start_daemon(flags, bundle, sock, path)
         sock.close()
     _write_address(bundle, address)
     sys.stdout.write(address)
     sys.stdout.flush()
     return 0
+
+
+def _start_daemon(flags: Flags, bundle: Path, sock: socket.socket, path: str) -> None:
+    """Through the zygote when one serves this code (fast), else by forking ourselves; then
+    make sure a zygote exists for the next task (shim/zygote.py)."""
+    if os.environ.get("PROXMOX_LXCRI_ZYGOTE", "1") == "0":
+        _spawn_daemon(flags, bundle, sock, path)
+        return
+    from shim import zygote
+
+    zpath = zygote.socket_path()
+    payload = {"flags": flags.to_dict(), "bundle": str(bundle), "socket_path": path,
+               "env": dict(os.environ)}
+    if not zygote.request(zpath, sock, payload):
+        _spawn_daemon(flags, bundle, sock, path)
+        zygote.spawn(zpath)
 
 
 def _spawn_daemon(flags: Flags, bundle: Path, sock: socket.socket, path: str) -> None:
@@ -151,6 +175,20 @@ def encode_delete_response(pid: int, exit_status: int, exited_at: float) -> byte
 
 
 def delete(flags: Flags) -> int:
+    from runtime import paths
+
+    if not os.path.isdir(paths.container_dir(flags.namespace, flags.id)):
+        # The daemon deleted the task and its state (the normal teardown: containerd runs
+        # `delete` after every task): nothing is left to clean. Like runc's, the answer is
+        # 137 and now; containerd only uses it for a task it still knows.
+        sys.stdout.buffer.write(encode_delete_response(0, 137, time.time()))
+        sys.stdout.flush()
+        return 0
+    return _delete_leftovers(flags)
+
+
+def _delete_leftovers(flags: Flags) -> int:
+    """Stop and release what a dead shim left: container, mounts, network, dataset."""
     from runtime.lxc.cleanup import cleanup
     from runtime.store import Store, state_root
 
@@ -163,6 +201,21 @@ def delete(flags: Flags) -> int:
     except OSError as exc:
         sys.stderr.write(f"cleanup of {flags.id} failed: {exc}\n")
         return 1
+    # [network] the container's processes are gone: release its shim-managed network
+    # (veth, namespace, lease) if the shim did not (network/cleanup.py, standard library).
+    if (state_dir / "network.json").exists():
+        from network.cleanup import cleanup as network_cleanup
+
+        network_cleanup(state_dir)
+    # [storage] destroy the container's ZFS dataset if the shim did not (storage/cleanup.py,
+    # standard library; the backend clean-up above unmounted it from the bundle).
+    if (state_dir / "storage.json").exists():
+        from storage.cleanup import cleanup as storage_cleanup
+
+        try:
+            storage_cleanup(state_dir)
+        except OSError as exc:
+            sys.stderr.write(f"storage cleanup of {flags.id} failed: {exc}\n")
     if not pid:
         pid = int(state.get("pid") or 0)
     recorded = state.get("exit_status")

@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     ls.set_defaults(func=cmd_list)
     sub.add_parser("version", help="print the version").set_defaults(
         func=lambda a: print(f"proxmox-lxcri {VERSION}") or 0)
+    from storage import cli as storage_cli  # [storage] checkpoint, restore, images …
+
+    storage_cli.register(sub)
+    from shim import oci_cli  # [oci] create, start, state, kill, delete, run, spec …
+
+    oci_cli.register(parser, sub)
     args = parser.parse_args(argv)
     if args.root:
         os.environ["PROXMOX_LXCRI_ROOT"] = args.root

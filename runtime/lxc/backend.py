@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -30,15 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import errdefs
-from runtime.lxc import cgroup, cleanup, state
+from runtime import errdefs, hooks, oci
+from runtime.lxc import cgroup, cleanup, resources, state
 from runtime.lxc import config as lxcconf
+from runtime.lxc.exec import AttachContext
 from runtime.lxc.gate import Gate, hook_command
 from runtime.lxc.mount import mount_all, unmount_all
+from runtime.lxc.ops import ContainerOps
 from runtime.lxc.rootfs import look_path
 from runtime.reaper import Child, Reaper
 from runtime.stdio import ProcessIO, open_stdio
-from runtime.types import CreateConfig
+from runtime.types import CreateConfig, Stdio
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ _ID = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
 _HARMLESS = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH,
                        signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 #: The host PATH lxc-execute itself runs with; LXC does not pass it into the container.
+#: The seccomp policy's file name in the LXC container dir (removed with it).
+SECCOMP_FILE = "seccomp"
 _HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
@@ -92,11 +97,33 @@ def _check_bind_sources(spec: dict[str, Any]) -> None:
                 raise errdefs.NotFound(f"mounts[{i}].source: {source}: no such file or directory")
 
 
+@functools.cache
+def _host_lsm() -> tuple[bool, bool]:
+    """(AppArmor enforced, SELinux enforced) on this host, read once."""
+    try:
+        apparmor = Path("/sys/module/apparmor/parameters/enabled").read_text().strip() == "Y"
+    except OSError:
+        apparmor = False
+    return apparmor, Path("/sys/fs/selinux/enforce").exists()
+
+
+def _inherited_io(spec: dict[str, Any]) -> ProcessIO:
+    """The caller's own stdin, stdout and stderr (the CLI's pass-through). With
+    ``process.terminal`` and a pty on stdin (``create --console-socket`` put it there), that pty
+    becomes lxc-execute's controlling terminal, which LXC needs to proxy the container's
+    console (see configure_console)."""
+    io = ProcessIO(stdin=0, stdout=1, stderr=2)
+    io.ctty = bool(spec["process"].get("terminal")) and os.isatty(0)
+    return io
+
+
 @dataclass(frozen=True)
 class _Prepared:
     name: str
     rootfs: Path
     config_text: str
+    #: The LXC seccomp policy (written next to the config), or None.
+    seccomp_text: str | None = None
 
 
 class LxcBackend:
@@ -105,7 +132,14 @@ class LxcBackend:
     name = "lxc"
 
     def __init__(self, reaper: Reaper, lxcpath: Path, *, log_level: str = "WARN",
-                 gate_timeout: float = 30.0) -> None:
+                 gate_timeout: float = 30.0, hold_gate: bool = False,
+                 inherit_stdio: bool = False) -> None:
+        """``hold_gate`` and ``inherit_stdio`` are for the ``proxmox-lxcri`` CLI: the gate
+        outlives the creating process (gate.sh --hold), and a container without stdio paths
+        gets the caller's stdin, stdout and stderr (runc's pass-through) instead of
+        /dev/null."""
+        self._hold_gate = hold_gate
+        self._inherit_stdio = inherit_stdio
         self._reaper = reaper
         self._lxcpath = lxcpath
         self._log_level = log_level
@@ -114,10 +148,12 @@ class LxcBackend:
         if found is None:
             raise errdefs.Unavailable("lxc-execute: not found in PATH (install Debian's lxc)")
         self._lxc_execute = found
+        self._lxc_attach = shutil.which("lxc-attach") or "lxc-attach"
 
     async def create(self, config: CreateConfig) -> LxcContainer:
         """Validate, prepare the rootfs, write the LXC config, spawn lxc-execute and wait for
         the gate. On any failure everything done so far is undone (reverse order)."""
+        oci.check_spec(config.spec)  # config.md, before anything is created
         lxcconf.validate(config.spec)
         name = lxc_name(config.namespace, config.id)
         lxc_dir = self._lxcpath / name
@@ -137,15 +173,34 @@ class LxcBackend:
                 raise errdefs.AlreadyExists(f"container {name}: {lxc_dir} exists") from None
             undo.callback(shutil.rmtree, lxc_dir, True)
             (lxc_dir / "config").write_text(prepared.config_text)
+            if prepared.seccomp_text is not None:
+                (lxc_dir / SECCOMP_FILE).write_text(prepared.seccomp_text)
             gate = Gate(config.state_dir)
             undo.callback(gate.close)
-            io = open_stdio(config.stdio)
+            io = (_inherited_io(config.spec)
+                  if self._inherit_stdio and config.stdio == Stdio()
+                  else open_stdio(config.stdio, config.spec["process"].get("consoleSize")))
             undo.callback(io.close)
             child = self._spawn(name, config.spec["process"]["args"], io)
             io.spawned()
             handle = await self._await_gate(config, st, gate, child, io)
+            handle.attach = AttachContext(self._reaper, self._lxc_attach, self._lxcpath, name,
+                                          prepared.rootfs)
             undo.pop_all()
+        await self._created_hooks(config, handle)
         return handle
+
+    async def _created_hooks(self, config: CreateConfig, handle: LxcContainer) -> None:
+        """prestart, createRuntime and createContainer, with the init held at the gate
+        (runtime.md "Lifecycle" steps 4-5). A failure stops and deletes the container, so
+        nothing is left behind, and is the create's error."""
+        handle.hooks = hooks.HookPoints(self._reaper, config.spec, config.id,
+                                        str(config.bundle))
+        try:
+            await handle.hooks.created(handle.pid)
+        except BaseException:
+            await handle.delete()
+            raise
 
     def _prepare(self, config: CreateConfig, name: str, st: state.PersistedState,
                  undo: contextlib.ExitStack) -> _Prepared:
@@ -167,21 +222,27 @@ class LxcBackend:
         # Persisted before anything runs, so `delete` can undo the mounts even if the daemon
         # dies before the gate reports.
         state.save(config.state_dir, st)
+        apparmor, selinux = _host_lsm()
         params = lxcconf.Params(
-            name=name, rootfs=str(rootfs), gate=hook_command(config.state_dir),
+            name=name, rootfs=str(rootfs),
+            gate=hook_command(config.state_dir, hold=self._hold_gate),
             log_file=str(config.state_dir / cleanup.LXC_LOG), log_level=self._log_level,
-            default_hostname=config.id, shim_pid=os.getpid(), source_is_dir=os.path.isdir)
-        text = lxcconf.render(lxcconf.lxc_config(config.spec, params))
-        for field in lxcconf.unsupported_fields(config.spec):
-            log.warning("%s: not translated to LXC yet, ignored", field,
-                        extra={"container_id": config.id})
-        return _Prepared(name, rootfs, text)
+            default_hostname=config.id, shim_pid=os.getpid(), source_is_dir=os.path.isdir,
+            cgroup=resources.detect(), seccomp_path=str(self._lxcpath / name / SECCOMP_FILE),
+            apparmor=apparmor, selinux=selinux)
+        notes: list[str] = []
+        text = lxcconf.render(lxcconf.lxc_config(config.spec, params, notes))
+        policy = lxcconf.seccomp_policy(config.spec, notes)
+        for note in notes:  # DESIGN.md section 8: a downgrade is logged, never silent
+            log.warning("downgraded: %s", note, extra={"container_id": config.id})
+        return _Prepared(name, rootfs, text, policy)
 
     def _spawn(self, name: str, args: list[str], io: ProcessIO) -> Child:
         argv = [self._lxc_execute, "-q", "-P", str(self._lxcpath), "-n", name, "--", *args]
         # Its own session: a signal to the daemon's process group never reaches the container.
         return self._reaper.spawn(argv, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr,
-                                  env=_HOST_ENV, cwd="/", new_session=True)
+                                  env=_HOST_ENV, cwd="/", new_session=True,
+                                  controlling_tty=io.ctty)
 
     async def _await_gate(self, config: CreateConfig, st: state.PersistedState, gate: Gate,
                           child: Child, io: ProcessIO) -> LxcContainer:
@@ -230,7 +291,7 @@ async def _stop_spawn(gate: Gate, child: Child) -> None:
         await child.wait()
 
 
-class LxcContainer:
+class LxcContainer(ContainerOps):
     """A created container: init held by the gate until :meth:`start`."""
 
     def __init__(self, st: state.PersistedState, state_dir: Path, gate: Gate, child: Child,
@@ -247,6 +308,8 @@ class LxcContainer:
         self._created_kill: int | None = None
         self._sigkilled = False
         self._exit = asyncio.get_running_loop().create_task(self._watch())
+        #: The spec's OCI hooks (set by LxcBackend.create; None: no hooks).
+        self.hooks: hooks.HookPoints | None = None
 
     @property
     def pid(self) -> int:
@@ -279,8 +342,17 @@ class LxcContainer:
             raise errdefs.FailedPrecondition(f"container {self.name} has already exited")
         if self._started:
             raise errdefs.FailedPrecondition(f"container {self.name} is already started")
+        if self.hooks:
+            try:  # startContainer: a failure stops the container (runtime.md "Lifecycle" 7)
+                await self.hooks.start_container(self.pid)
+            except errdefs.ErrdefsError:
+                with contextlib.suppress(errdefs.NotFound):
+                    self.kill(signal.SIGKILL)
+                raise
         self._started = True
         self._gate.release()
+        if self.hooks:
+            await self.hooks.poststart(self.pid)  # failures are warnings
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exit)
@@ -328,6 +400,7 @@ class LxcContainer:
             return
         if not self._exit.done():
             await self._stop()
+        self.stop_oom_watch()
         await self._io.aclose()
         self._gate.close()
         cleanup.remove_files(self._st, self._state_dir)
@@ -335,6 +408,8 @@ class LxcContainer:
             os.close(self._pidfd)
             self._pidfd = None
         self._deleted = True
+        if self.hooks:
+            await self.hooks.poststop()  # after the container is gone; failures are warnings
 
     async def _stop(self) -> None:
         with contextlib.suppress(errdefs.NotFound):

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.errdefs import InvalidArgument, NotImplementedErr
+from runtime.lxc import resources, security, setup_hooks
+from runtime.lxc import seccomp as lxc_seccomp
+from runtime.lxc.resources import CgroupHost
 
 Line = tuple[str, str]
 
@@ -42,24 +45,16 @@ NAMESPACES = {
 #: /dev/pts). See ``man lxc.container.conf``, lxc.mount.auto / lxc.autodev / lxc.pty.max.
 PROVIDED_BY_LXC = frozenset({"/proc", "/sys", "/sys/fs/cgroup", "/dev", "/dev/pts"})
 
-#: OCI fields present in real specs that this translation does not render yet. They are
-#: reported by :func:`unsupported_fields` so the backend can log a downgrade: DESIGN.md section 8
-#: says "never silently dropped".
-_NOT_YET = (
-    ("process", "capabilities"),
-    ("process", "rlimits"),
-    ("process", "noNewPrivileges"),
-    ("process", "apparmorProfile"),
-    ("process", "selinuxLabel"),
-    ("process", "oomScoreAdj"),
-    ("linux", "seccomp"),
-    ("linux", "maskedPaths"),
-    ("linux", "readonlyPaths"),
-    ("linux", "resources"),
-    ("linux", "sysctl"),
-    ("linux", "devices"),
-    ("linux", "cgroupsPath"),
-    ("linux", "mountLabel"),
+#: OCI fields this runtime accepts but cannot honour on LXC, with how it downgrades them
+#: (DESIGN.md section 8: "never silently dropped"; docs/oci-support.md has the full table).
+_DOWNGRADED = (
+    (("linux", "cgroupsPath"), "linux.cgroupsPath: not applied; LXC places the container in "
+                               "lxc.payload.<name> under the runtime's cgroup"),
+    (("linux", "intelRdt"), "linux.intelRdt: not applied"),
+    (("linux", "personality"), "linux.personality: not applied"),
+    (("process", "ioPriority"), "process.ioPriority: not applied"),
+    (("process", "scheduler"), "process.scheduler: not applied"),
+    (("process", "execCPUAffinity"), "process.execCPUAffinity: not applied"),
 )
 
 #: Options that are OCI/containerd vocabulary, not mount(8) vocabulary; LXC would pass them to
@@ -86,24 +81,55 @@ class Params:
     shim_pid: int = 1
     #: Host fact for bind mounts: is this source a directory? (``create=dir`` vs ``create=file``)
     source_is_dir: Callable[[str], bool] = lambda _path: True
+    #: The host's cgroup layout (:func:`runtime.lxc.resources.detect`).
+    cgroup: CgroupHost = CgroupHost()
+    #: Where the backend writes the rendered seccomp policy (``lxc.seccomp.profile``).
+    seccomp_path: str = ""
+    #: Whether the host enforces AppArmor / SELinux (the keys are rendered either way).
+    apparmor: bool = False
+    selinux: bool = False
 
 
-def lxc_config(spec: dict[str, Any], params: Params) -> list[Line]:
+def lxc_config(spec: dict[str, Any], params: Params,
+               notes: list[str] | None = None) -> list[Line]:
     """The LXC configuration for ``spec``. Raises InvalidArgument/NotImplementedErr naming the
-    offending field; validation happens before anything is emitted."""
+    offending field; validation happens before anything is emitted. What is downgraded (valid
+    in the spec, not fully expressible on LXC) is appended to ``notes`` for the caller to log.
+    """
+    notes = [] if notes is None else notes
     validate(spec)
     namespaces = namespace_plan(spec)
+    process = spec["process"]
     lines: list[Line] = []
     lines += configure_log(params)
     lines += configure_rootfs(params)
     lines += configure_hostname(spec, params, namespaces)
-    lines += configure_namespaces(namespaces, params)
-    lines += configure_console()
-    lines += configure_init(spec)
-    lines += configure_auto_mounts()
+    lines += configure_namespaces(namespaces, params, notes)
+    lines += configure_idmaps(spec, namespaces)
+    lines += configure_console(bool(process.get("terminal")))
+    lines += configure_init(spec, notes)
+    lines += security.configure_capabilities(process, notes)
+    lines += security.configure_rlimits(process)
+    lines += security.configure_privileges(process)
+    lines += security.configure_lsm(spec, params.apparmor, params.selinux, notes)
+    lines += configure_seccomp(spec, params)
+    lines += configure_auto_mounts(spec)
     lines += configure_mounts(spec, params)
+    lines += setup_hooks.mount_hook(spec, configure_sysctls(spec, namespaces))
+    lines += setup_hooks.autodev_hook(spec)
+    lines += resources.configure_resources(spec, params.cgroup, notes)
     lines += configure_hooks(params)
+    notes += [text for (section, key), text in _DOWNGRADED
+              if (spec.get(section) or {}).get(key) not in (None, "", [], {})]
     return lines
+
+
+def seccomp_policy(spec: dict[str, Any], notes: list[str] | None = None) -> str | None:
+    """The LXC seccomp policy text for ``linux.seccomp``, or None when the spec has none."""
+    policy = (spec.get("linux") or {}).get("seccomp")
+    if not policy:
+        return None
+    return lxc_seccomp.render(policy, [] if notes is None else notes)
 
 
 def render(lines: Sequence[Line]) -> str:
@@ -114,14 +140,12 @@ def render(lines: Sequence[Line]) -> str:
     return "".join(f"{key} = {value}\n" for key, value in lines)
 
 
-def unsupported_fields(spec: dict[str, Any]) -> list[str]:
-    """Dotted names of the OCI fields present in ``spec`` that are not translated yet."""
-    found = []
-    for section, key in _NOT_YET:
-        part = spec.get(section)
-        if isinstance(part, dict) and part.get(key) not in (None, [], {}, "", False):
-            found.append(f"{section}.{key}")
-    return found
+def downgrades(spec: dict[str, Any], params: Params) -> list[str]:
+    """What :func:`lxc_config` downgrades for ``spec`` (one message per setting)."""
+    notes: list[str] = []
+    lxc_config(spec, params, notes)
+    seccomp_policy(spec, notes)
+    return notes
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -146,15 +170,13 @@ def validate(spec: dict[str, Any]) -> None:
     if not isinstance(cwd, str) or not cwd.startswith("/"):
         raise InvalidArgument("process.cwd: must be an absolute path")
     _validate_user(process.get("user", {}))
-    if process.get("terminal"):
-        raise NotImplementedErr("process.terminal: a terminal is not supported yet")
+    # process.terminal is a stdio matter, not an LXC key: the init inherits whatever stdio the
+    # runtime gives lxc-execute (lxc.console.path = none), a pty slave for a terminal.
     root = spec.get("root", {})
     if not isinstance(root, dict):
         raise InvalidArgument("root: must be an object")
-    if root.get("readonly"):
-        # LXC mounts a read-only rootfs before it creates mount points (create=dir fails with
-        # EROFS, measured), so this needs the mount points made beforehand; not done yet.
-        raise NotImplementedErr("root.readonly: a read-only root filesystem is not supported yet")
+    # root.readonly is honoured by the mount hook (runtime/lxc/setup_hooks.py): LXC's own
+    # lxc.rootfs.options = ro would make the mount points' create=dir fail with EROFS.
     _validate_mounts(spec.get("mounts", []))
 
 
@@ -211,6 +233,8 @@ class NamespacePlan:
 
     share: tuple[tuple[str, str], ...]  # (lxc identifier, path) to join
     keep: tuple[str, ...]  # lxc identifiers of the shim's own (absent from the spec)
+    user: bool = False  # a new user namespace (with lxc.idmap)
+    cgroup: bool = True  # the spec asked for a new cgroup namespace
 
     def is_new(self, ident: str) -> bool:
         return ident not in self.keep and all(ident != s for s, _ in self.share)
@@ -245,15 +269,15 @@ def _plan_from(seen: dict[str, str]) -> NamespacePlan:
         if seen[required]:
             raise NotImplementedErr(f"linux.namespaces: joining a {required} namespace is not "
                                     "supported")
-    for unsupported in ("user", "time"):
-        if unsupported in seen:
-            raise NotImplementedErr(f"linux.namespaces: {unsupported} namespaces are not "
-                                    "supported yet")
-    if seen.get("cgroup"):
-        raise NotImplementedErr("linux.namespaces: joining a cgroup namespace is not supported")
+    if "time" in seen:
+        raise NotImplementedErr("linux.namespaces: time namespaces are not supported")
+    for kind in ("user", "cgroup"):
+        if seen.get(kind):
+            raise NotImplementedErr(f"linux.namespaces: joining a {kind} namespace is not "
+                                    "supported")
     share = tuple((NAMESPACES[t], p) for t, p in seen.items() if p)
     keep = tuple(NAMESPACES[t] for t in ("network", "ipc", "uts") if t not in seen)
-    return NamespacePlan(share=share, keep=keep)
+    return NamespacePlan(share=share, keep=keep, user="user" in seen, cgroup="cgroup" in seen)
 
 
 # --- the configure_<concern> steps, in lxc_config's order ----------------------------------
@@ -283,7 +307,7 @@ def configure_hostname(spec: dict[str, Any], params: Params, ns: NamespacePlan) 
     return [("lxc.uts.name", hostname or params.default_hostname or params.name)]
 
 
-def configure_namespaces(ns: NamespacePlan, params: Params) -> list[Line]:
+def configure_namespaces(ns: NamespacePlan, params: Params, notes: list[str]) -> list[Line]:
     """lxc.namespace.share.<ns> = <path> joins an existing namespace (the CNI case, verified in
     environment.md section 5). A namespace the spec leaves out is the runtime's own (OCI), so
     it is joined the same way through /proc/<shim pid>/ns/<ns>: lxc.namespace.keep would be
@@ -292,20 +316,45 @@ def configure_namespaces(ns: NamespacePlan, params: Params) -> list[Line]:
     lines: list[Line] = [(f"lxc.namespace.share.{ident}", path) for ident, path in ns.share]
     lines += [(f"lxc.namespace.share.{ident}", f"/proc/{params.shim_pid}/ns/{ident}")
               for ident in ns.keep]
+    if not ns.cgroup:
+        # LXC always unshares the cgroup namespace (its log: "Unshared CLONE_NEWCGROUP").
+        notes.append("linux.namespaces: no cgroup namespace asked, but LXC always makes one")
     if ns.is_new("net"):
         # A new network namespace with only a loopback device; networks come later (DESIGN §7).
         lines.append(("lxc.net.0.type", "empty"))
     return lines
 
 
-def configure_console() -> list[Line]:
-    # console.path = none: the init inherits lxc-execute's stdin/stdout/stderr, which are
-    # containerd's FIFOs (environment.md section 2). No ttys; a private devpts for programs that
+def configure_idmaps(spec: dict[str, Any], ns: NamespacePlan) -> list[Line]:
+    """A new user namespace needs uid and gid mappings: ``lxc.idmap = u|g <container id>
+    <host id> <range>`` (``man lxc.container.conf``, lxc.idmap). LXC makes the user namespace
+    whenever idmaps are set; mappings without a user namespace are refused (config-linux.md
+    "User namespace mappings" only defines them with one)."""
+    linux = spec.get("linux") or {}
+    maps = [("u", m) for m in linux.get("uidMappings") or []]
+    maps += [("g", m) for m in linux.get("gidMappings") or []]
+    if not ns.user:
+        if maps:
+            raise InvalidArgument("linux.uidMappings: mappings require a user namespace")
+        return []
+    if not linux.get("uidMappings") or not linux.get("gidMappings"):
+        raise InvalidArgument("linux.uidMappings: a user namespace needs uid and gid mappings")
+    return [("lxc.idmap", f"{kind} {m['containerID']} {m['hostID']} {m['size']}")
+            for kind, m in maps]
+
+
+def configure_console(terminal: bool = False) -> list[Line]:
+    # Without a terminal, console.path = none: the init inherits lxc-execute's stdin/stdout/
+    # stderr, which are containerd's FIFOs (environment.md section 2). With a terminal, LXC's
+    # default console: the init's stdio is a pty of the container's own devpts (so `tty` names
+    # /dev/pts/N inside), which lxc-execute proxies to its controlling terminal, the shim's pty,
+    # forwarding window-size changes (measured). No ttys; a private devpts for programs that
     # open ptys themselves.
-    return [("lxc.console.path", "none"), ("lxc.tty.max", "0"), ("lxc.pty.max", "1024")]
+    console = [] if terminal else [("lxc.console.path", "none")]
+    return [*console, ("lxc.tty.max", "0"), ("lxc.pty.max", "1024")]
 
 
-def configure_init(spec: dict[str, Any]) -> list[Line]:
+def configure_init(spec: dict[str, Any], notes: list[str]) -> list[Line]:
     process = spec["process"]
     lines: list[Line] = [("lxc.environment", item) for item in process.get("env", [])]
     lines.append(("lxc.init.cwd", process.get("cwd", "/")))
@@ -317,14 +366,64 @@ def configure_init(spec: dict[str, Any]) -> list[Line]:
         # lxc.init.groups (liblxc 5, absent from the 5.0.2 man page) sets the supplementary
         # groups; comma-separated, measured: groups=10,20.
         lines.append(("lxc.init.groups", ",".join(str(g) for g in groups)))
+    umask = user.get("umask")
+    if umask is not None and umask != 0o022:
+        # LXC 5 has no umask key; the program inherits lxc-execute's (the runtime's) 0022.
+        notes.append(f"process.user.umask: {umask:04o} not applied, the process gets 0022")
     return lines
 
 
-def configure_auto_mounts() -> list[Line]:
-    # proc:mixed and sys:ro as in environment.md's working config; cgroup:mixed gives the
-    # container its own cgroup read-write under a read-only hierarchy. autodev builds a minimal
-    # /dev on a tmpfs (man lxc.container.conf, lxc.autodev), needed with lxc.tty.max = 0.
-    return [("lxc.mount.auto", "proc:mixed sys:ro cgroup:mixed"), ("lxc.autodev", "1")]
+def configure_seccomp(spec: dict[str, Any], params: Params) -> list[Line]:
+    """The policy file the backend writes from :func:`seccomp_policy` (``man
+    lxc.container.conf``, lxc.seccomp.profile). No ``linux.seccomp``: no filter (OCI)."""
+    if not (spec.get("linux") or {}).get("seccomp"):
+        return []
+    if not params.seccomp_path:
+        raise InvalidArgument("linux.seccomp: no place to write the policy (runtime bug)")
+    return [("lxc.seccomp.profile", params.seccomp_path)]
+
+
+def configure_sysctls(spec: dict[str, Any], ns: NamespacePlan) -> dict[str, str]:
+    """``linux.sysctl`` plus ``domainname`` (as kernel.domainname), written by the mount hook.
+    Only namespaced sysctls of namespaces that are the container's own are accepted: anything
+    else would change the host (config-linux.md "Sysctl")."""
+    linux = spec.get("linux") or {}
+    sysctls = dict(linux.get("sysctl") or {})
+    domain = spec.get("domainname")
+    if domain:
+        if not ns.is_new("uts"):
+            raise InvalidArgument("domainname: requires a new uts namespace")
+        sysctls["kernel.domainname"] = domain
+    for key in sysctls:
+        kind = setup_hooks.sysctl_namespace(key)
+        field = "domainname" if key == "kernel.domainname" and domain else f"linux.sysctl.{key}"
+        if kind is None:
+            raise InvalidArgument(f"{field}: not a namespaced sysctl; setting it would change "
+                                  "the host")
+        if kind in ns.keep or (kind == "uts" and not ns.is_new("uts")):
+            raise InvalidArgument(f"{field}: the container shares the host's {kind} namespace")
+    return sysctls
+
+
+def configure_auto_mounts(spec: dict[str, Any]) -> list[Line]:
+    # proc:rw, not proc:mixed: mixed makes /proc/sys read-only on its own, which the spec did
+    # not necessarily ask and which stops the sysctls; the spec's readonlyPaths (/proc/sys,
+    # /proc/sysrq-trigger for containerd and CRI) are applied by the mount hook instead.
+    # sys follows the spec's /sys mount (ro unless it asks rw). cgroup:mixed gives the
+    # container its own cgroup read-write under a read-only hierarchy (cgroup:ro if the spec's
+    # /sys/fs/cgroup mount is ro, as CRI's is); ":force" because LXC otherwise skips it when the
+    # container keeps CAP_SYS_ADMIN (measured: an empty /sys/fs/cgroup; man
+    # lxc.container.conf, cgroup:mixed:force). autodev builds a minimal /dev on a tmpfs
+    # (lxc.autodev), needed with lxc.tty.max = 0.
+    sys_mode, cgroup_mode = "ro", "mixed"
+    for m in spec.get("mounts") or []:
+        dest, ro = posixpath.normpath(m["destination"]), "ro" in m.get("options", [])
+        if dest == "/sys" and not ro:
+            sys_mode = "rw"
+        if dest == "/sys/fs/cgroup" and ro:
+            cgroup_mode = "ro"
+    return [("lxc.mount.auto", f"proc:rw sys:{sys_mode} cgroup:{cgroup_mode}:force"),
+            ("lxc.autodev", "1")]
 
 
 def configure_mounts(spec: dict[str, Any], params: Params) -> list[Line]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from pathlib import Path
 
 from runtime.lxc.cleanup import GATE_READY, GATE_START
@@ -28,10 +29,28 @@ from runtime.stdio import fd_ready
 SCRIPT = Path(__file__).with_name("gate.sh")
 
 
-def hook_command(state_dir: Path) -> str:
+def hook_command(state_dir: Path, *, hold: bool = False) -> str:
     """The ``lxc.hook.start-host`` value. LXC runs it through ``/bin/sh -c`` and appends
-    ``<name> lxc start-host`` (measured), hence the quoting; ``sh script`` needs no exec bit."""
-    return f"/bin/sh {shlex.quote(str(SCRIPT))} {shlex.quote(str(state_dir))}"
+    ``<name> lxc start-host`` (measured), hence the quoting; ``sh script`` needs no exec bit.
+    ``hold``: the gate keeps waiting when the creating process is gone (gate.sh --hold)."""
+    command = f"/bin/sh {shlex.quote(str(SCRIPT))} {shlex.quote(str(state_dir))}"
+    return command + " --hold" if hold else command
+
+
+def release(state_dir: Path) -> bool:
+    """Write "go" to a held gate from another process (``proxmox-lxcri start``). False when
+    no gate is waiting (the FIFO is gone, or nobody reads it: ENXIO)."""
+    try:
+        fd = os.open(state_dir / GATE_START, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        os.write(fd, b"go\n")
+        return True
+    finally:
+        os.close(fd)
 
 
 class Gate:

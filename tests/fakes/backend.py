@@ -5,7 +5,40 @@ from __future__ import annotations
 import asyncio
 
 from runtime.errdefs import InvalidArgument, NotFound
-from runtime.types import CreateConfig
+from runtime.types import CreateConfig, ExecConfig
+
+
+class FakeExec:
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.closed = False
+        self.sizes: list[tuple[int, int]] = []
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def exit(self, status: int) -> None:
+        if not self._exit.done():
+            self._exit.set_result(status)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exit)
+
+    def kill(self, signal: int) -> None:
+        if self._exit.done():
+            raise NotFound("exec: process already finished")
+        self.exit(128 + signal)
+
+    def resize(self, width: int, height: int) -> None:
+        self.sizes.append((width, height))
+
+    def close_stdin(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class FakeHandle:
@@ -17,6 +50,7 @@ class FakeHandle:
         self.deleted = False
         self.signals: list[tuple[int, bool]] = []
         self.start_gate: asyncio.Event | None = None
+        self.execs: dict[str, FakeExec] = {}
 
     @property
     def pid(self) -> int:
@@ -45,10 +79,16 @@ class FakeHandle:
         self.exit(128 + signal)
 
     def pids(self) -> list[int]:
-        return [] if self._exit.done() else [self._pid, self._pid + 1]
+        if self._exit.done():
+            return []
+        return [self._pid, self._pid + 1, *(e.pid for e in self.execs.values())]
 
     async def delete(self) -> None:
         self.deleted = True
+
+    async def exec(self, config: ExecConfig) -> FakeExec:
+        self.execs[config.exec_id] = FakeExec(self._pid + 100 + len(self.execs))
+        return self.execs[config.exec_id]
 
 
 class FakeBackend:

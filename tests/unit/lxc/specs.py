@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 MINIMAL: dict[str, Any] = {
     "ociVersion": "1.0.2",
-    "process": {"args": ["/bin/sh"], "cwd": "/"},
+    "process": {"args": ["/bin/sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
     "root": {"path": "rootfs"},
     "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "network", "ipc", "uts")]},
 }
@@ -99,9 +101,82 @@ def _host_network() -> dict[str, Any]:
 #: A spec without network/ipc/uts namespaces: the host's are kept, no hostname is set.
 HOST_NAMESPACES = _host_network()
 
+#: What `ctr containers create --seccomp` (containerd 1.6) generated on this host, verbatim.
+CTR_SECCOMP: dict[str, Any] = json.loads(
+    (Path(__file__).with_name("ctr_seccomp_spec.json")).read_text())
+
+
+def _everything() -> dict[str, Any]:
+    """One spec using every section the translation renders (read by the golden tests)."""
+    spec = copy.deepcopy(MINIMAL)
+    spec["hostname"] = "full"
+    spec["domainname"] = "example.org"
+    spec["process"].update({
+        "args": ["/bin/sh", "-c", "exit 0"],
+        "env": ["PATH=/bin", "A=b c"],
+        "cwd": "/tmp",
+        "user": {"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 0o077},
+        "capabilities": {"bounding": ["CAP_NET_RAW", "CAP_KILL"], "effective": ["CAP_KILL"],
+                         "permitted": ["CAP_KILL"], "inheritable": ["CAP_KILL"],
+                         "ambient": ["CAP_KILL"]},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024},
+                    {"type": "RLIMIT_CORE", "soft": 0, "hard": 2**64 - 1}],
+        "noNewPrivileges": True,
+        "oomScoreAdj": 500,
+        "apparmorProfile": "lxcri-test",
+        "selinuxLabel": "system_u:system_r:container_t:s0:c1,c2",
+    })
+    spec["root"]["readonly"] = True
+    spec["mounts"] = [
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
+        {"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["ro"]},
+    ]
+    spec["linux"].update({
+        "namespaces": [{"type": t} for t in ("pid", "mount", "network", "ipc", "uts",
+                                             "cgroup", "user")],
+        "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+        "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+        "sysctl": {"net.ipv4.ip_forward": "1", "kernel.shmmni": "8192"},
+        "devices": [{"type": "c", "path": "/dev/fuse", "major": 10, "minor": 229,
+                     "fileMode": 0o620, "uid": 0, "gid": 5},
+                    {"type": "c", "path": "/dev/null", "major": 1, "minor": 3}],
+        "resources": {
+            "devices": [{"allow": False, "access": "rwm"},
+                        {"allow": True, "type": "c", "major": 10, "minor": 229,
+                         "access": "rw"}],
+            "memory": {"limit": 67108864, "reservation": 33554432, "swap": 134217728,
+                       "swappiness": 10},
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0",
+                    "mems": "0"},
+            "pids": {"limit": 64},
+            "blockIO": {"weight": 500},
+        },
+        "cgroupsPath": "/lxcri/full",
+        "rootfsPropagation": "rslave",
+        "maskedPaths": ["/proc/kcore", "/proc/acpi"],
+        "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"],
+        "seccomp": {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["personality"], "action": "SCMP_ACT_KILL_PROCESS",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["clone"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0,
+                           "op": "SCMP_CMP_MASKED_EQ"}]},
+            ],
+        },
+    })
+    return spec
+
+
+EVERYTHING = _everything()
+
 CASES: dict[str, dict[str, Any]] = {
     "minimal": MINIMAL,
     "ctr-default": CTR_DEFAULT,
     "pod-member-netns": POD_MEMBER,
     "host-namespaces": HOST_NAMESPACES,
+    "ctr-seccomp": CTR_SECCOMP,
+    "everything": EVERYTHING,
 }

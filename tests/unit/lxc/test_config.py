@@ -15,9 +15,15 @@ import pytest
 
 from runtime import errdefs
 from runtime.lxc import config
-from tests.unit.lxc.specs import CASES, CTR_DEFAULT, MINIMAL, POD_MEMBER
+from runtime.lxc.resources import CgroupHost
+from tests.unit.lxc.specs import CASES, CTR_DEFAULT, CTR_SECCOMP, EVERYTHING, MINIMAL, POD_MEMBER
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "lxc"
+GOLDEN_SECCOMP = Path(__file__).resolve().parents[2] / "golden" / "seccomp"
+#: This host's layout (hybrid: v1 controllers, swap accounting, no block-I/O weight file).
+HYBRID = CgroupHost(version="v1", memsw=True, io_weight="")
+#: A Proxmox VE 8/9 node (pure cgroup v2).
+UNIFIED = CgroupHost(version="v2", io_weight="io.weight")
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 
@@ -26,19 +32,44 @@ def params(**overrides: Any) -> config.Params:
         name="default-c1", rootfs="/run/b/c1/rootfs",
         gate="/bin/sh /usr/lib/lxcri/gate.sh /run/s/c1", log_file="/run/s/c1/lxc.log",
         default_hostname="c1", shim_pid=4242,
-        source_is_dir=lambda path: not path.endswith("hosts"))
+        source_is_dir=lambda path: not path.endswith("hosts"), cgroup=HYBRID,
+        seccomp_path="/var/lib/lxc/default-c1/seccomp")
     base.update(overrides)
     return config.Params(**base)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_golden(case: str) -> None:
-    text = config.render(config.lxc_config(copy.deepcopy(CASES[case]), params()))
-    path = GOLDEN / f"{case}.conf"
+def _golden(path: Path, text: str) -> None:
     if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert path.exists(), f"{path} missing: run with UPDATE_GOLDEN=1"
     assert text == path.read_text()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str) -> None:
+    notes: list[str] = []
+    text = config.render(config.lxc_config(copy.deepcopy(CASES[case]), params(), notes))
+    # The downgrades are part of the contract: they are what the operator is warned about.
+    text += "".join(f"# downgraded: {n}\n" for n in notes)
+    _golden(GOLDEN / f"{case}.conf", text)
+
+
+@pytest.mark.parametrize("case", ["everything", "ctr-default"])
+def test_golden_cgroup_v2(case: str) -> None:
+    notes: list[str] = []
+    lines = config.lxc_config(copy.deepcopy(CASES[case]), params(cgroup=UNIFIED), notes)
+    text = config.render([ln for ln in lines if ln[0].startswith("lxc.cgroup")])
+    text += "".join(f"# downgraded: {n}\n" for n in notes if "resources" in n)
+    _golden(GOLDEN / f"{case}.cgroup2.conf", text)
+
+
+@pytest.mark.parametrize("case", ["ctr-seccomp", "everything"])
+def test_golden_seccomp(case: str) -> None:
+    notes: list[str] = []
+    text = config.seccomp_policy(copy.deepcopy(CASES[case]), notes)
+    assert text is not None
+    _golden(GOLDEN_SECCOMP / f"{case}.seccomp", text + "".join(f"# {n}\n" for n in notes))
 
 
 def keys(spec: dict[str, Any]) -> dict[str, list[str]]:
@@ -92,11 +123,73 @@ def test_mounts_provided_by_lxc_are_skipped_and_binds_get_create() -> None:
     assert entries[4] == "/srv/volumes/v\\0401 var/www/my\\040data none rbind,rw,create=dir 0 0"
 
 
-def test_unsupported_fields_are_reported_not_dropped_silently() -> None:
-    assert config.unsupported_fields(CTR_DEFAULT) == [
-        "process.capabilities", "process.rlimits", "process.noNewPrivileges",
-        "linux.maskedPaths", "linux.readonlyPaths", "linux.resources", "linux.cgroupsPath"]
-    assert config.unsupported_fields(MINIMAL) == []
+def test_downgrades_are_reported_not_dropped_silently() -> None:
+    notes = config.downgrades(copy.deepcopy(CTR_DEFAULT), params())
+    assert any(n.startswith("linux.cgroupsPath: not applied") for n in notes)
+    assert any(n.startswith("process.apparmorProfile: 'generated' not enforced") for n in notes)
+    with_apparmor = config.downgrades(copy.deepcopy(CTR_DEFAULT), params(apparmor=True))
+    assert not any(n.startswith("process.apparmorProfile") for n in with_apparmor)
+
+
+def test_bounding_set_is_lxc_cap_keep() -> None:
+    k = keys(copy.deepcopy(CTR_DEFAULT))
+    assert k["lxc.cap.keep"][0].split()[:3] == ["chown", "dac_override", "fsetid"]
+    spec = copy.deepcopy(MINIMAL)
+    spec["process"]["capabilities"] = {"bounding": []}
+    assert keys(spec)["lxc.cap.keep"] == ["none"]
+
+
+def test_non_root_capability_sets_are_downgraded_with_a_note() -> None:
+    notes = config.downgrades(copy.deepcopy(EVERYTHING), params())
+    for name in ("effective", "permitted", "inheritable", "ambient"):
+        assert any(n.startswith(f"process.capabilities.{name}:") for n in notes), name
+
+
+def test_readonly_root_and_paths_go_to_the_mount_hook() -> None:
+    hook = keys(copy.deepcopy(EVERYTHING))["lxc.hook.mount"][0]
+    assert 'mount -o remount,bind,ro "$r"' in hook
+    assert "m /proc/kcore" in hook and "p /proc/sys" in hook
+    assert hook.index("ip_forward") < hook.index("p /proc/sys")  # sysctls before ro /proc/sys
+
+
+def test_v1_and_v2_resources() -> None:
+    v1 = keys(copy.deepcopy(EVERYTHING))
+    assert v1["lxc.cgroup.memory.limit_in_bytes"] == ["67108864"]
+    assert v1["lxc.cgroup.pids.max"] == ["64"]
+    assert v1["lxc.cgroup.devices.deny"] == ["a"]
+    v2 = {k: v for k, v in config.lxc_config(copy.deepcopy(EVERYTHING), params(cgroup=UNIFIED))}
+    assert v2["lxc.cgroup2.memory.max"] == "67108864"
+    assert v2["lxc.cgroup2.memory.swap.max"] == str(134217728 - 67108864)
+    assert v2["lxc.cgroup2.cpu.max"] == "50000 100000"
+    assert v2["lxc.cgroup2.cpu.weight"] == str(1 + (510 * 9999) // 262142)
+
+
+def test_seccomp_policy_renders_errno_and_arguments() -> None:
+    text = config.seccomp_policy(copy.deepcopy(EVERYTHING))
+    assert text is not None
+    lines = text.splitlines()
+    assert lines[:3] == ["2", "denylist", "[all]"]
+    assert "mkdir errno 13" in lines
+    assert "clone errno 1 [0,0,SCMP_CMP_MASKED_EQ,2114060288]" in lines
+    assert config.seccomp_policy(copy.deepcopy(CTR_SECCOMP)).startswith("2\nallowlist errno 1\n")
+
+
+@pytest.mark.parametrize(("sysctl", "message"), [
+    ({"kernel.panic": "1"}, "linux.sysctl.kernel.panic: not a namespaced sysctl"),
+    ({"vm.swappiness": "1"}, "linux.sysctl.vm.swappiness: not a namespaced sysctl"),
+])
+def test_host_wide_sysctls_are_refused(sysctl: dict[str, str], message: str) -> None:
+    spec = copy.deepcopy(MINIMAL)
+    spec["linux"]["sysctl"] = sysctl
+    with pytest.raises(errdefs.InvalidArgument, match=message):
+        config.lxc_config(spec, params())
+
+
+def test_net_sysctl_with_the_hosts_netns_is_refused() -> None:
+    spec = config_spec_without_net_ipc_uts()
+    spec["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    with pytest.raises(errdefs.InvalidArgument, match="shares the host's net namespace"):
+        config.lxc_config(spec, params())
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
@@ -127,8 +220,6 @@ _DELETE = object()
     ("process.user", {"gid": "0"}, errdefs.InvalidArgument, "process.user.gid"),
     ("process.user", {"additionalGids": [1, "x"]}, errdefs.InvalidArgument,
      "process.user.additionalGids"),
-    ("process.terminal", True, errdefs.NotImplementedErr, "process.terminal"),
-    ("root", {"path": "rootfs", "readonly": True}, errdefs.NotImplementedErr, "root.readonly"),
     ("mounts", [{"destination": "rel"}], errdefs.InvalidArgument, "mounts[0].destination"),
     ("mounts", [{"destination": "/a/../b"}], errdefs.InvalidArgument, "mounts[0].destination"),
     ("mounts", [{"destination": "/a", "options": "ro"}], errdefs.InvalidArgument,
@@ -146,7 +237,9 @@ _DELETE = object()
     ("linux.namespaces", [{"type": "pid", "path": "/proc/1/ns/pid"}, {"type": "mount"}],
      errdefs.NotImplementedErr, "joining a pid namespace"),
     ("linux.namespaces", [{"type": "pid"}, {"type": "mount"}, {"type": "user"}],
-     errdefs.NotImplementedErr, "user namespaces"),
+     errdefs.InvalidArgument, "linux.uidMappings: a user namespace needs"),
+    ("linux.namespaces", [{"type": "pid"}, {"type": "mount"}, {"type": "time"}],
+     errdefs.NotImplementedErr, "time namespaces"),
 ])
 def test_validation_names_the_field(path: str, value: Any, error: type[Exception],
                                     field: str) -> None:

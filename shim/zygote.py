@@ -1,0 +1,212 @@
+"""A per-node fork server that keeps the daemon's modules imported.
+
+Starting a shim daemon means importing asyncio, protobuf and the runtime (~70-100 ms here,
+DESIGN.md section 10), and containerd's Create waits for it. The zygote pays that once: it
+imports everything, then for each request forks a daemon that shares those pages copy-on-write
+(the pattern of Python's multiprocessing forkserver). ``start`` asks it over a unix socket,
+passing the task's listening socket with SCM_RIGHTS; when no zygote answers, ``start`` forks the
+daemon itself (the fallback is always correct, only slower) and starts a zygote for next time.
+
+The zygote runs no event loop and no threads, so forking it is safe. It is keyed by the code it
+imported (interpreter, version and the newest source mtime), so an upgraded or edited runtime
+never serves a stale one, and it exits after :data:`IDLE_EXIT` seconds without a request.
+Protocol: one request per connection, a JSON object plus one fd; the answer is ``ok`` once the
+daemon is forked.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+IDLE_EXIT = 600.0
+_PACKAGES = ("shim", "runtime", "storage", "network", "protos")
+_MAX_MSG = 1 << 16
+
+
+def _code_key() -> str:
+    base = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    newest = 0.0
+    for pkg in _PACKAGES:
+        for dirpath, _dirs, files in os.walk(os.path.join(base, pkg)):
+            for f in files:
+                if f.endswith(".py"):
+                    newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime)
+    from shim.cli import VERSION
+
+    raw = f"{sys.executable}|{VERSION}|{newest}".encode()
+    from shim.manager import _sha256
+
+    return _sha256(raw)[:16]
+
+
+def socket_path() -> str:
+    from runtime import paths
+
+    return os.path.join(paths.root(), f"zygote-{_code_key()}.sock")
+
+
+def request(path: str, listen: socket.socket, payload: dict[str, Any],
+            timeout: float = 5.0) -> bool:
+    """Ask the zygote at ``path`` to fork a daemon for ``listen``; False if none answers."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    try:
+        conn.connect(path)
+        data = json.dumps(payload).encode()
+        conn.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                               array.array("i", [listen.fileno()]))])
+        conn.shutdown(socket.SHUT_WR)
+        return conn.recv(16) == b"ok"
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def spawn(path: str) -> None:
+    """Start a zygote for ``path`` in the background (detached; never holds ``start``'s
+    pipes). A concurrent ``start`` that also spawns one loses the bind and its zygote exits."""
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)  # the intermediate child exits at once; the zygote is orphaned
+        return
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():
+            code = 0
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        # A fresh interpreter: nothing of `start` stays open (above all the task's listening
+        # socket, which is close-on-exec) and its command line names no task.
+        os.execv(sys.executable, [sys.executable, "-c", _MAIN, path])
+    finally:
+        os._exit(code)
+
+
+_MAIN = "import sys; sys.dont_write_bytecode = False; from shim.zygote import main; main()"
+
+
+def main() -> None:
+    serve(sys.argv[1])
+
+
+def _bind(path: str) -> socket.socket | None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except OSError:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            return None  # another zygote serves it
+        except OSError:
+            os.unlink(path)
+            sock.bind(path)
+        finally:
+            probe.close()
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    return sock
+
+
+def serve(path: str) -> None:
+    sock = _bind(path)
+    if sock is None:
+        return
+    _preload()
+    sock.settimeout(IDLE_EXIT)
+    try:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                return
+            with conn:
+                _handle(conn, sock)
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock.close()
+
+
+def _preload() -> None:
+    """Import what every daemon needs (its heavy part), so forks start warm."""
+    import asyncio  # noqa: F401
+
+    import network.provisioner  # noqa: F401
+    import runtime.lxc.backend  # noqa: F401
+    import shim.daemon  # noqa: F401
+    import shim.events  # noqa: F401
+    import shim.status_map  # noqa: F401
+    import shim.task_service  # noqa: F401
+    import storage.provisioner  # noqa: F401
+
+
+def _handle(conn: socket.socket, server: socket.socket) -> None:
+    conn.settimeout(5.0)
+    fds = array.array("i")
+    try:
+        data, ancdata, _flags, _addr = conn.recvmsg(_MAX_MSG, socket.CMSG_SPACE(fds.itemsize))
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+        payload = json.loads(data)
+    except (OSError, ValueError):
+        for fd in fds:
+            os.close(fd)
+        return
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return
+    listen_fd = fds[0]
+    pid = os.fork()
+    if pid == 0:
+        server.close()  # the daemon must not keep the zygote's socket
+        _become_daemon(conn, listen_fd, payload)
+    os.close(listen_fd)
+    os.waitpid(pid, 0)  # the intermediate child exits once the daemon is forked
+    try:
+        conn.sendall(b"ok")
+    except OSError:
+        pass
+
+
+def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, Any]) -> None:
+    code = 1
+    try:
+        conn.close()
+        os.setsid()
+        if os.fork():  # re-parent the daemon to init, like a shim `start` forks it
+            code = 0
+            return
+        os.environ.clear()
+        os.environ.update(payload["env"])
+        os.chdir(payload["bundle"])
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        from pathlib import Path
+
+        from shim.daemon import run
+        from shim.flags import Flags
+
+        listen = socket.socket(fileno=listen_fd)
+        run(flags=Flags.from_dict(payload["flags"]), bundle=Path(payload["bundle"]),
+            sock=listen, socket_path=payload["socket_path"])
+        code = 0
+    finally:
+        os._exit(code)

@@ -1,0 +1,44 @@
+"""``python -m tests.kernelhost prepare|info|console``: warm or inspect the kernel-host cache.
+
+prepare  fetch the pinned .debs and build everything (the ZFS module build takes ~5 minutes
+         once); later test runs then only check stamps
+info     the pinned versions, the cache directory and its size per part
+console  print the console log of the newest batch
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.kernelhost import cache, config
+
+
+def main(argv: list[str]) -> int:
+    cmd = argv[1] if len(argv) > 1 else "info"
+    root = config.cache_root()
+    if cmd == "prepare":
+        t0 = time.monotonic()
+        image = cache.prepare(lambda m: print(m, flush=True))
+        print(f"ready in {time.monotonic() - t0:.1f} s: {image.vmlinux}")
+        return 0
+    if cmd == "info":
+        print(f"kernel {config.KERNEL_ABI} ({config.KERNEL_VERSION}), ZFS {config.ZFS_VERSION}, "
+              f"tools {', '.join(f'{n} {v}' for n, v in config.GUEST_TOOLS)}")
+        print(f"cache {root}")
+        if root.exists():
+            subprocess.run(["du", "-sh", *sorted(str(p) for p in root.glob("*/*"))
+                            + sorted(str(p) for p in root.glob("*") if p.is_dir())],
+                           check=False)
+        return 0
+    if cmd == "console":
+        logs = sorted((root / "consoles").glob("*.log"), key=lambda p: p.stat().st_mtime)
+        print(logs[-1].read_text() if logs else f"no console logs in {root / 'consoles'}")
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

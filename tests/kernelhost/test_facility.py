@@ -1,0 +1,94 @@
+"""Host-side tests of the kernel test host machinery itself (no VM is booted here)."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kernelhost import cache
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_cpio_newc_is_readable_by_cpio(tmp_path: Path) -> None:
+    cp = cache._Cpio()
+    cp.dir("bin")
+    cp.file("bin/hello", b"hi\n", 0o755)
+    cp.add("dev/console", 0o020600, rdev=(5, 1))
+    archive = tmp_path / "a.cpio"
+    archive.write_bytes(cp.finish())
+    listing = subprocess.run(["cpio", "-itv", "-F", str(archive)], capture_output=True,
+                             text=True, check=True).stdout
+    assert "bin/hello" in listing
+    console = next(line for line in listing.splitlines() if line.endswith("dev/console"))
+    assert console.startswith("crw-------") and "5," in console
+
+
+def test_merge_usr_moves_top_level_dirs(tmp_path: Path) -> None:
+    (tmp_path / "sbin").mkdir()
+    (tmp_path / "sbin" / "zfs").write_text("x")
+    (tmp_path / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (tmp_path / "lib" / "x86_64-linux-gnu" / "libzfs.so.4").write_text("y")
+    (tmp_path / "lib" / "x86_64-linux-gnu" / "libzfs.so").symlink_to("libzfs.so.4")
+    cache.merge_usr(tmp_path)
+    assert not (tmp_path / "sbin").exists() and not (tmp_path / "lib").exists()
+    assert (tmp_path / "usr/sbin/zfs").read_text() == "x"
+    assert os.readlink(tmp_path / "usr/lib/x86_64-linux-gnu/libzfs.so") == "libzfs.so.4"
+
+
+def test_extract_vmlinux_finds_the_xz_payload(tmp_path: Path) -> None:
+    elf = b"\x7fELF" + bytes(range(256)) * 64
+    bz = tmp_path / "vmlinuz"
+    bz.write_bytes(b"MZ setup code" + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"trailer")
+    cache.extract_vmlinux(bz, tmp_path / "vmlinux")
+    assert (tmp_path / "vmlinux").read_bytes() == elf
+
+
+def _run_kernel_item(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    test = tmp_path / "test_k.py"
+    test.write_text("import pytest\n\n@pytest.mark.kernel\ndef test_k():\n"
+                    "    raise SystemExit('a kernel test body ran on the host')\n")
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.kernelhost.plugin", "-c",
+         str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path), "-q", "-p",
+         "no:cacheprovider", str(test)],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+def test_no_qemu_means_skipped_with_reason(tmp_path: Path) -> None:
+    r = _run_kernel_item(tmp_path, {"LXCRI_QEMU": "/nonexistent/qemu"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 skipped" in r.stdout
+    assert "kernel test host unavailable: /nonexistent/qemu is not installed" in r.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for the cache path test")
+def test_broken_cache_means_failure_with_reason(tmp_path: Path) -> None:
+    r = _run_kernel_item(tmp_path, {"LXCRI_KERNEL_CACHE": "/proc/no-such-dir"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 failed" in r.stdout
+    assert "preparing the kernel test host failed" in r.stdout
+    assert "a kernel test body ran on the host" not in r.stdout
+
+
+def test_plan_shards_balances_and_keeps_order() -> None:
+    from tests.kernelhost import vm
+
+    ids = [f"tests/kernel/test_a.py::t{i}" for i in range(4)] + \
+        [f"tests/kernel/test_b.py::t{i}" for i in range(2)] + ["tests/kernel/test_c.py::t0"]
+    durations = {i: 10.0 for i in ids} | {"tests/kernel/test_c.py::t0": 40.0}
+    groups = vm.plan_shards(ids, 2, durations)
+    assert sorted(sum(groups, [])) == sorted(ids)
+    loads = sorted(sum(durations[i] for i in g) for g in groups)
+    assert loads == [40.0, 60.0]
+    for g in groups:  # original order inside each boot
+        assert g == sorted(g, key=ids.index)
+    # Too little work for a second boot: one group.
+    assert vm.plan_shards(ids[:3], 2, {}) == [ids[:3]]
+    assert vm.plan_shards([], 2, {}) == []
