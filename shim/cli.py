@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(start(flags))
     if flags.action == "delete":
-        from shim.manager import delete
+        from shim.delete import delete
 
         raise SystemExit(delete(flags))
     sys.stderr.write(f"containerd-shim-proxmox-v2: unknown action {flags.action!r} "

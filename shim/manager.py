@@ -1,20 +1,17 @@
-"""The short-lived ``start`` and ``delete`` actions (shim-protocol.md 2.3, 2.4, 2.7).
+"""The short-lived ``start`` action (shim-protocol.md 2.3, 2.4); ``delete`` is shim.delete.
 
-Standard library only. ``start`` binds the task's socket, forks the daemon (the ``start``
-process is single-threaded, so fork is safe, and it saves a second interpreter start-up), writes
-``address`` and prints the address alone. ``delete`` cleans up after a task whose shim is gone
-(or after every task: containerd runs it on each closed connection) and prints a DeleteResponse.
+Standard library only, and only its cheap parts (no pathlib, dataclasses or hashlib): it runs
+for every task. ``start`` binds the task's socket, has the daemon started on it (by the zygote,
+shim/zygote.py, or by forking: ``start`` is single-threaded, so fork is safe), writes
+``address`` and prints the address alone.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 import sys
-import time
-from pathlib import Path
 
 from shim.flags import Flags
 
@@ -22,10 +19,13 @@ SOCKET_DIR = "/run/containerd/s"
 GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "io.containerd.runc.v2.group")
 
 
-def group_of(bundle: Path, id: str) -> str:
+def group_of(bundle: str, id: str) -> str:
     """The shim group: the pod's sandbox id when CRI sets it, else the task id (§2.4)."""
+    import json
+
     try:
-        spec = json.loads((bundle / "config.json").read_bytes())
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.loads(f.read())
         ann = spec.get("annotations") or {}
     except (OSError, ValueError, AttributeError):
         return id
@@ -78,15 +78,16 @@ def _bind(path: str) -> socket.socket | None:
     return sock
 
 
-def _write_address(bundle: Path, address: str) -> None:
+def _write_address(bundle: str, address: str) -> None:
     # No trailing newline: containerd 1.x reads the file verbatim on restart recovery.
-    tmp = bundle / ".address.tmp"
-    tmp.write_text(address)
-    os.replace(tmp, bundle / "address")
+    tmp = os.path.join(bundle, ".address.tmp")
+    with open(tmp, "w") as f:
+        f.write(address)
+    os.replace(tmp, os.path.join(bundle, "address"))
 
 
 def start(flags: Flags) -> int:
-    bundle = Path.cwd()
+    bundle = os.getcwd()
     try:
         sys.stdin.buffer.read()  # runtime options or, on containerd 2.3, BootstrapParams; unused
     except (OSError, ValueError):
@@ -107,7 +108,7 @@ def start(flags: Flags) -> int:
     return 0
 
 
-def _start_daemon(flags: Flags, bundle: Path, sock: socket.socket, path: str) -> None:
+def _start_daemon(flags: Flags, bundle: str, sock: socket.socket, path: str) -> None:
     """Through the zygote when one serves this code (fast), else by forking ourselves; then
     make sure a zygote exists for the next task (shim/zygote.py)."""
     if os.environ.get("PROXMOX_LXCRI_ZYGOTE", "1") == "0":
@@ -116,14 +117,14 @@ def _start_daemon(flags: Flags, bundle: Path, sock: socket.socket, path: str) ->
     from shim import zygote
 
     zpath = zygote.socket_path()
-    payload = {"flags": flags.to_dict(), "bundle": str(bundle), "socket_path": path,
+    payload: dict[str, object] = {"flags": flags.to_dict(), "bundle": bundle, "socket_path": path,
                "env": dict(os.environ)}
     if not zygote.request(zpath, sock, payload):
         _spawn_daemon(flags, bundle, sock, path)
         zygote.spawn(zpath)
 
 
-def _spawn_daemon(flags: Flags, bundle: Path, sock: socket.socket, path: str) -> None:
+def _spawn_daemon(flags: Flags, bundle: str, sock: socket.socket, path: str) -> None:
     pid = os.fork()
     if pid:
         return
@@ -136,92 +137,11 @@ def _spawn_daemon(flags: Flags, bundle: Path, sock: socket.socket, path: str) ->
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        from pathlib import Path
+
         from shim.daemon import run
 
-        run(flags=flags, bundle=bundle, sock=sock, socket_path=path)
+        run(flags=flags, bundle=Path(bundle), sock=sock, socket_path=path)
         code = 0
     finally:
         os._exit(code)
-
-
-# -- delete -----------------------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= (1 << 64) - 1
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def encode_delete_response(pid: int, exit_status: int, exited_at: float) -> bytes:
-    """containerd.task.v2.DeleteResponse{1 pid, 2 exit_status, 3 exited_at Timestamp}, by hand
-    so that ``delete`` does not import protobuf (proto3: zero fields are omitted)."""
-    seconds, nanos = int(exited_at), int((exited_at - int(exited_at)) * 1e9)
-    ts = (b"\x08" + _varint(seconds) if seconds else b"") + (
-        b"\x10" + _varint(nanos) if nanos else b"")
-    out = b""
-    if pid:
-        out += b"\x08" + _varint(pid)
-    if exit_status:
-        out += b"\x10" + _varint(exit_status)
-    return out + b"\x1a" + _varint(len(ts)) + ts
-
-
-def delete(flags: Flags) -> int:
-    from runtime import paths
-
-    if not os.path.isdir(paths.container_dir(flags.namespace, flags.id)):
-        # The daemon deleted the task and its state (the normal teardown: containerd runs
-        # `delete` after every task): nothing is left to clean. Like runc's, the answer is
-        # 137 and now; containerd only uses it for a task it still knows.
-        sys.stdout.buffer.write(encode_delete_response(0, 137, time.time()))
-        sys.stdout.flush()
-        return 0
-    return _delete_leftovers(flags)
-
-
-def _delete_leftovers(flags: Flags) -> int:
-    """Stop and release what a dead shim left: container, mounts, network, dataset."""
-    from runtime.lxc.cleanup import cleanup
-    from runtime.store import Store, state_root
-
-    bundle = Path(flags.bundle) if flags.bundle else Path.cwd()
-    store = Store(state_root())
-    state = store.load(flags.namespace, flags.id) or {}
-    state_dir = store.container_dir(flags.namespace, flags.id)
-    try:
-        pid, status = cleanup(state_dir, bundle)
-    except OSError as exc:
-        sys.stderr.write(f"cleanup of {flags.id} failed: {exc}\n")
-        return 1
-    # [network] the container's processes are gone: release its shim-managed network
-    # (veth, namespace, lease) if the shim did not (network/cleanup.py, standard library).
-    if (state_dir / "network.json").exists():
-        from network.cleanup import cleanup as network_cleanup
-
-        network_cleanup(state_dir)
-    # [storage] destroy the container's ZFS dataset if the shim did not (storage/cleanup.py,
-    # standard library; the backend clean-up above unmounted it from the bundle).
-    if (state_dir / "storage.json").exists():
-        from storage.cleanup import cleanup as storage_cleanup
-
-        try:
-            storage_cleanup(state_dir)
-        except OSError as exc:
-            sys.stderr.write(f"storage cleanup of {flags.id} failed: {exc}\n")
-    if not pid:
-        pid = int(state.get("pid") or 0)
-    recorded = state.get("exit_status")
-    if recorded is not None and status == 0:
-        status = int(recorded)
-    store.remove(flags.namespace, flags.id)
-    sys.stdout.buffer.write(encode_delete_response(pid, status, time.time()))
-    sys.stdout.flush()
-    return 0

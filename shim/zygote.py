@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import sys
-from typing import Any
 
 IDLE_EXIT = 600.0
 _PACKAGES = ("shim", "runtime", "storage", "network", "protos")
@@ -50,7 +49,7 @@ def socket_path() -> str:
     return os.path.join(paths.root(), f"zygote-{_code_key()}.sock")
 
 
-def request(path: str, listen: socket.socket, payload: dict[str, Any],
+def request(path: str, listen: socket.socket, payload: dict[str, object],
             timeout: float = 5.0) -> bool:
     """Ask the zygote at ``path`` to fork a daemon for ``listen``; False if none answers."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -184,7 +183,7 @@ def _handle(conn: socket.socket, server: socket.socket) -> None:
         pass
 
 
-def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, Any]) -> None:
+def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, object]) -> None:
     code = 1
     try:
         conn.close()
@@ -192,9 +191,11 @@ def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, Any])
         if os.fork():  # re-parent the daemon to init, like a shim `start` forks it
             code = 0
             return
+        env, bundle, flags = payload["env"], str(payload["bundle"]), payload["flags"]
+        assert isinstance(env, dict) and isinstance(flags, dict)
         os.environ.clear()
-        os.environ.update(payload["env"])
-        os.chdir(payload["bundle"])
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+        os.chdir(bundle)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -205,8 +206,8 @@ def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, Any])
         from shim.flags import Flags
 
         listen = socket.socket(fileno=listen_fd)
-        run(flags=Flags.from_dict(payload["flags"]), bundle=Path(payload["bundle"]),
-            sock=listen, socket_path=payload["socket_path"])
+        run(flags=Flags.from_dict(flags), bundle=Path(bundle), sock=listen,
+            socket_path=str(payload["socket_path"]))
         code = 0
     finally:
         os._exit(code)

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from protos.containerd.task.v2 import shim_pb2
+from shim.delete import encode_delete_response
 from shim.flags import parse
-from shim.manager import encode_delete_response, group_of, socket_address
+from shim.manager import group_of, socket_address
 
 
 def test_parse_containerd_start_argv() -> None:
@@ -36,11 +37,11 @@ def test_socket_address_is_unix_scheme_and_short() -> None:
 def test_group_from_sandbox_annotation(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(
         {"annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}}))
-    assert group_of(tmp_path, "c1") == "pod1"
+    assert group_of(str(tmp_path), "c1") == "pod1"
     (tmp_path / "config.json").write_text("{}")
-    assert group_of(tmp_path, "c1") == "c1"
+    assert group_of(str(tmp_path), "c1") == "c1"
     (tmp_path / "config.json").write_text("not json")
-    assert group_of(tmp_path, "c1") == "c1"
+    assert group_of(str(tmp_path), "c1") == "c1"
 
 
 def test_hand_encoded_delete_response_matches_protobuf() -> None:
@@ -57,7 +58,8 @@ def test_hand_encoded_delete_response_matches_protobuf() -> None:
 
 def test_start_and_delete_import_no_heavy_modules() -> None:
     """`start` and `delete` run for every task: they must not load asyncio or protobuf."""
-    code = ("import sys; import shim.cli, shim.manager, runtime.store, runtime.lxc.cleanup;"
+    code = ("import sys; import shim.cli, shim.manager, shim.delete, runtime.store,"
+            " runtime.lxc.cleanup;"
             "bad = [m for m in ('asyncio', 'google.protobuf', 'shim.ttrpc') if m in sys.modules];"
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,97 @@
+"""The short-lived ``delete`` action (shim-protocol.md 2.7).
+
+containerd runs it after *every* task (when its connection to the shim closes) and after a
+shim died; it must be idempotent, print only a DeleteResponse and finish well under 5 s. In the
+common case the daemon already removed the task's state and there is nothing to do, so that
+path imports nothing beyond ``os``, ``sys`` and ``time``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from shim.flags import Flags
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def encode_delete_response(pid: int, exit_status: int, exited_at: float) -> bytes:
+    """containerd.task.v2.DeleteResponse{1 pid, 2 exit_status, 3 exited_at Timestamp}, by hand
+    so that ``delete`` does not import protobuf (proto3: zero fields are omitted)."""
+    seconds, nanos = int(exited_at), int((exited_at - int(exited_at)) * 1e9)
+    ts = (b"\x08" + _varint(seconds) if seconds else b"") + (
+        b"\x10" + _varint(nanos) if nanos else b"")
+    out = b""
+    if pid:
+        out += b"\x08" + _varint(pid)
+    if exit_status:
+        out += b"\x10" + _varint(exit_status)
+    return out + b"\x1a" + _varint(len(ts)) + ts
+
+
+def delete(flags: Flags) -> int:
+    from runtime import paths
+
+    if not os.path.isdir(paths.container_dir(flags.namespace, flags.id)):
+        # The daemon deleted the task and its state (the normal teardown: containerd runs
+        # `delete` after every task): nothing is left to clean. Like runc's, the answer is
+        # 137 and now; containerd only uses it for a task it still knows.
+        sys.stdout.buffer.write(encode_delete_response(0, 137, time.time()))
+        sys.stdout.flush()
+        return 0
+    return _delete_leftovers(flags)
+
+
+def _delete_leftovers(flags: Flags) -> int:
+    """Stop and release what a dead shim left: container, mounts, network, dataset."""
+    from pathlib import Path
+
+    from runtime.lxc.cleanup import cleanup
+    from runtime.store import Store, state_root
+
+    bundle = Path(flags.bundle) if flags.bundle else Path.cwd()
+    store = Store(state_root())
+    state = store.load(flags.namespace, flags.id) or {}
+    state_dir = store.container_dir(flags.namespace, flags.id)
+    try:
+        pid, status = cleanup(state_dir, bundle)
+    except OSError as exc:
+        sys.stderr.write(f"cleanup of {flags.id} failed: {exc}\n")
+        return 1
+    # [network] the container's processes are gone: release its shim-managed network
+    # (veth, namespace, lease) if the shim did not (network/cleanup.py, standard library).
+    if (state_dir / "network.json").exists():
+        from network.cleanup import cleanup as network_cleanup
+
+        network_cleanup(state_dir)
+    # [storage] destroy the container's ZFS dataset if the shim did not (storage/cleanup.py,
+    # standard library; the backend clean-up above unmounted it from the bundle).
+    if (state_dir / "storage.json").exists():
+        from storage.cleanup import cleanup as storage_cleanup
+
+        try:
+            storage_cleanup(state_dir)
+        except OSError as exc:
+            sys.stderr.write(f"storage cleanup of {flags.id} failed: {exc}\n")
+    if not pid:
+        pid = int(state.get("pid") or 0)
+    recorded = state.get("exit_status")
+    if recorded is not None and status == 0:
+        status = int(recorded)
+    store.remove(flags.namespace, flags.id)
+    sys.stdout.buffer.write(encode_delete_response(pid, status, time.time()))
+    sys.stdout.flush()
+    return 0
