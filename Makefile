@@ -36,9 +36,16 @@ lint: setup
 protos: setup
 	$(PY) -m protos.generate
 
+## Benchmarks against containerd's runc shim; results go to docs/benchmarks.md with the date.
 bench: setup
-	$(PY) -m bench.run_vs_runc
-	$(PY) -m bench.memory
+	$(PY) -m bench.run_vs_runc --record docs/benchmarks.md
+	$(PY) -m bench.memory --record docs/benchmarks.md
+	$(PY) -m bench.exec_vs_runc --record docs/benchmarks.md
+	$(PY) -m bench.pod_memory --record docs/benchmarks.md
+	$(PY) -m bench.zfs_provision --record
+	$(PY) -m bench.zfs_checkpoint --record
+	$(PY) -m bench.network_setup --record docs/benchmarks.md
+	$(PY) -m bench.network_ipam --record docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache
