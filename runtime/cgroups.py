@@ -158,6 +158,9 @@ class Stats:
     memory: dict[str, dict[str, int]] = field(default_factory=dict)
     #: v1 ``memory.oom_control`` or v2 ``memory.events``.
     memory_events: dict[str, int] = field(default_factory=dict)
+    #: Counters of the container's network interfaces (loopback excluded): name → rx_bytes,
+    #: rx_packets, rx_errors, rx_dropped, tx_bytes, tx_packets, tx_errors, tx_dropped.
+    network: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 _UNLIMITED_V1 = 0x7FFFFFFFFFFFF000  # what v1 memory.limit_in_bytes reports with no limit

@@ -53,6 +53,8 @@ def to_v1(s: Stats) -> v1.Metrics:
         if e:
             _fill(getattr(mem, entry), e, ("limit", "usage", "max", "failcnt"))
     return v1.Metrics(
+        network=[_fill(v1.NetworkStat(name=name), values, values) for name, values in
+                 sorted(s.network.items())],
         pids=v1.PidsStat(current=s.pids_current, limit=s.pids_limit),
         cpu=v1.CPUStat(
             usage=v1.CPUUsage(total=s.cpu.get("total", 0), kernel=s.cpu.get("kernel", 0),
@@ -76,6 +78,8 @@ def to_v2(s: Stats) -> v2.Metrics:
                   "throttled_usec", "nr_bursts", "burst_usec")
     ev = s.memory_events
     return v2.Metrics(
+        network=[_fill(v2.NetworkStat(name=name), values, values) for name, values in
+                 sorted(s.network.items())],
         pids=v2.PidsStat(current=s.pids_current, limit=s.pids_limit),
         cpu=_fill(v2.CPUStat(), s.cpu, cpu_fields),
         memory=mem,

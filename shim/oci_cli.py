@@ -101,6 +101,10 @@ def _wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
         except OSError as exc:
             log.error("%s", exc)
             return 1
+        except Exception as exc:  # a bug: still one OCI-style line, with the traceback logged
+            log.debug("unexpected error", exc_info=True)
+            log.error("internal error: %s: %s", type(exc).__name__, exc)
+            return 1
     return run
 
 

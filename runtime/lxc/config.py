@@ -1,11 +1,19 @@
 """The OCI runtime spec → LXC configuration lines, as one pure function.
 
-``lxc_config(spec, params)`` returns an ordered list of ``(key, value)`` pairs; nothing here
-touches LXC or the filesystem (the one host fact a translation needs, whether a bind-mount source
-is a directory, is injected as ``params.source_is_dir``). Each OCI concern has its own small
-``configure_<concern>`` function, called in order from :func:`lxc_config`, which reads like the
-spec's table of contents (lxcri ``create.go``, style-anchors.md section 5). Golden-tested in
-``tests/golden/lxc/``.
+``lxc_config(spec, params, notes)`` returns an ordered list of ``(key, value)`` pairs; nothing
+here touches LXC or the filesystem (the host facts a translation needs: whether a bind-mount
+source is a directory, the cgroup layout, whether AppArmor/SELinux are enforced, are injected
+through :class:`Params`). Each OCI concern has its own small ``configure_<concern>`` function,
+called in order from :func:`lxc_config`, which reads like the spec's table of contents (lxcri
+``create.go``, style-anchors.md section 5); the larger concerns live next to it:
+:mod:`.security` (capabilities, rlimits, LSMs), :mod:`.resources` (cgroups), :mod:`.seccomp`,
+:mod:`.setup_hooks` (what LXC has no key for). Golden-tested in ``tests/golden/lxc/`` and
+``tests/golden/seccomp/``.
+
+Policy (DESIGN.md section 8, docs/oci-support.md): a valid setting that LXC cannot express
+exactly is *downgraded*: rendered as closely as LXC allows, with one message appended to
+``notes`` that the backend logs as a warning. A setting that cannot be run at all, or that
+would affect the host, is *refused* with an errdefs error naming the field.
 
 Keys are documented in ``man lxc.container.conf`` (LXC 5.0.2); the facts measured on this kind of
 host are in environment.md section 2 and DESIGN.md section 5.1.

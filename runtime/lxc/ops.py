@@ -10,6 +10,7 @@ process's cgroup (a reused PID).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -31,6 +32,19 @@ _UPDATABLE = {"memory": {"limit", "swap", "reservation", "kernel", "kernelTCP", 
                       "realtimePeriod", "burst", "idle"},
               "pids": {"limit"}, "blockIO": set(), "devices": set(), "hugepageLimits": set(),
               "network": set(), "rdma": set(), "unified": set()}
+
+
+def _network_stats(pid: int) -> dict[str, dict[str, int]]:
+    """/proc/<pid>/net/dev lists the interfaces of *that process's* network namespace
+    (proc(5)), whichever way the container got it (its own, shim-managed, or CNI's)."""
+    from network.stats import parse_net_dev
+
+    try:
+        text = Path(f"/proc/{pid}/net/dev").read_text()
+    except OSError:
+        return {}
+    return {s.name: {k: v for k, v in dataclasses.asdict(s).items() if k != "name"}
+            for s in parse_net_dev(text)}
 
 
 class ContainerOps:
@@ -77,7 +91,8 @@ class ContainerOps:
     # -- stats, update ----------------------------------------------------------------------------
 
     def stats(self) -> cgroups.Stats:
-        return cgroups.read_stats(self._live_cgroups())
+        stats = cgroups.read_stats(self._live_cgroups())
+        return dataclasses.replace(stats, network=_network_stats(self._st.pid))
 
     async def update(self, resources: dict[str, Any]) -> None:
         for section, value in resources.items():
