@@ -229,6 +229,7 @@ class LxcBackend:
             log_file=str(config.state_dir / cleanup.LXC_LOG), log_level=self._log_level,
             default_hostname=config.id, shim_pid=os.getpid(), source_is_dir=os.path.isdir,
             cgroup=resources.detect(), seccomp_path=str(self._lxcpath / name / SECCOMP_FILE),
+            rootfs_mount=self._rootfs_mount(),
             apparmor=apparmor, selinux=selinux)
         notes: list[str] = []
         text = lxcconf.render(lxcconf.lxc_config(config.spec, params, notes))
@@ -236,6 +237,17 @@ class LxcBackend:
         for note in notes:  # DESIGN.md section 8: a downgrade is logged, never silent
             log.warning("downgraded: %s", note, extra={"container_id": config.id})
         return _Prepared(name, rootfs, text, policy)
+
+    def _rootfs_mount(self) -> str:
+        """LXC's compiled-in ``lxc.rootfs.mount`` where it exists (Debian and Proxmox: the
+        multiarch path), else an empty directory of ours: any directory suffices (man
+        lxc.container.conf), but mount entries must name it."""
+        for candidate in ("/usr/lib/x86_64-linux-gnu/lxc/rootfs", "/usr/lib/lxc/rootfs"):
+            if os.path.isdir(candidate):
+                return candidate
+        own = self._lxcpath.parent / "rootfs-mount"
+        own.mkdir(parents=True, exist_ok=True)
+        return str(own)
 
     def _spawn(self, name: str, args: list[str], io: ProcessIO) -> Child:
         argv = [self._lxc_execute, "-q", "-P", str(self._lxcpath), "-n", name, "--", *args]

@@ -96,6 +96,9 @@ class Params:
     #: Whether the host enforces AppArmor / SELinux (the keys are rendered either way).
     apparmor: bool = False
     selinux: bool = False
+    #: ``lxc.rootfs.mount``: where LXC mounts the rootfs before pivoting; mount entries use it
+    #: to name paths inside the container's /proc (read-only paths bind themselves).
+    rootfs_mount: str = "/usr/lib/x86_64-linux-gnu/lxc/rootfs"
 
 
 def lxc_config(spec: dict[str, Any], params: Params,
@@ -123,7 +126,9 @@ def lxc_config(spec: dict[str, Any], params: Params,
     lines += configure_seccomp(spec, params)
     lines += configure_auto_mounts(spec)
     lines += configure_mounts(spec, params)
-    lines += setup_hooks.mount_hook(spec, configure_sysctls(spec, namespaces))
+    sysctls = configure_sysctls(spec, namespaces)
+    lines += setup_hooks.path_entries(spec, params.rootfs_mount, ro_in_hook=bool(sysctls))
+    lines += setup_hooks.mount_hook(spec, sysctls)
     lines += setup_hooks.autodev_hook(spec)
     lines += resources.configure_resources(spec, params.cgroup, notes)
     lines += configure_hooks(params)
@@ -300,7 +305,8 @@ def configure_rootfs(params: Params) -> list[Line]:
     # "dir:" is the plain directory storage backend; LXC bind-mounts it in the container's mount
     # namespace and pivots into it (man lxc.container.conf, lxc.rootfs.path). The backend has
     # already mounted containerd's rootfs mounts there, or resolved root.path.
-    return [("lxc.rootfs.path", f"dir:{params.rootfs}")]
+    return [("lxc.rootfs.path", f"dir:{params.rootfs}"),
+            ("lxc.rootfs.mount", params.rootfs_mount)]
 
 
 def configure_hostname(spec: dict[str, Any], params: Params, ns: NamespacePlan) -> list[Line]:

@@ -37,11 +37,15 @@ IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "ker
                          "kernel.shm_rmid_forced"})
 
 _FUNCTIONS = (
-    'm() { if [ -d "$r$1" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,size=0 tmpfs '
-    '"$r$1"; elif [ -e "$r$1" ]; then mount --bind /dev/null "$r$1"; fi; }; '
     'p() { if [ -e "$r$1" ]; then mount --bind "$r$1" "$r$1" && '
     'mount -o remount,bind,ro "$r$1"; fi; }'
 )
+
+
+def _fstab(path: str) -> str:
+    """A path as an fstab field (getmntent(3) decodes these octal escapes)."""
+    return (path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+            .replace("\n", "\\012"))
 
 
 def sysctl_namespace(key: str) -> str | None:
@@ -54,6 +58,32 @@ def sysctl_namespace(key: str) -> str | None:
     if dotted in ("kernel.hostname", "kernel.domainname"):
         return "uts"
     return None
+
+
+def path_entries(spec: dict[str, Any], rootfs_mount: str, *, ro_in_hook: bool) -> list[Line]:
+    """Masked and read-only paths as ``lxc.mount.entry`` lines, which LXC applies itself after
+    the automatic /proc and /sys mounts: no process per path (the shell hook with one ``mount``
+    per path cost ~35 ms per container, measured).
+
+    - A masked path gets two ``optional`` entries, a read-only empty tmpfs (fits a directory)
+      and a bind of /dev/null (fits a file); the kernel refuses the one that does not fit and
+      ``optional`` skips it, as it skips a path that does not exist (runc masks the same way).
+    - A read-only path is bound onto itself read-only; its source names the container's path
+      through ``lxc.rootfs.mount``, where LXC has the rootfs mounted at that moment.
+    """
+    linux = spec.get("linux") or {}
+    lines: list[Line] = []
+    for path in linux.get("maskedPaths") or []:
+        rel = _fstab(path.lstrip("/"))
+        lines.append(("lxc.mount.entry", f"tmpfs {rel} tmpfs "
+                      "ro,nosuid,nodev,noexec,size=0,optional 0 0"))
+        lines.append(("lxc.mount.entry", f"/dev/null {rel} none bind,optional 0 0"))
+    if not ro_in_hook:
+        for path in linux.get("readonlyPaths") or []:
+            rel = _fstab(path.lstrip("/"))
+            source = _fstab(rootfs_mount.rstrip("/")) + "/" + rel
+            lines.append(("lxc.mount.entry", f"{source} {rel} none bind,ro,optional 0 0"))
+    return lines
 
 
 def mount_hook(spec: dict[str, Any], sysctls: dict[str, str]) -> list[Line]:
@@ -70,8 +100,10 @@ def mount_hook(spec: dict[str, Any], sysctls: dict[str, str]) -> list[Line]:
     propagation = linux.get("rootfsPropagation")
     if propagation:
         steps.append(f'mount --make-{propagation} "$r"')
-    steps += [f"m {shlex.quote(p)}" for p in linux.get("maskedPaths") or []]
-    steps += [f"p {shlex.quote(p)}" for p in linux.get("readonlyPaths") or []]
+    if sysctls:
+        # /proc/sys must stay writable until the sysctls are written (above), so read-only
+        # paths are made here, after them, instead of by mount entries (path_entries).
+        steps += [f"p {shlex.quote(p)}" for p in linux.get("readonlyPaths") or []]
     if not steps:
         return []
     script = "set -e; r=$LXC_ROOTFS_MOUNT; " + _FUNCTIONS + "; " + "; ".join(steps)

@@ -116,7 +116,8 @@ def test_hostname_defaults_to_the_container_id() -> None:
 
 
 def test_mounts_provided_by_lxc_are_skipped_and_binds_get_create() -> None:
-    entries = keys(copy.deepcopy(POD_MEMBER))["lxc.mount.entry"]
+    entries = [e for e in keys(copy.deepcopy(POD_MEMBER))["lxc.mount.entry"]
+               if not e.split()[1].startswith(("proc/", "sys/"))]  # masked/read-only paths
     targets = [e.split()[1] for e in entries]
     assert targets == ["dev/shm", "dev/mqueue", "run", "etc/hosts", "var/www/my\\040data"]
     assert entries[3] == "/var/lib/pod/hosts etc/hosts none rbind,rprivate,ro,create=file 0 0"
@@ -146,10 +147,24 @@ def test_non_root_capability_sets_are_downgraded_with_a_note() -> None:
 
 
 def test_readonly_root_and_paths_go_to_the_mount_hook() -> None:
-    hook = keys(copy.deepcopy(EVERYTHING))["lxc.hook.mount"][0]
+    lines = keys(copy.deepcopy(EVERYTHING))
+    hook = lines["lxc.hook.mount"][0]
     assert 'mount -o remount,bind,ro "$r"' in hook
-    assert "m /proc/kcore" in hook and "p /proc/sys" in hook
+    # With sysctls, read-only paths wait in the hook until the sysctls are written …
+    assert "p /proc/sys" in hook
     assert hook.index("ip_forward") < hook.index("p /proc/sys")  # sysctls before ro /proc/sys
+    # … while masked paths are always plain mount entries (tmpfs for a directory, /dev/null
+    # for a file; the kernel refuses the other and `optional` skips it).
+    assert "tmpfs proc/kcore tmpfs ro,nosuid,nodev,noexec,size=0,optional 0 0" in \
+        lines["lxc.mount.entry"]
+    assert "/dev/null proc/kcore none bind,optional 0 0" in lines["lxc.mount.entry"]
+
+
+def test_readonly_paths_are_mount_entries_without_sysctls() -> None:
+    lines = keys(copy.deepcopy(CTR_DEFAULT))
+    assert "lxc.hook.mount" not in lines  # no process per path on the common path
+    assert ("/usr/lib/x86_64-linux-gnu/lxc/rootfs/proc/sys proc/sys none bind,ro,optional 0 0"
+            in lines["lxc.mount.entry"])
 
 
 def test_v1_and_v2_resources() -> None:
