@@ -137,6 +137,9 @@ def _spawn_daemon(flags: Flags, bundle: str, sock: socket.socket, path: str) -> 
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        import site
+
+        site.main()  # the launcher runs with -S; the daemon needs site-packages (protobuf)
         from pathlib import Path
 
         from shim.daemon import run

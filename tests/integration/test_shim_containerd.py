@@ -260,3 +260,19 @@ def test_garbage_on_the_shim_socket(containerd: PrivateContainerd,
     assert containerd.task_status(cid) == "RUNNING"
     containerd.ctr("task", "kill", "-s", str(int(signal.SIGKILL)), cid)
     wait_for(lambda: containerd.task_status(cid) == "STOPPED", what="STOPPED")
+
+
+def test_zygote_serves_later_shims_and_fallback_works(busybox_image: BusyboxImage,
+                                                      unique_id: str) -> None:
+    """The first shim is forked by `start` itself (no zygote yet) and starts a zygote; later
+    shims are forked by the zygote. With the zygote disabled every shim comes from `start`."""
+    for zygote in ("1", "0"):
+        with PrivateContainerd(env={"PROXMOX_LXCRI_ZYGOTE": zygote}) as ctd:
+            ctd.start()
+            ctd.import_image(busybox_image.tar)
+            for i in range(2):
+                r = ctd.ctr("run", "--rm", "--runtime", RUNTIME, busybox_image.ref,
+                            f"{unique_id}-{zygote}{i}", "echo", f"run {i}", check=False)
+                assert (r.returncode, r.stdout) == (0, f"run {i}\n"), r.stderr
+            zygotes = list((ctd.lxcri_root).glob("zygote-*.sock"))
+            assert len(zygotes) == (1 if zygote == "1" else 0), zygotes
