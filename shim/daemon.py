@@ -79,7 +79,11 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
                                 StorageProvisioner(reaper, root / "runtime" / "events.log"),
                                 NetworkProvisioner(root / "network")))
     server = Server(error_mapper=to_status)
-    server.register_service(SERVICE, TaskService(supervisor, store).methods())
+    methods = TaskService(supervisor, store).methods()
+    server.register_service(SERVICE, methods)
+    # containerd 2.x speaks task v3 to shims that ask for it; its messages and numbers are
+    # those of v2 (shim-protocol.md section 8), so the same handlers serve both names.
+    server.register_service("containerd.task.v3.Task", methods)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("shim %d serving %s for namespace %s", os.getpid(), socket_path, flags.namespace)

@@ -30,7 +30,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for ns, id, st in Store(state_root()).list():
         status = st.get("status", "unknown")
-        if status in ("running", "created") and not _alive(int(st.get("pid") or 0)):
+        if st.get("owner") == "proxmox-lxcri":
+            # Made by the OCI CLI: no shim watches it, so a gone process is simply stopped
+            # (runc's `state` says the same until `delete`).
+            if status in ("running", "created") and not _alive(int(st.get("pid") or 0)):
+                status = "stopped"
+        elif status in ("running", "created") and not _alive(int(st.get("pid") or 0)):
             status = "lost"  # the snapshot says alive but the process is gone (shim crash)
         rows.append({"namespace": ns, "id": id, "pid": st.get("pid"), "status": status,
                      "shim_pid": st.get("shim_pid"), "bundle": st.get("bundle")})

@@ -169,10 +169,47 @@ async def _watch_v1(mem: Path, callback: Callable[[], None]) -> None:
 
 
 async def _watch_v2(path: Path, callback: Callable[[], None]) -> None:
-    seen = cgroups.read_flat(path / "memory.events").get("oom_kill", 0)
-    while (path / "memory.events").exists():
-        await asyncio.sleep(0.1)
-        now = cgroups.read_flat(path / "memory.events").get("oom_kill", seen)
-        if now > seen:
-            seen = now
-            callback()
+    """inotify on ``memory.events``, which the kernel marks modified when a counter changes
+    (cgroup-v2.rst "memory.events"); polling would miss an OOM kill when LXC removes the cgroup
+    right after the container's last process dies."""
+    events = path / "memory.events"
+    seen = cgroups.read_flat(events).get("oom_kill", 0)
+    fd = _inotify(events)
+    if fd is None:
+        return
+    try:
+        while True:
+            await fd_ready(fd)
+            try:
+                os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            now = cgroups.read_flat(events).get("oom_kill", seen)
+            for _ in range(now - seen):
+                callback()
+            seen = max(seen, now)
+            if not events.exists():
+                return
+    finally:
+        os.close(fd)
+
+
+_IN_MODIFY, _IN_DELETE_SELF = 0x2, 0x400
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+
+
+def _inotify(path: Path) -> int | None:
+    """An inotify fd watching ``path`` for modification (inotify(7), through libc: the
+    standard library has no binding)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+    if fd < 0:
+        log.warning("inotify_init1: %s", os.strerror(ctypes.get_errno()))
+        return None
+    if libc.inotify_add_watch(fd, str(path).encode(), _IN_MODIFY | _IN_DELETE_SELF) < 0:
+        log.warning("cannot watch %s: %s", path, os.strerror(ctypes.get_errno()))
+        os.close(fd)
+        return None
+    return int(fd)

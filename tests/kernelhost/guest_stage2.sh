@@ -36,6 +36,12 @@ mount -t mqueue mqueue /dev/mqueue
 # Pure cgroup2: LXC 5 and CRIU 3.17 both handle the unified hierarchy, and the guest has no
 # systemd to set up a hybrid layout.
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || fail "cgroup2"
+# Enable every controller below the root, as systemd does on a Proxmox VE node: otherwise a
+# container's cgroup has no memory.*, pids.* or cpu.* files (cgroup-v2.rst, "Enabling and
+# Disabling").
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+	echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
+done
 # AppArmor's interface lives in securityfs; the Debian kernel has AppArmor enabled by default
 # (CONFIG_LSM lists apparmor), only the mount is missing (vm-test-host.md, "AppArmor").
 mount -t securityfs securityfs /sys/kernel/security
