@@ -53,8 +53,9 @@ def _sha256(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
-def _bind(path: str) -> socket.socket | None:
-    """Bind and listen on ``path``; None when a live shim already serves it."""
+def listen_unix(path: str) -> socket.socket | None:
+    """Bind and listen on ``path``; None when a live server (a shim of the same group, or a
+    zygote) already answers there. A socket file nobody answers on is stale and replaced."""
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -95,7 +96,7 @@ def start(flags: Flags) -> int:
     address = socket_address(flags.address, flags.namespace, group_of(bundle, flags.id))
     path = address.removeprefix("unix://")
     try:
-        sock = _bind(path)
+        sock = listen_unix(path)
     except OSError as exc:
         sys.stdout.write(f"cannot listen on {path}: {exc.strerror}")
         return 1

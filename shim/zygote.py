@@ -98,30 +98,12 @@ def main() -> None:
     serve(sys.argv[1])
 
 
-def _bind(path: str) -> socket.socket | None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-    except OSError:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-            return None  # another zygote serves it
-        except OSError:
-            os.unlink(path)
-            sock.bind(path)
-        finally:
-            probe.close()
-    os.chmod(path, 0o600)
-    sock.listen(64)
-    return sock
-
-
 def serve(path: str) -> None:
-    sock = _bind(path)
+    from shim.manager import listen_unix
+
+    sock = listen_unix(path)
     if sock is None:
-        return
+        return  # another zygote serves this code already
     _preload()
     sock.settimeout(IDLE_EXIT)
     try:

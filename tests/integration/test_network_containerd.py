@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from network.ipam import Ipam
 from network.plan import host_ifname, netns_name
 from tests.harness.containerd import PrivateContainerd
 from tests.harness.fixtures import BusyboxImage, require_integration
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -76,15 +76,6 @@ class Net:
             if f"{self.ctd.namespace}/{cid}" in self.leases(pool).values():
                 out.append(f"lease in pool {pool}")
         return out
-
-
-def wait_for(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from protos.containerd.task.v2 import shim_pb2
 from tests.harness import leaks
 from tests.harness.containerd import PrivateContainerd
 from tests.harness.fixtures import BusyboxImage
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +44,6 @@ def residue(ctd: PrivateContainerd, id: str) -> list[str]:
     if (ctd.lxcri_root / "containers" / ctd.namespace / id).exists():
         left.append("shim state directory")
     return left
-
-
-def wait_for(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

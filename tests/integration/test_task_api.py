@@ -24,20 +24,12 @@ from shim.ttrpc import Client
 from tests.harness import leaks
 from tests.harness.containerd import PrivateContainerd
 from tests.harness.fixtures import BusyboxImage
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 RUNTIME = "io.containerd.proxmox.v2"
 TASK = "containerd.task.v2.Task"
-
-
-def wait_for(predicate: object, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
