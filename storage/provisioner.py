@@ -20,21 +20,24 @@ import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime import config as runtime_config
 from runtime.errdefs import ErrdefsError, FailedPrecondition, InvalidArgument, NotFound
 from runtime.oci import spec_annotations
 from runtime.types import CreateConfig, Mount
-from storage import layers
 from storage import settings as storage_settings
-from storage.checkpoints import Checkpoint
-from storage.drivers import open_driver
-from storage.metrics import EventLog
 from storage.runner import CommandRunner
-from storage.service import CheckpointRecord, ZfsStorage
 from storage.settings import StorageSettings
 from storage.state import read_state, remove_state, write_state
+
+if TYPE_CHECKING:
+    # The ZFS machinery (~1.9 MB of modules) loads only when a pool is configured: every shim
+    # daemon builds this provisioner, most never use ZFS (DESIGN.md section 2: stay small).
+    from storage import layers
+    from storage.checkpoints import Checkpoint
+    from storage.metrics import EventLog
+    from storage.service import ZfsStorage
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +60,26 @@ class StorageProvisioner:
 
     def __init__(self, runner: CommandRunner, events_path: Path | None = None) -> None:
         self.runner = runner
-        self.events = EventLog(events_path)
+        self._events_path = events_path
+        self._events: EventLog | None = None
         self._storages: dict[tuple[str, str], ZfsStorage] = {}
+
+    @property
+    def events(self) -> EventLog:
+        if self._events is None:
+            from storage.metrics import EventLog
+
+            self._events = EventLog(self._events_path)
+        return self._events
 
     def storage(self, settings: StorageSettings) -> ZfsStorage:
         """The :class:`ZfsStorage` of ``settings.pool`` (one driver per pool and kind)."""
         assert settings.pool is not None
         key = (settings.pool, settings.driver)
         if key not in self._storages:
+            from storage.drivers import open_driver
+            from storage.service import ZfsStorage
+
             driver = open_driver(self.runner, settings.driver)
             self._storages[key] = ZfsStorage(driver, self.runner, settings.pool, self.events)
         return self._storages[key]
@@ -104,8 +119,12 @@ class StorageProvisioner:
 
     async def _make(self, storage: ZfsStorage, config: CreateConfig, settings: StorageSettings,
                     restore_dir: Any) -> tuple[Any, str]:
+        from storage import layers
+
         source = None
         if restore_dir:
+            from storage.service import CheckpointRecord
+
             record = CheckpointRecord.load(Path(str(restore_dir)))
             origin = await storage.find_exported(record)
         else:
@@ -134,6 +153,8 @@ class StorageProvisioner:
 
     @staticmethod
     def _source(config: CreateConfig) -> layers.ImageSource:
+        from storage import layers
+
         if config.rootfs:
             return layers.image_source(config.rootfs)
         # No mounts: the bundle's own root.path directory is the image (copied, not shared).
