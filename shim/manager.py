@@ -141,6 +141,9 @@ def _spawn_daemon(flags: Flags, bundle: str, sock: socket.socket, path: str) -> 
         import site
 
         site.main()  # the launcher runs with -S; the daemon needs site-packages (protobuf)
+        from shim.slim import import_asyncio_without_tls
+
+        import_asyncio_without_tls()
         from pathlib import Path
 
         from shim.daemon import run

@@ -124,7 +124,9 @@ def serve(path: str) -> None:
 
 def _preload() -> None:
     """Import what every daemon needs (its heavy part), so forks start warm."""
-    import asyncio  # noqa: F401
+    from shim.slim import import_asyncio_without_tls
+
+    import_asyncio_without_tls()
 
     import network.provisioner  # noqa: F401
     import runtime.lxc.backend  # noqa: F401

@@ -64,3 +64,12 @@ def test_start_and_delete_import_no_heavy_modules() -> None:
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_daemon_asyncio_without_tls_still_allows_ssl_later() -> None:
+    code = ("import sys; from shim.slim import import_asyncio_without_tls;"
+            "import_asyncio_without_tls(); import asyncio, asyncio.sslproto;"
+            "print('ssl' in sys.modules, asyncio.sslproto.ssl is None);"
+            "import ssl; print(ssl.PROTOCOL_TLS_CLIENT is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]
