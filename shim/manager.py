@@ -1,16 +1,18 @@
 """The short-lived ``start`` action (shim-protocol.md 2.3, 2.4); ``delete`` is shim.delete.
 
-Standard library only, and only its cheap parts (no pathlib, dataclasses or hashlib): it runs
-for every task. ``start`` binds the task's socket, has the daemon started on it (by the zygote,
-shim/zygote.py, or by forking: ``start`` is single-threaded, so fork is safe), writes
-``address`` and prints the address alone.
+Standard library only, and only its cheap parts: it runs for every task, and importing
+``socket`` (enum, selectors …), ``json`` (re) or ``hashlib`` (OpenSSL) each cost 5-10 ms here,
+so it uses ``_socket`` directly and reads JSON only for a pod member. ``start`` binds the
+task's socket, has the daemon started on it (by the zygote, shim/zygote.py, or by forking:
+``start`` is single-threaded, so fork is safe), writes ``address`` and prints the address
+alone.
 """
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
-import socket
 import sys
 
 from shim.flags import Flags
@@ -21,12 +23,17 @@ GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "io.containerd.runc.v2.grou
 
 def group_of(bundle: str, id: str) -> str:
     """The shim group: the pod's sandbox id when CRI sets it, else the task id (§2.4)."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            raw = f.read()
+    except OSError:
+        return id
+    if not any(key.encode() in raw for key in GROUP_ANNOTATIONS):
+        return id  # the common case needs no JSON parser
     import json
 
     try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            spec = json.loads(f.read())
-        ann = spec.get("annotations") or {}
+        ann = json.loads(raw).get("annotations") or {}
     except (OSError, ValueError, AttributeError):
         return id
     for key in GROUP_ANNOTATIONS:
@@ -53,18 +60,18 @@ def _sha256(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
-def listen_unix(path: str) -> socket.socket | None:
+def listen_unix(path: str) -> _socket.socket | None:
     """Bind and listen on ``path``; None when a live server (a shim of the same group, or a
     zygote) already answers there. A socket file nobody answers on is stale and replaced."""
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.bind(path)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             sock.close()
             raise
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             probe.connect(path)
             sock.close()
@@ -109,13 +116,13 @@ def start(flags: Flags) -> int:
     return 0
 
 
-def _start_daemon(flags: Flags, bundle: str, sock: socket.socket, path: str) -> None:
+def _start_daemon(flags: Flags, bundle: str, sock: _socket.socket, path: str) -> None:
     """Through the zygote when one serves this code (fast), else by forking ourselves; then
     make sure a zygote exists for the next task (shim/zygote.py)."""
     if os.environ.get("PROXMOX_LXCRI_ZYGOTE", "1") == "0":
         _spawn_daemon(flags, bundle, sock, path)
         return
-    from shim import zygote
+    from shim import zygote_client as zygote
 
     zpath = zygote.socket_path()
     payload: dict[str, object] = {"flags": flags.to_dict(), "bundle": bundle, "socket_path": path,
@@ -125,7 +132,7 @@ def _start_daemon(flags: Flags, bundle: str, sock: socket.socket, path: str) -> 
         zygote.spawn(zpath)
 
 
-def _spawn_daemon(flags: Flags, bundle: str, sock: socket.socket, path: str) -> None:
+def _spawn_daemon(flags: Flags, bundle: str, sock: _socket.socket, path: str) -> None:
     pid = os.fork()
     if pid:
         return
@@ -144,11 +151,13 @@ def _spawn_daemon(flags: Flags, bundle: str, sock: socket.socket, path: str) -> 
         from shim.slim import import_asyncio_without_tls
 
         import_asyncio_without_tls()
+        import socket
         from pathlib import Path
 
         from shim.daemon import run
 
-        run(flags=flags, bundle=Path(bundle), sock=sock, socket_path=path)
+        listen = socket.socket(fileno=sock.detach())
+        run(flags=flags, bundle=Path(bundle), sock=listen, socket_path=path)
         code = 0
     finally:
         os._exit(code)

@@ -3,7 +3,7 @@
 Starting a shim daemon means importing asyncio, protobuf and the runtime (~70-100 ms here,
 DESIGN.md section 10), and containerd's Create waits for it. The zygote pays that once: it
 imports everything, then for each request forks a daemon that shares those pages copy-on-write
-(the pattern of Python's multiprocessing forkserver). ``start`` asks it over a unix socket,
+(the pattern of Python's multiprocessing forkserver). ``start`` asks it (shim/zygote_client.py),
 passing the task's listening socket with SCM_RIGHTS; when no zygote answers, ``start`` forks the
 daemon itself (the fallback is always correct, only slower) and starts a zygote for next time.
 
@@ -23,75 +23,7 @@ import socket
 import sys
 
 IDLE_EXIT = 600.0
-_PACKAGES = ("shim", "runtime", "storage", "network", "protos")
 _MAX_MSG = 1 << 16
-
-
-def _code_key() -> str:
-    base = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    newest = 0.0
-    for pkg in _PACKAGES:
-        for dirpath, _dirs, files in os.walk(os.path.join(base, pkg)):
-            for f in files:
-                if f.endswith(".py"):
-                    newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime)
-    from shim.cli import VERSION
-
-    raw = f"{sys.executable}|{VERSION}|{newest}".encode()
-    from shim.manager import _sha256
-
-    return _sha256(raw)[:16]
-
-
-def socket_path() -> str:
-    from runtime import paths
-
-    return os.path.join(paths.root(), f"zygote-{_code_key()}.sock")
-
-
-def request(path: str, listen: socket.socket, payload: dict[str, object],
-            timeout: float = 5.0) -> bool:
-    """Ask the zygote at ``path`` to fork a daemon for ``listen``; False if none answers."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.settimeout(timeout)
-    try:
-        conn.connect(path)
-        data = json.dumps(payload).encode()
-        conn.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                               array.array("i", [listen.fileno()]))])
-        conn.shutdown(socket.SHUT_WR)
-        return conn.recv(16) == b"ok"
-    except OSError:
-        return False
-    finally:
-        conn.close()
-
-
-def spawn(path: str) -> None:
-    """Start a zygote for ``path`` in the background (detached; never holds ``start``'s
-    pipes). A concurrent ``start`` that also spawns one loses the bind and its zygote exits."""
-    pid = os.fork()
-    if pid:
-        os.waitpid(pid, 0)  # the intermediate child exits at once; the zygote is orphaned
-        return
-    code = 1
-    try:
-        os.setsid()
-        if os.fork():
-            code = 0
-            return
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.close(null)
-        # A fresh interpreter: nothing of `start` stays open (above all the task's listening
-        # socket, which is close-on-exec) and its command line names no task.
-        os.execv(sys.executable, [sys.executable, "-c", _MAIN, path])
-    finally:
-        os._exit(code)
-
-
-_MAIN = "import sys; sys.dont_write_bytecode = False; from shim.zygote import main; main()"
 
 
 def main() -> None:
@@ -101,9 +33,10 @@ def main() -> None:
 def serve(path: str) -> None:
     from shim.manager import listen_unix
 
-    sock = listen_unix(path)
-    if sock is None:
+    raw = listen_unix(path)
+    if raw is None:
         return  # another zygote serves this code already
+    sock = socket.socket(fileno=raw.detach())
     _preload()
     sock.settimeout(IDLE_EXIT)
     try:

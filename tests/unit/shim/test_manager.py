@@ -73,3 +73,25 @@ def test_daemon_asyncio_without_tls_still_allows_ssl_later() -> None:
             "import ssl; print(ssl.PROTOCOL_TLS_CLIENT is not None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "True"]
+
+
+def test_zygote_request_json_round_trips() -> None:
+    import json
+
+    from shim.zygote_client import dumps
+
+    value = {"flags": {"id": 'a"b\\c', "debug": True, "unknown": {}, "n": 3},
+             "env": {"X": "tab\there\nnew\x01line", "U": "ünïcode ✓", "E": ""},
+             "bundle": "/run/x", "none": None}
+    assert json.loads(dumps(value)) == value
+
+
+def test_start_imports_stay_light() -> None:
+    """`start` runs for every task; socket, json and typing each cost 5-10 ms to import."""
+    code = ("import sys; import shim.cli, shim.flags, shim.manager, shim.zygote_client,"
+            " runtime.paths;"
+            "print(','.join(m for m in ('socket', 'json', 'typing', 'hashlib', 'pathlib')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(Path(__file__).parents[3])})
+    assert out.stdout.strip() == ""

@@ -1,0 +1,106 @@
+"""The ``start`` side of the zygote (shim/zygote.py): find it, ask it, or start it.
+
+Runs inside every ``start``, so it imports only ``_socket``, ``array``, ``os`` and ``sys``
+(``socket``, ``json`` and ``typing`` cost 5-10 ms each to import here) and encodes its request
+with a small JSON writer of its own.
+"""
+
+from __future__ import annotations
+
+import _socket
+import array
+import os
+import sys
+
+_PACKAGES = ("shim", "runtime", "storage", "network", "protos")
+
+
+def code_key() -> str:
+    base = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    newest = 0.0
+    for pkg in _PACKAGES:
+        for dirpath, _dirs, files in os.walk(os.path.join(base, pkg)):
+            for f in files:
+                if f.endswith(".py"):
+                    newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime)
+    from shim.cli import VERSION
+
+    raw = f"{sys.executable}|{VERSION}|{newest}".encode()
+    from shim.manager import _sha256
+
+    return _sha256(raw)[:16]
+
+
+def socket_path() -> str:
+    from runtime import paths
+
+    return os.path.join(paths.root(), f"zygote-{code_key()}.sock")
+
+
+def request(path: str, listen: _socket.socket, payload: dict[str, object],
+            timeout: float = 5.0) -> bool:
+    """Ask the zygote at ``path`` to fork a daemon for ``listen``; False if none answers.
+
+    Runs in ``start``: ``_socket`` and a hand-written JSON encoder keep it import-light."""
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    try:
+        conn.connect(path)
+        data = dumps(payload).encode()
+        conn.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                               array.array("i", [listen.fileno()]))])
+        conn.shutdown(_socket.SHUT_WR)
+        return conn.recv(16) == b"ok"
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def dumps(value: object) -> str:
+    """JSON for the request's strings, booleans, numbers, None and dicts (RFC 8259 string
+    escapes); ``json`` itself costs ~9 ms to import on the critical path."""
+    if isinstance(value, str):
+        out = value.replace("\\", "\\\\").replace('"', '\\"')
+        if any(ord(ch) < 0x20 for ch in out):
+            out = "".join(ch if ord(ch) >= 0x20 else f"\\u{ord(ch):04x}" for ch in out)
+        return f'"{out}"'
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{dumps(str(k))}:{dumps(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+_MAIN = "import sys; sys.dont_write_bytecode = False; from shim.zygote import main; main()"
+
+
+
+def spawn(path: str) -> None:
+    """Start a zygote for ``path`` in the background (detached; never holds ``start``'s
+    pipes). A concurrent ``start`` that also spawns one loses the bind and its zygote exits."""
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)  # the intermediate child exits at once; the zygote is orphaned
+        return
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():
+            code = 0
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        # A fresh interpreter: nothing of `start` stays open (above all the task's listening
+        # socket, which is close-on-exec) and its command line names no task.
+        os.execv(sys.executable, [sys.executable, "-c", _MAIN, path])
+    finally:
+        os._exit(code)
