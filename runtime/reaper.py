@@ -100,12 +100,15 @@ class Reaper:
         new_session: bool = False,
         pass_fds: Sequence[int] = (),
         controlling_tty: bool = False,
+        umask: int | None = None,
     ) -> Child:
         """Start ``argv`` (no shell). ``None`` stdio means ``/dev/null``.
 
         ``controlling_tty`` (with ``new_session``) makes the child's stdin, a pty slave, its
         controlling terminal: LXC proxies a container's console only for a caller that has one,
         and the kernel then sends it SIGWINCH on every resize (measured with lxc-execute).
+        ``umask`` is set in the child before exec; LXC has no key for it and the container's
+        program inherits it through lxc-execute / lxc-attach.
         """
         loop = self._loop or asyncio.get_running_loop()
         devnull = subprocess.DEVNULL
@@ -121,7 +124,7 @@ class Reaper:
             close_fds=True,
             # The only Python run between fork and exec; safe here because the daemon runs no
             # threads when it spawns (asyncio, one thread).
-            preexec_fn=_preexec(controlling_tty, self.child_oom_score_adj),
+            preexec_fn=_preexec(controlling_tty, self.child_oom_score_adj, umask),
         )
         fut: asyncio.Future[int] = loop.create_future()
         # The SIGCHLD handler runs as a loop callback, never between spawn and this line, so
@@ -199,11 +202,14 @@ class Reaper:
         return Completed(tuple(argv), rc, out, err)
 
 
-def _preexec(ctty: bool, oom_score_adj: int | None) -> Callable[[], None] | None:
-    if not ctty and oom_score_adj is None:
-        return None
+def _preexec(ctty: bool, oom_score_adj: int | None,
+             umask: int | None = None) -> Callable[[], None] | None:
+    if not ctty and oom_score_adj is None and umask is None:
+        return None  # without a preexec_fn, subprocess may use vfork: faster
 
     def run() -> None:
+        if umask is not None:
+            os.umask(umask)
         if oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(oom_score_adj))

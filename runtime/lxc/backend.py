@@ -181,7 +181,8 @@ class LxcBackend:
                   if self._inherit_stdio and config.stdio == Stdio()
                   else open_stdio(config.stdio, config.spec["process"].get("consoleSize")))
             undo.callback(io.close)
-            child = self._spawn(name, config.spec["process"]["args"], io)
+            child = self._spawn(name, config.spec["process"]["args"], io,
+                                (config.spec["process"].get("user") or {}).get("umask"))
             io.spawned()
             handle = await self._await_gate(config, st, gate, child, io)
             handle.attach = AttachContext(self._reaper, self._lxc_attach, self._lxcpath, name,
@@ -249,12 +250,13 @@ class LxcBackend:
         own.mkdir(parents=True, exist_ok=True)
         return str(own)
 
-    def _spawn(self, name: str, args: list[str], io: ProcessIO) -> Child:
+    def _spawn(self, name: str, args: list[str], io: ProcessIO,
+               umask: int | None = None) -> Child:
         argv = [self._lxc_execute, "-q", "-P", str(self._lxcpath), "-n", name, "--", *args]
         # Its own session: a signal to the daemon's process group never reaches the container.
         return self._reaper.spawn(argv, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr,
                                   env=_HOST_ENV, cwd="/", new_session=True,
-                                  controlling_tty=io.ctty)
+                                  controlling_tty=io.ctty, umask=umask)
 
     async def _await_gate(self, config: CreateConfig, st: state.PersistedState, gate: Gate,
                           child: Child, io: ProcessIO) -> LxcContainer:

@@ -380,10 +380,8 @@ def configure_init(spec: dict[str, Any], notes: list[str]) -> list[Line]:
         # lxc.init.groups (liblxc 5, absent from the 5.0.2 man page) sets the supplementary
         # groups; comma-separated, measured: groups=10,20.
         lines.append(("lxc.init.groups", ",".join(str(g) for g in groups)))
-    umask = user.get("umask")
-    if umask is not None and umask != 0o022:
-        # LXC 5 has no umask key; the program inherits lxc-execute's (the runtime's) 0022.
-        notes.append(f"process.user.umask: {umask:04o} not applied, the process gets 0022")
+    # process.user.umask: LXC 5 has no key for it; the backend sets it on lxc-execute, whose
+    # umask the program inherits (runtime.reaper, spawn(umask=...)).
     return lines
 
 

@@ -75,7 +75,8 @@ async def start_exec(ctx: AttachContext, config: ExecConfig) -> LxcExec:
         argv = attach_argv(ctx, config.process)
         child = ctx.reaper.spawn(argv, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr,
                                  env=_HOST_ENV, cwd="/", new_session=True,
-                                 controlling_tty=io.ctty)
+                                 controlling_tty=io.ctty,
+                                 umask=(config.process.get("user") or {}).get("umask"))
     except BaseException:
         io.close()
         raise

@@ -35,6 +35,13 @@ async def test_user_uid_gid_and_groups(probe: Probe) -> None:
 
 
 @pytest.mark.asyncio
+async def test_umask(probe: Probe) -> None:
+    spec = probe.spec("umask")
+    spec["process"]["user"]["umask"] = 0o027
+    assert await probe.run(spec) == (0, "0027\n")
+
+
+@pytest.mark.asyncio
 async def test_env_and_cwd(probe: Probe) -> None:
     spec = probe.spec('echo "$GREETING"; pwd')
     spec["process"]["env"].append("GREETING=hello world")
