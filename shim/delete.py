@@ -55,8 +55,46 @@ def delete(flags: Flags) -> int:
     return _delete_leftovers(flags)
 
 
+#: The whole `delete` action must finish within containerd's 5 s; hooks get what is left.
+POSTSTOP_BUDGET = 3.0
+
+
+def _poststop_hooks(id: str, bundle: str) -> None:
+    """The spec's poststop hooks, which the dead daemon could not run (runtime.md "Lifecycle"
+    step 12: after the container is deleted, failures are warnings). Within a fixed budget."""
+    import json
+    import subprocess
+
+    from runtime.hooks import argv, hooks_of, state_json
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.loads(f.read())
+        hooks = hooks_of(spec, "poststop")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return
+    deadline = time.monotonic() + POSTSTOP_BUDGET
+    state = state_json(id=id, status="stopped", pid=0, bundle=bundle,
+                       annotations=spec.get("annotations") or {})
+    for hook in hooks:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            sys.stderr.write(f"{hook.field}: not run, the delete action's time is up\n")
+            continue
+        try:
+            done = subprocess.run(argv(hook), input=state, capture_output=True, cwd="/",
+                                  env=dict(e.split("=", 1) for e in hook.env),
+                                  timeout=min(hook.timeout or left, left))
+            if done.returncode != 0:
+                sys.stderr.write(f"{hook.field} ({hook.path}): exited with status "
+                                 f"{done.returncode}\n")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            sys.stderr.write(f"{hook.field} ({hook.path}): {exc}\n")
+
+
 def _delete_leftovers(flags: Flags) -> int:
-    """Stop and release what a dead shim left: container, mounts, network, dataset."""
+    """Stop and release what a dead shim left: container, mounts, network, dataset; then the
+    spec's poststop hooks."""
     from pathlib import Path
 
     from runtime.lxc.cleanup import cleanup
@@ -86,6 +124,7 @@ def _delete_leftovers(flags: Flags) -> int:
             storage_cleanup(state_dir)
         except OSError as exc:
             sys.stderr.write(f"storage cleanup of {flags.id} failed: {exc}\n")
+    _poststop_hooks(flags.id, str(bundle))
     if not pid:
         pid = int(state.get("pid") or 0)
     recorded = state.get("exit_status")
