@@ -51,8 +51,8 @@ def cgroup_mounts(mountinfo: str) -> tuple[dict[str, Path], Path | None]:
         if not sep:
             continue
         fields, tail = pre.split(), post.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
+        if len(fields) < 5 or len(tail) < 3 or fields[3] != "/":
+            continue  # a bind mount of a sub-cgroup is not the hierarchy's root
         mountpoint = Path(fields[4].replace("\\040", " "))
         if tail[0] == "cgroup2" and v2 is None:
             v2 = mountpoint

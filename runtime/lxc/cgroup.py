@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from runtime.cgroups import cgroup_mounts
+
 #: v1 controllers whose hierarchy is searched when there is no usable v2 path; any one holds
 #: every process of the container.
 _V1_CONTROLLERS = ("pids", "freezer", "memory", "cpu", "devices")
@@ -17,19 +19,7 @@ _V1_CONTROLLERS = ("pids", "freezer", "memory", "cpu", "devices")
 
 def _mount_points() -> tuple[Path | None, dict[str, Path]]:
     """The cgroup2 mount point, and each v1 controller's mount point (/proc/self/mountinfo)."""
-    v2: Path | None = None
-    v1: dict[str, Path] = {}
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, rfields = left.split(), right.split()
-            if len(rfields) < 3 or fields[3] != "/":
-                continue
-            if rfields[0] == "cgroup2" and v2 is None:
-                v2 = Path(fields[4])
-            elif rfields[0] == "cgroup":
-                for opt in rfields[2].split(","):
-                    v1.setdefault(opt, Path(fields[4]))
+    v1, v2 = cgroup_mounts(Path("/proc/self/mountinfo").read_text())
     return v2, v1
 
 
