@@ -242,3 +242,36 @@ def test_leases_are_shared_by_separate_shims(net: Net, ids: list[str]) -> None:
     for cid in (first, second):
         net.ctd.remove_container(cid)
         assert net.residue(cid) == []
+
+
+def test_stats_carry_the_container_interface_counters(net: Net, ids: list[str]) -> None:
+    """Stats (what `ctr task metrics` and CRI read) include eth0's counters from the
+    container's own namespace."""
+    import asyncio
+
+    from protos.cgroups.v1 import metrics_pb2 as v1
+    from protos.cgroups.v2 import metrics_pb2 as v2
+    from protos.containerd.task.v2 import shim_pb2
+    from shim.ttrpc import Client
+
+    a, b = new_id(ids, "sa"), new_id(ids, "sb")
+    assert net.run(a, "sleep", "60", detach=True, ann={"ip": f"{NET_A}.70/24"}).returncode == 0
+    r = net.run(b, "ping", "-c", "3", "-W", "2", f"{NET_A}.70", ann={"network": "a"})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    async def stats() -> shim_pb2.StatsResponse:
+        address = (net.ctd.bundle_dir(a) / "address").read_text()
+        client = await Client.connect(address)
+        try:
+            return await client.call("containerd.task.v2.Task", "Stats",
+                                     shim_pb2.StatsRequest(id=a), shim_pb2.StatsResponse,
+                                     timeout=10)
+        finally:
+            await client.close()
+
+    any_stats = asyncio.run(stats()).stats
+    cls = v2.Metrics if any_stats.type_url.endswith("v2.Metrics") else v1.Metrics
+    metrics = cls.FromString(any_stats.value)
+    eth0 = {n.name: n for n in metrics.network}["eth0"]
+    assert eth0.rx_packets >= 3 and eth0.tx_packets >= 3  # the pings and their replies
+    assert eth0.rx_bytes > 0 and eth0.tx_bytes > 0
