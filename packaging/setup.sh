@@ -37,6 +37,16 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMPS/venv" 2>/dev/null)" != "$wan
     echo "$want" > "$STAMPS/venv"
 fi
 
+# The in-container init of CRIU-checkpointable containers (runtime/lxc/owninit.py): a static
+# binary, so that it needs nothing from the container's filesystem. Rebuilt when its source is
+# newer.
+INIT_SRC="$REPO/runtime/lxc/init/lxcri-init.c" INIT_BIN="$REPO/runtime/lxc/init/lxcri-init"
+if [ ! -x "$INIT_BIN" ] || [ "$INIT_SRC" -nt "$INIT_BIN" ]; then
+    echo "setup: building $INIT_BIN"
+    gcc -static -Os -s -Wall -Wextra -Werror -o "$INIT_BIN.tmp" "$INIT_SRC"
+    mv "$INIT_BIN.tmp" "$INIT_BIN"
+fi
+
 # Byte-compile the project: `start` and `delete` run for every task, and an environment with
 # PYTHONDONTWRITEBYTECODE=1 (containerd passes its own on) would otherwise recompile every
 # module on every run (~150 ms). The launchers also re-enable writing for later edits.

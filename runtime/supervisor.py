@@ -50,7 +50,7 @@ class CheckpointingProvisioner(Protocol):
     """[storage] A provisioner that can checkpoint what it made (storage.provisioner)."""
 
     async def checkpoint(self, config: CreateConfig, pid: int | None, directory: Path, *,
-                         leave_running: bool) -> object: ...
+                         leave_running: bool, target: object = None) -> object: ...
 
 
 #: How long an exited init waits for its execs' exits before publishing its own anyway.
@@ -259,7 +259,7 @@ class Supervisor:
         for p in self.provisioners:
             if isinstance(p, CheckpointingProvisioner):
                 await p.checkpoint(c.config, c.init.pid if running else None, directory,
-                                   leave_running=not exit)
+                                   leave_running=not exit, target=c.handle)
                 break
         else:
             raise NotImplementedErr("checkpoint needs ZFS storage ([storage] zfs_pool in "

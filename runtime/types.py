@@ -46,6 +46,12 @@ class CreateConfig:
     options: dict[str, Any] = field(default_factory=dict)
     #: The operator's configuration (raw TOML mapping, see :mod:`runtime.config`).
     settings: dict[str, Any] = field(default_factory=dict)
+    #: [storage] Run the container with the in-container init, so that CRIU can dump it
+    #: (set by the storage provisioner where CRIU checkpoints are wanted and work).
+    own_init: bool = False
+    #: [storage] CRIU images to restore the container's processes from, instead of starting
+    #: its program (a task created from a checkpoint with process images).
+    restore_images: Path | None = None
 
 
 @dataclass(frozen=True)

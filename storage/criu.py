@@ -107,7 +107,7 @@ async def lxc_dump(runner: CommandRunner, lxcpath: Path, name: str, images: Path
     container's monitor running with the caller's stdout and stderr, so it must not run with
     pipes that are read to EOF (as :meth:`CommandRunner.run` does)."""
     images.mkdir(parents=True, exist_ok=True)
-    argv = ["lxc-checkpoint", "-P", str(lxcpath), "-n", name, "-D", str(images), "-v"]
+    argv = ["lxc-checkpoint", "-P", str(lxcpath), "-n", name, "-D", str(images)]
     await _run(runner, argv + (["-s"] if stop else []), images / "dump.log", "dump")
 
 

@@ -115,7 +115,44 @@ class StorageProvisioner:
                                        "mountpoint": info.mountpoint})
         assert info.mountpoint is not None
         log.info("container %s: root filesystem %s (clone of %s)", config.id, dataset, origin)
-        return replace(config, rootfs=(Mount("bind", info.mountpoint, "", ("rbind", "rw")),))
+        try:
+            own_init, images = await self._criu_plan(config, settings, restore_dir)
+        except BaseException:
+            await self.release(config)
+            raise
+        return replace(config, rootfs=(Mount("bind", info.mountpoint, "", ("rbind", "rw")),),
+                       own_init=own_init, restore_images=images)
+
+    async def _criu_plan(self, config: CreateConfig, settings: StorageSettings,
+                         restore_dir: Any) -> tuple[bool, Path | None]:
+        """Whether the container runs with the in-container init, which CRIU needs to dump it
+        (runtime.lxc.owninit), and the process images to restore it from, if any.
+
+        The init is used where checkpoints would dump processes: ``criu`` is not "never" and
+        ``criu check`` passes. A checkpoint with process images restores them where CRIU
+        works; elsewhere only its filesystem is restored ("auto", logged) or the create fails
+        naming CRIU's reason ("always")."""
+        from storage import criu
+
+        if settings.criu == "never":
+            return False, None
+        status = await criu.check(self.runner)
+        images = None
+        if restore_dir:
+            from storage.service import CheckpointRecord
+
+            record = CheckpointRecord.load(Path(str(restore_dir)))
+            if record.criu:
+                if status.works and Path(record.criu).is_dir():
+                    images = Path(record.criu)
+                elif settings.criu == "always":
+                    raise criu.unavailable(status) if not status.works else NotFound(
+                        f"checkpoint {record.snapshot}: CRIU images {record.criu} are gone")
+                else:
+                    log.warning("container %s: restoring only the filesystem of %s (CRIU "
+                                "images %s: %s)", config.id, record.snapshot, record.criu,
+                                status.reason or "missing")
+        return status.works, images
 
     async def _make(self, storage: ZfsStorage, config: CreateConfig, settings: StorageSettings,
                     restore_dir: Any) -> tuple[Any, str]:
@@ -179,13 +216,24 @@ class StorageProvisioner:
     # -- checkpoints (Task API) ----------------------------------------------------------------
 
     async def checkpoint(self, config: CreateConfig, pid: int | None, directory: Path, *,
-                         leave_running: bool) -> Checkpoint:
-        """The Task API's Checkpoint of a container with ZFS storage."""
+                         leave_running: bool, target: Any = None) -> Checkpoint:
+        """The Task API's Checkpoint of a container with ZFS storage. ``target`` is the
+        backend's running container; one with ``criu_target`` (an LXC container) is dumped
+        by LXC (``lxc-checkpoint``), which hands CRIU its namespaces, mounts and cgroups."""
         settings = settings_for(config)
         if settings.pool is None or read_state(config.state_dir) is None:
             raise FailedPrecondition(f"container {config.id} has no ZFS dataset to checkpoint "
                                      "(set [storage] zfs_pool in config.toml)")
         storage = self.storage(settings)
+        dumper = None
+        criu_target = getattr(target, "criu_target", None)
+        if pid is not None and criu_target is not None:
+            from storage import criu
+
+            async def dumper(images: Path) -> None:
+                lxcpath, name = criu_target(stop=not leave_running)
+                await criu.lxc_dump(self.runner, lxcpath, name, images, stop=not leave_running)
+
         record = await storage.export_checkpoint(config.id, settings, directory, pid=pid,
-                                                 leave_running=leave_running)
+                                                 leave_running=leave_running, dumper=dumper)
         return await storage.checkpoints.get(config.id, record.snapshot)

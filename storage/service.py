@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -190,6 +191,8 @@ class ZfsStorage:
                 assert pid is not None
                 await criu.dump(self.runner, pid, images, leave_running=leave_running)
         except ErrdefsError:
+            # CRIU's log stays in the error message; a half-written image directory is no use.
+            shutil.rmtree(images, ignore_errors=True)
             if mode == "always":
                 raise
             log.warning("checkpoint of %s: CRIU dump failed, filesystem only", id,
@@ -231,11 +234,12 @@ class ZfsStorage:
         return pid
 
     async def export_checkpoint(self, id: str, settings: StorageSettings, directory: Path, *,
-                                pid: int | None, leave_running: bool) -> CheckpointRecord:
+                                pid: int | None, leave_running: bool,
+                                dumper: Dumper | None = None) -> CheckpointRecord:
         """The Task API's Checkpoint: a checkpoint containerd keeps, recorded in
         ``directory`` (which containerd then stores as the checkpoint image's content)."""
         cp = await self.checkpoint(id, settings, pid=pid, leave_running=leave_running,
-                                   export=True)
+                                   export=True, dumper=dumper)
         record = CheckpointRecord(self.pool, self.datasets.name(id), cp.snapshot, cp.exported,
                                   cp.created, cp.criu)
         directory.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import errdefs, hooks, oci
-from runtime.lxc import cgroup, cleanup, resources, state
+from runtime.lxc import cgroup, cleanup, owninit, resources, state
 from runtime.lxc import config as lxcconf
 from runtime.lxc.exec import AttachContext
 from runtime.lxc.gate import Gate, hook_command
@@ -124,6 +124,8 @@ class _Prepared:
     config_text: str
     #: The LXC seccomp policy (written next to the config), or None.
     seccomp_text: str | None = None
+    #: The in-container init's directory (runtime.lxc.owninit), or None for LXC's own init.
+    init_dir: Path | None = None
 
 
 class LxcBackend:
@@ -149,6 +151,8 @@ class LxcBackend:
             raise errdefs.Unavailable("lxc-execute: not found in PATH (install Debian's lxc)")
         self._lxc_execute = found
         self._lxc_attach = shutil.which("lxc-attach") or "lxc-attach"
+        self._lxc_start = shutil.which("lxc-start") or "lxc-start"
+        self._lxc_checkpoint = shutil.which("lxc-checkpoint") or "lxc-checkpoint"
 
     async def create(self, config: CreateConfig) -> LxcContainer:
         """Validate, prepare the rootfs, write the LXC config, spawn lxc-execute and wait for
@@ -175,20 +179,30 @@ class LxcBackend:
             (lxc_dir / "config").write_text(prepared.config_text)
             if prepared.seccomp_text is not None:
                 (lxc_dir / SECCOMP_FILE).write_text(prepared.seccomp_text)
-            gate = Gate(config.state_dir)
-            undo.callback(gate.close)
             io = (_inherited_io(config.spec)
                   if self._inherit_stdio and config.stdio == Stdio()
                   else open_stdio(config.stdio, config.spec["process"].get("consoleSize")))
             undo.callback(io.close)
-            child = self._spawn(name, config.spec["process"]["args"], io,
-                                (config.spec["process"].get("user") or {}).get("umask"))
-            io.spawned()
-            handle = await self._await_gate(config, st, gate, child, io)
+            if config.restore_images is not None:
+                from runtime.lxc import restore  # its container class extends this module's
+
+                assert prepared.init_dir is not None
+                handle: LxcContainer = await restore.restore(
+                    self._reaper, self._lxc_checkpoint, st, config.state_dir,
+                    config.restore_images, prepared.init_dir, io, _HOST_ENV)
+            else:
+                gate = Gate(config.state_dir)
+                undo.callback(gate.close)
+                child = self._spawn(name, config.spec["process"]["args"], io,
+                                    (config.spec["process"].get("user") or {}).get("umask"),
+                                    own_init=prepared.init_dir is not None)
+                io.spawned()
+                handle = await self._await_gate(config, st, gate, child, io, prepared.init_dir)
             handle.attach = AttachContext(self._reaper, self._lxc_attach, self._lxcpath, name,
                                           prepared.rootfs)
             undo.pop_all()
-        await self._created_hooks(config, handle)
+        if config.restore_images is None:
+            await self._created_hooks(config, handle)
         return handle
 
     async def _created_hooks(self, config: CreateConfig, handle: LxcContainer) -> None:
@@ -223,10 +237,17 @@ class LxcBackend:
         # Persisted before anything runs, so `delete` can undo the mounts even if the daemon
         # dies before the gate reports.
         state.save(config.state_dir, st)
+        init_dir = None
+        if config.own_init or config.restore_images is not None:
+            init_dir = owninit.prepare(config.state_dir, process["args"], config.stdio)
+            undo.callback(shutil.rmtree, init_dir, True)
         apparmor, selinux = _host_lsm()
         params = lxcconf.Params(
             name=name, rootfs=str(rootfs),
-            gate=hook_command(config.state_dir, hold=self._hold_gate),
+            # A CRIU restore has no gate: its processes are past that point.
+            gate=("" if config.restore_images is not None
+                  else hook_command(config.state_dir, hold=self._hold_gate)),
+            own_init_dir=str(init_dir) if init_dir is not None else "",
             log_file=str(config.state_dir / cleanup.LXC_LOG), log_level=self._log_level,
             default_hostname=config.id, shim_pid=os.getpid(), source_is_dir=os.path.isdir,
             cgroup=resources.detect(), seccomp_path=str(self._lxcpath / name / SECCOMP_FILE),
@@ -237,7 +258,7 @@ class LxcBackend:
         policy = lxcconf.seccomp_policy(config.spec, notes)
         for note in notes:  # DESIGN.md section 8: a downgrade is logged, never silent
             log.warning("downgraded: %s", note, extra={"container_id": config.id})
-        return _Prepared(name, rootfs, text, policy)
+        return _Prepared(name, rootfs, text, policy, init_dir)
 
     def _rootfs_mount(self) -> str:
         """LXC's compiled-in ``lxc.rootfs.mount`` where it exists (Debian and Proxmox: the
@@ -251,15 +272,21 @@ class LxcBackend:
         return str(own)
 
     def _spawn(self, name: str, args: list[str], io: ProcessIO,
-               umask: int | None = None) -> Child:
-        argv = [self._lxc_execute, "-q", "-P", str(self._lxcpath), "-n", name, "--", *args]
+               umask: int | None = None, *, own_init: bool = False) -> Child:
+        if own_init:
+            # -F: in the foreground, as this child, with its stdio as the container's; the
+            # program's argv is in the init's directory (runtime.lxc.owninit).
+            argv = [self._lxc_start, "-F", "-P", str(self._lxcpath), "-n", name]
+        else:
+            argv = [self._lxc_execute, "-q", "-P", str(self._lxcpath), "-n", name, "--", *args]
         # Its own session: a signal to the daemon's process group never reaches the container.
         return self._reaper.spawn(argv, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr,
                                   env=_HOST_ENV, cwd="/", new_session=True,
                                   controlling_tty=io.ctty, umask=umask)
 
     async def _await_gate(self, config: CreateConfig, st: state.PersistedState, gate: Gate,
-                          child: Child, io: ProcessIO) -> LxcContainer:
+                          child: Child, io: ProcessIO,
+                          init_dir: Path | None = None) -> LxcContainer:
         """The init's PID from the gate, racing lxc-execute's early exit and a timeout."""
         log_file = config.state_dir / cleanup.LXC_LOG
         try:
@@ -268,7 +295,7 @@ class LxcBackend:
             pid = await self._race_gate(gate, child, log_file)
             st.pid, st.pid_start_time = pid, state.start_time(pid)
             state.save(config.state_dir, st)
-            return LxcContainer(st, config.state_dir, gate, child, io)
+            return LxcContainer(st, config.state_dir, gate, child, io, init_dir)
         except BaseException:
             await _stop_spawn(gate, child)
             await io.aclose()
@@ -308,13 +335,15 @@ async def _stop_spawn(gate: Gate, child: Child) -> None:
 class LxcContainer(ContainerOps):
     """A created container: init held by the gate until :meth:`start`."""
 
-    def __init__(self, st: state.PersistedState, state_dir: Path, gate: Gate, child: Child,
-                 io: ProcessIO) -> None:
+    def __init__(self, st: state.PersistedState, state_dir: Path, gate: Gate | None,
+                 child: Child | None, io: ProcessIO, init_dir: Path | None = None) -> None:
         self._st = st
         self._state_dir = state_dir
         self._gate = gate
         self._child = child
         self._io = io
+        #: The in-container init's directory, where it records the program's exit status.
+        self._init_dir = init_dir
         self._pidfd: int | None = os.pidfd_open(st.pid)
         self._cgroup = cgroup.cgroup_dir(st.pid, st.name)
         self._started = False
@@ -334,18 +363,27 @@ class LxcContainer(ContainerOps):
         """The LXC container name (``lxc-ls -P <lxcpath>`` shows it while it runs)."""
         return self._st.name
 
+    async def _wait_init(self) -> int:
+        """The monitor's exit status (lxc-execute's is the program's)."""
+        assert self._child is not None
+        return await self._child.wait()
+
     async def _watch(self) -> int:
-        rc = await self._child.wait()
+        rc = await self._wait_init()
         status = rc
+        recorded = owninit.exit_status(self._init_dir) if self._init_dir else None
         if self._created_kill is not None:
             status = 128 + self._created_kill
-        elif self._sigkilled and rc == 1:
+        elif recorded is not None:
+            status = recorded
+        elif self._sigkilled and (rc == 1 or self._init_dir is not None):
             # lxc-execute reports 1 (its own failure code, measured) when its init is killed,
-            # since the init cannot report the signal; the program died of our SIGKILL.
+            # since the init cannot report the signal; the program died of our SIGKILL. The
+            # in-container init records nothing when it is SIGKILLed itself.
             status = 128 + signal.SIGKILL
         self._st.exit_status = status
-        self._st.exit_status = status
-        self._gate.close()
+        if self._gate is not None:
+            self._gate.close()
         with contextlib.suppress(OSError):
             # Not if `delete` (cleanup.cleanup) already removed it: that would resurrect it.
             state.save(self._state_dir, self._st, only_if_present=True)
@@ -364,7 +402,8 @@ class LxcContainer(ContainerOps):
                     self.kill(signal.SIGKILL)
                 raise
         self._started = True
-        self._gate.release()
+        if self._gate is not None:
+            self._gate.release()
         if self.hooks:
             await self.hooks.poststart(self.pid)  # failures are warnings
 
@@ -384,10 +423,24 @@ class LxcContainer(ContainerOps):
         if not self._started and signal not in _HARMLESS and self._created_kill is None:
             # After the signal: the aborted gate makes LXC kill the init at once.
             self._created_kill = signal
-            self._gate.abort()
+            if self._gate is not None:
+                self._gate.abort()
         for pid in others:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal)
+
+    def criu_target(self, *, stop: bool) -> tuple[Path, str]:
+        """[storage] The (lxcpath, name) ``lxc-checkpoint`` dumps; ``stop``: CRIU ends the
+        processes after the dump, which then count as SIGKILLed (137, like runc's --exit)."""
+        if self._init_dir is None:
+            raise errdefs.FailedPrecondition(
+                f"container {self.name} runs LXC's in-process init, whose executable lies "
+                "outside the container, so CRIU cannot dump it; containers get the "
+                "in-container init when they are created where `criu check` passes and "
+                "[storage] criu is not \"never\"")
+        if stop:
+            self._sigkilled = True
+        return Path(self._st.lxcpath), self._st.name
 
     def _signal_init(self, sig: int) -> None:
         # Through a pidfd: the init is not our child, so its PID could be reused once
@@ -416,7 +469,9 @@ class LxcContainer(ContainerOps):
             await self._stop()
         self.stop_oom_watch()
         await self._io.aclose()
-        self._gate.close()
+        if self._gate is not None:
+            self._gate.close()
+        await self._after_exit()
         cleanup.remove_files(self._st, self._state_dir)
         if self._pidfd is not None:
             os.close(self._pidfd)
@@ -432,5 +487,13 @@ class LxcContainer(ContainerOps):
             async with asyncio.timeout(10.0):
                 await self.wait()
         except TimeoutError:
+            if self._child is None:
+                raise errdefs.DeadlineExceeded(
+                    f"container {self.name}: its init did not end within 10 s of SIGKILL"
+                ) from None
             self._child.send_signal(signal.SIGKILL)
             await self.wait()
+
+    async def _after_exit(self) -> None:
+        """Hook for what must end after the init before the files go (a restore's
+        monitor, runtime.lxc.restore)."""

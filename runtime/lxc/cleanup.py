@@ -92,6 +92,13 @@ def abort_gate(state_dir: Path) -> None:
         os.close(fd)
 
 
+#: The in-container init's directory (runtime.lxc.owninit), and lxc-checkpoint's output and
+#: CRIU's extra options of a restore (runtime.lxc.restore), in the state directory.
+OWN_INIT_DIR = "init"
+RESTORE_LOG = "restore.out"
+CRIU_CONF = "criu-restore.conf"
+
+
 def remove_files(st: state.PersistedState, state_dir: Path) -> None:
     """Unmount what the backend mounted, remove the LXC container dir and the backend's files,
     the persisted JSON last (so an interrupted clean-up can be retried)."""
@@ -102,9 +109,10 @@ def remove_files(st: state.PersistedState, state_dir: Path) -> None:
             mount.sys_umount(target, mount.MNT_DETACH)
     shutil.rmtree(Path(st.lxcpath) / st.name, ignore_errors=True)
     cgroup.remove_lxc_cgroups(st.name)
-    for name in (GATE_READY, GATE_START, LXC_LOG):
+    for name in (GATE_READY, GATE_START, LXC_LOG, RESTORE_LOG, CRIU_CONF):
         try:
             (state_dir / name).unlink()
         except FileNotFoundError:
             pass
+    shutil.rmtree(state_dir / OWN_INIT_DIR, ignore_errors=True)
     state.remove(state_dir)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.errdefs import InvalidArgument, NotImplementedErr
-from runtime.lxc import resources, security, setup_hooks
+from runtime.lxc import owninit, resources, security, setup_hooks
 from runtime.lxc import seccomp as lxc_seccomp
 from runtime.lxc.resources import CgroupHost
 
@@ -99,6 +99,9 @@ class Params:
     #: ``lxc.rootfs.mount``: where LXC mounts the rootfs before pivoting; mount entries use it
     #: to name paths inside the container's /proc (read-only paths bind themselves).
     rootfs_mount: str = "/usr/lib/x86_64-linux-gnu/lxc/rootfs"
+    #: Host directory of the in-container init (:mod:`runtime.lxc.owninit`), or "" for LXC's
+    #: own in-process init. With it the container is run by ``lxc-start``.
+    own_init_dir: str = ""
 
 
 def lxc_config(spec: dict[str, Any], params: Params,
@@ -126,6 +129,7 @@ def lxc_config(spec: dict[str, Any], params: Params,
     lines += configure_seccomp(spec, params)
     lines += configure_auto_mounts(spec)
     lines += configure_mounts(spec, params)
+    lines += configure_own_init(params)
     sysctls = configure_sysctls(spec, namespaces)
     lines += setup_hooks.path_entries(spec, params.rootfs_mount, ro_in_hook=bool(sysctls))
     lines += setup_hooks.mount_hook(spec, sysctls)
@@ -473,9 +477,21 @@ def _fstab_escape(field: str) -> str:
     return out.replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
 
 
+def configure_own_init(params: Params) -> list[Line]:
+    """The in-container init's directory on the autodev /dev, and the init as
+    ``lxc.init.cmd`` (lxc-start execs it as PID 1; its argv is in that directory)."""
+    if not params.own_init_dir:
+        return []
+    target = owninit.MOUNT_POINT.lstrip("/")
+    return [("lxc.mount.entry",
+             f"{_fstab_escape(params.own_init_dir)} {target} none bind,create=dir 0 0"),
+            ("lxc.init.cmd", owninit.INIT_PATH)]
+
+
 def configure_hooks(params: Params) -> list[Line]:
     # start-host runs on the host after the container is set up and before its init runs, with
     # LXC_PID in the environment (man lxc.container.conf; DESIGN.md section 5.1): the gate that
     # holds the OCI "created" state. LXC runs the hook string through /bin/sh with the arguments
-    # "<name> lxc start-host" appended (measured).
-    return [("lxc.hook.start-host", params.gate)]
+    # "<name> lxc start-host" appended (measured). No gate ("") for a CRIU restore, whose
+    # processes are already past it.
+    return [("lxc.hook.start-host", params.gate)] if params.gate else []

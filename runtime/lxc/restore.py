@@ -1,0 +1,174 @@
+"""A container whose processes are restored from CRIU images by ``lxc-checkpoint -r``.
+
+LXC's restore (``do_restore`` in src/lxc/criu.c) forks a monitor that runs ``criu restore
+--restore-detached --restore-sibling`` with the container's configuration (rootfs, mount
+entries, cgroups, network), then stays as the container's monitor while ``lxc-checkpoint``
+itself exits. The restored init is therefore the monitor's child, not ours: its end is seen
+through a pidfd and its exit status is the one the in-container init recorded
+(:mod:`runtime.lxc.owninit`); the monitor, orphaned, comes back to the daemon, a child
+subreaper (:mod:`runtime.reaper`), which reaps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from runtime import cgroups, errdefs
+from runtime.lxc import cleanup, state
+from runtime.lxc.backend import LxcContainer, lxc_log_errors
+from runtime.reaper import Reaper
+from runtime.stdio import ProcessIO
+
+#: CRIU restores a whole process tree; under QEMU without KVM this took seconds (measured).
+RESTORE_TIMEOUT = 300.0
+MONITOR_EXIT_TIMEOUT = 10.0
+
+
+async def restore(reaper: Reaper, lxc_checkpoint: str, st: state.PersistedState,
+                  state_dir: Path, images: Path, init_dir: Path, io: ProcessIO,
+                  env: Mapping[str, str]) -> RestoredContainer:
+    """Restore container ``st.name`` (its LXC config already written) from ``images``."""
+    if not (images / "inventory.img").is_file():
+        raise errdefs.NotFound(f"CRIU images {images}: no inventory.img (not a CRIU dump)")
+    out_path = state_dir / cleanup.RESTORE_LOG
+    log_file = state_dir / cleanup.LXC_LOG
+    # LXC 5 passes CRIU no --cgroup-root on a pure cgroup v2 host, and CRIU would recreate the
+    # dumped container's cgroup (lxc.payload.<old name>, measured in the kernel test host);
+    # CRIU reads extra options from the file CRIU_CONFIG_FILE names (criu(8), "Configuration
+    # files"). LXC, running as root, makes the payload cgroup at the root of the hierarchy.
+    conf = state_dir / cleanup.CRIU_CONF
+    conf.write_text(f"cgroup-root /lxc.payload.{st.name}\n")
+    env = {**env, "CRIU_CONFIG_FILE": str(conf)}
+    argv = [lxc_checkpoint, "-r", "-D", str(images), "-P", st.lxcpath, "-n", st.name,
+            "-o", str(log_file), "-l", "INFO"]
+    # The monitor LXC leaves behind keeps this stdout and stderr: a file, never a pipe that
+    # someone reads to EOF.
+    with open(out_path, "ab") as out:
+        child = reaper.spawn(argv, stdout=out.fileno(), stderr=out.fileno(), env=env, cwd="/",
+                             new_session=True)
+    try:
+        async with asyncio.timeout(RESTORE_TIMEOUT):
+            rc = await child.wait()
+    except TimeoutError:
+        child.send_signal(9)
+        await child.wait()
+        raise errdefs.DeadlineExceeded(
+            f"lxc-checkpoint -r: no result within {RESTORE_TIMEOUT:.0f} s") from None
+    if rc != 0:
+        why = (criu_errors(images / "restore.log") or lxc_log_errors(log_file)
+               or f"lxc-checkpoint exited with {rc}")
+        raise errdefs.FailedPrecondition(f"CRIU restore of {st.name} failed: {why}")
+    pid = await _init_pid(reaper, env, st)
+    st.pid, st.pid_start_time = pid, state.start_time(pid)
+    st.monitor_pid = _parent(pid)
+    st.monitor_start_time = state.start_time(st.monitor_pid) if st.monitor_pid else 0
+    state.save(state_dir, st)
+    handle = RestoredContainer(st, state_dir, io, init_dir)
+    # The OCI "created" state: nothing runs before Start. LXC offers no restore that leaves
+    # the processes stopped, so they are frozen right after it (they may have run for the few
+    # milliseconds in between) and thawed by Start.
+    try:
+        await handle.pause()
+    except errdefs.NotFound as exc:
+        where = ""
+        with contextlib.suppress(OSError):
+            where = Path(f"/proc/{pid}/cgroup").read_text().strip().replace("\n", "; ")
+        await handle.delete()
+        raise errdefs.Internal(f"restored container {st.name}: {exc} (its init's cgroups: "
+                               f"{where or 'gone'})") from exc
+    except BaseException:
+        await handle.delete()
+        raise
+    return handle
+
+
+def criu_errors(log: Path, limit: int = 3) -> str:
+    """CRIU's own error lines ("Error (criu/…): …") from its log, the first ones first."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [ln.split("):", 1)[-1].strip() for ln in lines if "Error (" in ln]
+    return "; ".join(errors[:limit])
+
+
+async def _init_pid(reaper: Reaper, env: Mapping[str, str], st: state.PersistedState) -> int:
+    r = await reaper.run(["lxc-info", "-P", st.lxcpath, "-n", st.name, "-p", "-H"], env=env)
+    text = r.stdout.decode().strip()
+    if r.returncode != 0 or not text.isdigit():
+        raise errdefs.Internal(f"restored container {st.name}: lxc-info gave no init PID "
+                               f"({r.stderr.decode().strip() or text!r})")
+    return int(text)
+
+
+def _parent(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
+class RestoredContainer(LxcContainer):
+    """A running container made by a CRIU restore; Start only marks it started."""
+
+    def __init__(self, st: state.PersistedState, state_dir: Path, io: ProcessIO,
+                 init_dir: Path) -> None:
+        self._monitor_pidfd: int | None = None
+        if st.monitor_pid:
+            with contextlib.suppress(OSError):
+                self._monitor_pidfd = os.pidfd_open(st.monitor_pid)
+        super().__init__(st, state_dir, None, None, io, init_dir)
+
+    async def start(self) -> None:
+        await super().start()
+        await self.resume()
+
+    def kill(self, signal: int, all: bool = False) -> None:
+        if not self._started and not self._exit.done():
+            # A frozen process would act on the signal only when thawed.
+            with contextlib.suppress(errdefs.ErrdefsError, OSError):
+                cgroups.freeze(self._live_cgroups(), False)
+        super().kill(signal, all)
+
+    async def _wait_init(self) -> int:
+        fd = os.pidfd_open(self._st.pid)
+        try:
+            await _readable(fd)  # a pidfd is readable once its process has exited
+        finally:
+            os.close(fd)
+        return 255  # unknown unless the init recorded its status (LxcContainer._watch)
+
+    async def _after_exit(self) -> None:
+        # LXC's monitor removes the container's cgroups after the init is gone; the files go
+        # only after it has finished.
+        fd, self._monitor_pidfd = self._monitor_pidfd, None
+        if fd is None:
+            return
+        try:
+            async with asyncio.timeout(MONITOR_EXIT_TIMEOUT):
+                await _readable(fd)
+        except TimeoutError:
+            with contextlib.suppress(OSError):
+                os.kill(self._st.monitor_pid, 9)
+        finally:
+            os.close(fd)

@@ -1,0 +1,158 @@
+"""Containers run with the in-container init (runtime.lxc.owninit), the mode the runtime uses
+for containers that may be checkpointed with CRIU, against the real LXC tools.
+
+What a user sees must not change with the init: exit statuses, signals, stdio, arguments with
+spaces. What changes is what CRIU needs: PID 1's executable lies inside the container, and
+PID 1 holds no file from outside it.
+"""
+
+# The backend tests' fixtures are imported by name, and pytest passes them back as parameters
+# of the same name (F811 would flag each test).
+# ruff: noqa: F811
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from runtime import errdefs
+from runtime.lxc import owninit
+from runtime.types import CreateConfig, Stdio
+from tests.integration.test_lxc_backend import (  # noqa: F401  (fixtures)
+    Env,
+    assert_gone,
+    busybox,
+    env,
+    open_reader,
+    read_fifo_after_exit,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (LXC containers, mount(2))"),
+    pytest.mark.skipif(not owninit.BINARY.is_file(), reason="lxcri-init not built (make setup)"),
+]
+
+
+def own(config: CreateConfig) -> CreateConfig:
+    return dataclasses.replace(config, own_init=True)
+
+
+async def run_to_exit(env: Env, args: list[str], stdio: Stdio | None = None) -> int:
+    handle = await env.create(own(env.config(args, stdio=stdio or Stdio())))
+    await handle.start()
+    return await asyncio.wait_for(handle.wait(), 20)
+
+
+@pytest.mark.asyncio
+async def test_pid_1_is_the_init_inside_the_container_and_holds_no_host_file(env: Env) -> None:
+    out = env.fifo("out")
+    reader = open_reader(out)
+    try:
+        script = ("readlink /proc/1/exe; ls -l /proc/1/fd | awk '/->/ {print $NF}' | sort -u; "
+                  "echo pid=$$")
+        status = await run_to_exit(env, ["sh", "-c", script], Stdio(stdout=str(out)))
+        assert status == 0
+        lines = read_fifo_after_exit(reader).decode().splitlines()
+    finally:
+        os.close(reader)
+    assert lines[0] == owninit.INIT_PATH
+    # PID 1's descriptors: only the container's /dev/null (the FIFO is the program's).
+    assert lines[1:-1] == ["/dev/null"]
+    assert lines[-1] == "pid=2"
+
+
+@pytest.mark.asyncio
+async def test_exit_status_arguments_with_spaces_and_stdout(env: Env) -> None:
+    out = env.fifo("out")
+    reader = open_reader(out)
+    try:
+        status = await run_to_exit(env, ["sh", "-c", 'printf "[%s]" "$0" "$1"; exit 7',
+                                         "a b", "c  d"], Stdio(stdout=str(out)))
+        assert status == 7
+        assert read_fifo_after_exit(reader) == b"[a b][c  d]"
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.asyncio
+async def test_sigterm_is_forwarded_and_sigkill_gives_137(env: Env) -> None:
+    handle = await env.create(own(env.config(["sh", "-c", "trap 'exit 3' TERM; "
+                                              "sleep 60 & wait"])))
+    await handle.start()
+    await asyncio.sleep(0.3)
+    handle.kill(signal.SIGTERM)
+    assert await asyncio.wait_for(handle.wait(), 10) == 3
+
+    handle = await env.create(own(env.config(["sleep", "60"])))
+    await handle.start()
+    await asyncio.sleep(0.2)
+    handle.kill(signal.SIGKILL)
+    assert await asyncio.wait_for(handle.wait(), 10) == 137
+
+
+@pytest.mark.asyncio
+async def test_a_signal_death_of_the_program_is_128_plus_the_signal(env: Env) -> None:
+    assert await run_to_exit(env, ["sh", "-c", "kill -USR1 $$"]) == 128 + signal.SIGUSR1
+
+
+@pytest.mark.asyncio
+async def test_empty_stdio_is_the_containers_own_dev_null(env: Env) -> None:
+    # The mount id of fd 1 equals that of /dev/null opened inside the container: not the
+    # host's /dev/null, which CRIU could not dump.
+    out = env.fifo("out")
+    reader = open_reader(out)
+    try:
+        script = ("exec 3</dev/null; a=$(grep mnt_id /proc/self/fdinfo/0); "
+                  "b=$(grep mnt_id /proc/self/fdinfo/3); c=$(grep mnt_id /proc/self/fdinfo/1); "
+                  '[ "$a" = "$b" ] && echo stdin-is-container-null >&2; '
+                  '[ "$c" != "$b" ] && echo stdout-is-the-fifo >&2; exit 0')
+        status = await run_to_exit(env, ["sh", "-c", script], Stdio(stderr=str(out)))
+        assert status == 0
+        assert read_fifo_after_exit(reader).split() == [b"stdin-is-container-null",
+                                                        b"stdout-is-the-fifo"]
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.asyncio
+async def test_unprivileged_user_still_reports_its_status(env: Env) -> None:
+    out = env.fifo("out")
+    reader = open_reader(out)
+    try:
+        # mount=False: the bundle's rootfs, whose / is searchable by others (the shared
+        # busybox dir is a 0700 temporary directory).
+        config = own(env.config(["sh", "-c", "id -u; exit 5"], mount=False,
+                                stdio=Stdio(stdout=str(out), stderr=str(out))))
+        config.spec["process"]["user"] = {"uid": 1000, "gid": 1000}
+        handle = await env.create(config)
+        await handle.start()
+        status = await asyncio.wait_for(handle.wait(), 20)
+        output = read_fifo_after_exit(reader)
+    finally:
+        os.close(reader)
+    assert (status, output.decode()) == (5, "1000\n"), output.decode()
+
+
+@pytest.mark.asyncio
+async def test_delete_leaves_nothing(env: Env) -> None:
+    handle = await env.create(own(env.config(["true"])))
+    init_dir = env.state_dir / owninit.DIR_NAME
+    assert (init_dir / "init.lxc").is_file()
+    await handle.start()
+    assert await asyncio.wait_for(handle.wait(), 20) == 0
+    await handle.delete()
+    assert_gone(env, handle.name, handle.pid)
+    assert not init_dir.exists()
+
+
+@pytest.mark.asyncio
+async def test_missing_init_binary_is_a_clear_error_that_leaves_nothing(
+        env: Env, tmp_path: Path) -> None:
+    with pytest.raises(errdefs.FailedPrecondition, match="lxcri-init.c"):
+        owninit.prepare(tmp_path, ["true"], Stdio(), binary=tmp_path / "absent")
+    assert not (tmp_path / owninit.DIR_NAME).exists()

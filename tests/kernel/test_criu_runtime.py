@@ -1,0 +1,217 @@
+"""CRIU checkpoint and restore of a container run by this runtime, in the kernel test host
+(Debian's 6.1 kernel, where `criu check` passes, and OpenZFS).
+
+The pieces are composed as the shim daemon composes them (shim/daemon.py): the Supervisor with
+the LxcBackend and the storage provisioner, driven through the Task API's operations — create,
+start, Checkpoint with ``exit`` (``ctr task checkpoint --exit``), delete, create from the
+checkpoint, start. The container is a counter that writes its count to a file: after the
+restore it must continue from where it was, not start again from 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from runtime import events as ev
+from runtime.errdefs import FailedPrecondition
+from runtime.lxc import cleanup, owninit
+from runtime.lxc.backend import LxcBackend
+from runtime.lxc.mount import mounted_under, unmount
+from runtime.reaper import Reaper
+from runtime.store import Store
+from runtime.supervisor import Supervisor
+from runtime.types import CreateConfig, Stdio
+from storage.provisioner import CHECKPOINT_OPTION, StorageProvisioner
+from tests.harness.rootfs import populate_busybox_rootfs
+from tests.kernel.helpers import sh, unique
+
+pytestmark = pytest.mark.kernel
+
+# The counter's state lives in the shell's memory (i); the file only shows it.
+COUNTER = """i=0
+while :; do
+    i=$((i+1))
+    echo $i > /count.tmp
+    mv /count.tmp /count
+    sleep 0.2
+done
+"""
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[str]:
+    vdev = tmp_path / "vdev0.img"
+    with vdev.open("wb") as f:
+        f.truncate(512 << 20)
+    name = unique("kc")
+    sh("zpool", "create", "-o", "cachefile=none", "-m", tmp_path / "mnt", name, vdev,
+       timeout=120)
+    yield name
+    sh("zpool", "destroy", "-f", name, check=False, timeout=120)
+
+
+@dataclass
+class World:
+    base: Path
+    pool: str
+    sup: Supervisor
+    bundle: Path
+
+    def config(self, cid: str, **extra: Any) -> CreateConfig:
+        spec: dict[str, Any] = {
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/bin/sh", "/counter.sh"], "cwd": "/",
+                        "env": ["PATH=/bin:/sbin:/usr/bin"], "user": {"uid": 0, "gid": 0},
+                        # AppArmor is on in the guest; its confinement has its own tests.
+                        "apparmorProfile": "unconfined"},
+            "root": {"path": "rootfs"},
+            "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount",
+                                                            "network")]},
+        }
+        settings = {"storage": {"zfs_pool": self.pool, "criu": "always",
+                                "criu_dir": str(self.base / "criu")}}
+        return CreateConfig(id=cid, namespace="k", bundle=self.bundle, spec=spec,
+                            state_dir=self.base / f"{cid}-state", settings=settings, **extra)
+
+
+@pytest_asyncio.fixture
+async def world(pool: str) -> AsyncIterator[World]:
+    reaper = Reaper()
+    # A child subreaper, like the daemon: LXC's restore monitor is orphaned and comes back here.
+    reaper.install(asyncio.get_running_loop(), subreaper=True)
+    base = Path(tempfile.mkdtemp(prefix="criu-rt-"))
+    bundle = base / "bundle"
+    populate_busybox_rootfs(bundle / "rootfs")
+    (bundle / "rootfs/counter.sh").write_text(COUNTER)
+    sup = Supervisor(LxcBackend(reaper, base / "lxc"), ev.MemorySink(), Store(base / "store"),
+                     "k", provisioners=(StorageProvisioner(reaper, base / "events.log"),))
+    w = World(base, pool, sup, bundle)
+    try:
+        yield w
+    finally:
+        for cid in sup.ids():
+            with contextlib.suppress(Exception):
+                sup.kill(cid, "", signal.SIGKILL, True)
+            with contextlib.suppress(Exception):
+                await sup.wait(cid)
+                await sup.delete(cid)
+        for point in reversed(mounted_under(base)):
+            unmount(point)
+        reaper.uninstall()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def count_above(root: Path, above: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            n = int((root / "count").read_text().strip())
+            if n > above:
+                return n
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the counter in {root} did not pass {above} within {timeout} s")
+
+
+def datasets(pool: str) -> list[str]:
+    out = sh("zfs", "list", "-H", "-o", "name", "-t", "filesystem,snapshot", "-r", pool)
+    return out.stdout.split()
+
+
+@pytest.mark.asyncio
+async def test_task_checkpoint_with_criu_and_restore_continues_the_counter(world: World) -> None:
+    sup = world.sup
+    pid = await sup.create(world.config("c1"))
+    await sup.start("c1")
+    root1 = Path(f"/proc/{pid}/root")
+    await count_above(root1, 3)
+    # PID 1 is the in-container init (LXC's process until Start lets it exec): what makes
+    # the container dumpable.
+    assert Path(f"/proc/{pid}/exe").readlink() == Path(owninit.INIT_PATH)
+
+    cpdir = world.base / "containerd-checkpoint"
+    started = time.monotonic()
+    await sup.checkpoint("c1", cpdir, exit=True)
+    dump_seconds = time.monotonic() - started
+    exit1 = await asyncio.wait_for(sup.wait("c1"), 60)
+    assert exit1.status == 137  # like runc's --exit: the dumped processes were stopped
+    dataset = f"{world.pool}/containers/c1"
+    mountpoint = sh("zfs", "get", "-H", "-o", "value", "mountpoint", dataset).stdout.strip()
+    dumped = int(Path(mountpoint, "count").read_text())
+    images = [p for p in (world.base / "criu" / "c1").iterdir() if p.is_dir()]
+    assert len(images) == 1 and (images[0] / "inventory.img").is_file()
+    await sup.delete("c1")
+    assert not (world.base / "lxc" / "k-c1").exists()
+
+    started = time.monotonic()
+    pid2 = await sup.create(world.config("c2", options={CHECKPOINT_OPTION: str(cpdir)}))
+    restore_seconds = time.monotonic() - started
+    root2 = Path(f"/proc/{pid2}/root")
+    # Created, not started: the restored processes are frozen on the checkpoint's count (they
+    # may have run for the moment between CRIU's restore and the freeze).
+    held = int((root2 / "count").read_text())
+    assert dumped <= held <= dumped + 1
+    await asyncio.sleep(1.0)
+    assert int((root2 / "count").read_text()) == held
+    await sup.start("c2")
+    # They go on from there: a fresh start would write 1, 2, 3 over the checkpoint's file.
+    assert await count_above(root2, held) == held + 1
+    assert await count_above(root2, held + 1) > held + 1
+    print(f"CRIU-TIMES dump+stop {dump_seconds:.2f}s restore {restore_seconds:.2f}s "
+          f"(QEMU TCG)")
+
+    # Its exit status still reaches the Task API: the shell dies of SIGTERM, forwarded by
+    # the restored init, which records 143.
+    sup.kill("c2", "", signal.SIGTERM)
+    exit2 = await asyncio.wait_for(sup.wait("c2"), 60)
+    assert exit2.status == 128 + signal.SIGTERM
+    await sup.delete("c2")
+    assert not (world.base / "lxc" / "k-c2").exists()
+    assert not (world.base / "c2-state" / cleanup.OWN_INIT_DIR).exists()
+    assert not [d for d in datasets(world.pool) if "/containers/c2" in d]
+    assert mounted_under(world.bundle) == []
+
+
+@pytest.mark.asyncio
+async def test_checkpoint_of_a_container_writing_to_a_host_fifo_fails_with_criu_reason(
+        world: World) -> None:
+    sup = world.sup
+    fifo = world.base / "stdout"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        config = world.config("c3", stdio=Stdio(stdout=str(fifo)))
+        config.spec["process"]["args"] = ["/bin/sh", "-c", "while :; do echo tick; sleep 0.2; "
+                                          "done"]
+        pid = await sup.create(config)
+        await sup.start("c3")
+        with pytest.raises(FailedPrecondition, match="criu dump failed: ") as info:
+            await sup.checkpoint("c3", world.base / "cp3", exit=False)
+        assert "stdout" in str(info.value), str(info.value)  # CRIU names the FIFO
+        # Nothing was kept of the failed checkpoint, and the container runs on.
+        assert not [d for d in datasets(world.pool) if "/containers/c3@" in d]
+        assert not list((world.base / "criu" / "c3").glob("*"))
+        _drain(reader)
+        await asyncio.sleep(1.0)
+        assert b"tick" in os.read(reader, 65536)
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        os.close(reader)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 65536):
+            pass

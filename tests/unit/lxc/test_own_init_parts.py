@@ -1,0 +1,62 @@
+"""The in-container init's configuration and the files it shares with the runtime."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from runtime.lxc import config as lxcconf
+from runtime.lxc import owninit, restore
+from runtime.types import Stdio
+from tests.unit.lxc.specs import CTR_DEFAULT, MINIMAL
+
+
+def _params(**extra: object) -> lxcconf.Params:
+    return lxcconf.Params(name="c1", rootfs="/r", gate="/gate.sh", log_file="/l",
+                          **extra)  # type: ignore[arg-type]
+
+
+def test_own_init_mounts_its_directory_on_dev_and_becomes_init_cmd() -> None:
+    lines = lxcconf.lxc_config(copy.deepcopy(CTR_DEFAULT), _params(own_init_dir="/run/x y/init"))
+    entry = ("lxc.mount.entry", r"/run/x\040y/init dev/.lxcri none bind,create=dir 0 0")
+    at = lines.index(entry)
+    assert lines[at + 1] == ("lxc.init.cmd", "/dev/.lxcri/init.lxc")
+    # After the spec's own mounts (ctr's /dev/shm, /dev/mqueue, …), which it must not shadow.
+    spec_mounts = [i for i, line in enumerate(lines)
+                   if line[0] == "lxc.mount.entry" and " dev/" in line[1] and i != at]
+    assert spec_mounts and max(spec_mounts) < at
+
+
+def test_without_own_init_nothing_changes_and_a_restore_has_no_gate() -> None:
+    plain = lxcconf.lxc_config(copy.deepcopy(MINIMAL), _params())
+    assert not [k for k, _ in plain if k == "lxc.init.cmd"]
+    assert ("lxc.hook.start-host", "/gate.sh") in plain
+    restored = lxcconf.lxc_config(copy.deepcopy(MINIMAL), lxcconf.Params(
+        name="c1", rootfs="/r", gate="", log_file="/l", own_init_dir="/d"))
+    assert not [k for k, _ in restored if k == "lxc.hook.start-host"]
+
+
+def test_prepare_writes_argv_stdio_marks_and_a_writable_status(tmp_path: Path) -> None:
+    binary = tmp_path / "bin"
+    binary.write_bytes(b"\x7fELF")
+    d = owninit.prepare(tmp_path, ["sh", "-c", "echo a b"], Stdio(stdout="/fifo"),
+                        binary=binary)
+    assert (d / "init.lxc").read_bytes() == b"\x7fELF"
+    assert (d / "argv").read_bytes() == b"sh\0-c\0echo a b\0"
+    assert (d / "stdio").read_text() == "n-n"
+    assert (d / "status").stat().st_mode & 0o777 == 0o666
+    assert owninit.exit_status(d) is None  # nothing recorded yet
+    (d / "status").write_text("143\n")
+    assert owninit.exit_status(d) == 143
+    (d / "status").write_text("garbage")
+    assert owninit.exit_status(d) is None
+
+
+def test_criu_errors_are_read_from_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "restore.log"
+    log.write_text("(00.012) Warn  (criu/x.c:1): nothing\n"
+                   "(00.100) Error (criu/mount.c:2545): mnt: No mapping for 33:(null) mountpoint\n"
+                   "(00.101) Error (criu/cr-restore.c:2400): Restoring FAILED.\n")
+    assert restore.criu_errors(log) == ("mnt: No mapping for 33:(null) mountpoint; "
+                                        "Restoring FAILED.")
+    assert restore.criu_errors(tmp_path / "absent") == ""
