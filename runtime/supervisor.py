@@ -13,6 +13,7 @@ slow create, so a concurrent duplicate create fails fast and State of other task
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -35,7 +36,13 @@ from runtime.backend import (
     Updatable,
 )
 from runtime.cgroups import Stats
-from runtime.errdefs import AlreadyExists, FailedPrecondition, NotFound, NotImplementedErr
+from runtime.errdefs import (
+    AlreadyExists,
+    ErrdefsError,
+    FailedPrecondition,
+    NotFound,
+    NotImplementedErr,
+)
 from runtime.process import Process, ProcessState
 from runtime.provision import Provisioner
 from runtime.state import Op
@@ -256,20 +263,34 @@ class Supervisor:
         if c.deleting or c.init.status is Status.DELETED:
             raise FailedPrecondition(f"container {id} is being deleted")
         running = c.init.exit is None
-        for p in self.provisioners:
-            if isinstance(p, CheckpointingProvisioner):
-                await p.checkpoint(c.config, c.init.pid if running else None, directory,
-                                   leave_running=not exit, target=c.handle)
-                break
-        else:
+        checkpointer = next((p for p in self.provisioners
+                             if isinstance(p, CheckpointingProvisioner)), None)
+        if checkpointer is None:
             raise NotImplementedErr("checkpoint needs ZFS storage ([storage] zfs_pool in "
                                     "config.toml)")
-        if exit and c.init.exit is None:
-            assert c.handle is not None
-            try:
-                c.handle.kill(signal.SIGKILL, True)
-            except NotFound:
-                pass
+        # Frozen from before the dump until after the snapshot, so that the files match the
+        # process image: CRIU's own freezing let the processes run on during a slow dump on
+        # a cgroup v2 host (measured in the kernel test host under load). ctr pauses the task
+        # itself (then it stays paused); otherwise the freeze is internal, without events.
+        quiesce = (running and c.init.status is Status.RUNNING
+                   and isinstance(c.handle, Pausable))
+        if quiesce:
+            assert isinstance(c.handle, Pausable)
+            await c.handle.pause()
+        try:
+            await checkpointer.checkpoint(c.config, c.init.pid if running else None, directory,
+                                          leave_running=not exit, target=c.handle)
+            if exit and c.init.exit is None:
+                assert c.handle is not None
+                try:
+                    c.handle.kill(signal.SIGKILL, True)
+                except NotFound:
+                    pass
+        finally:
+            if quiesce and c.init.exit is None:
+                assert isinstance(c.handle, Pausable)
+                with contextlib.suppress(ErrdefsError, OSError):
+                    await c.handle.resume()  # a SIGKILLed frozen task dies once thawed (v1)
 
     def state(self, id: str, exec_id: str = "") -> ProcessState:
         c, p = self._process(id, exec_id)

@@ -11,6 +11,8 @@ recorded on the checkpoint's snapshot.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -50,24 +52,68 @@ def reason_from_output(text: str, limit: int = 3) -> str:
 
 
 _cache: dict[str, CriuStatus] = {}
+#: The result of ``criu check`` for this boot and this CRIU binary, shared by the shim daemons:
+#: each pod has its own daemon, and the check would otherwise run once in each.
+CACHE_FILE = Path("/run/proxmox-lxcri/criu-check.json")
 
 
-async def check(runner: CommandRunner, criu: str = "criu", *, cached: bool = True) -> CriuStatus:
+async def check(runner: CommandRunner, criu: str = "criu", *, cached: bool = True,
+                cache_file: Path = CACHE_FILE) -> CriuStatus:
     """Whether CRIU works on this kernel (``criu check``), and if not, CRIU's reason."""
     if cached and criu in _cache:
         return _cache[criu]
-    if shutil.which(criu) is None:
+    path = shutil.which(criu)
+    if path is None:
         status = CriuStatus(False, f"{criu}: not installed")
     else:
-        try:
-            r = await runner.run([criu, "check"], timeout=CHECK_TIMEOUT)
-        except TimeoutError:
-            return CriuStatus(False, f"criu check: no answer in {CHECK_TIMEOUT:.0f} s")
-        out = (r.stdout + r.stderr).decode("utf-8", "replace")
-        status = (CriuStatus(True, "") if r.returncode == 0
-                  else CriuStatus(False, reason_from_output(out)))
+        key = _cache_key(path)
+        status_or_none = _load(cache_file, key) if cached else None
+        if status_or_none is not None:
+            status = status_or_none
+        else:
+            try:
+                r = await runner.run([criu, "check"], timeout=CHECK_TIMEOUT)
+            except TimeoutError:
+                return CriuStatus(False, f"criu check: no answer in {CHECK_TIMEOUT:.0f} s")
+            out = (r.stdout + r.stderr).decode("utf-8", "replace")
+            status = (CriuStatus(True, "") if r.returncode == 0
+                      else CriuStatus(False, reason_from_output(out)))
+            if cached:
+                _store(cache_file, key, status)
     _cache[criu] = status
     return status
+
+
+def _cache_key(binary: str) -> str:
+    """This boot (a kernel or module change needs a reboot) and this CRIU binary."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        st = os.stat(binary)
+    except OSError:
+        return ""
+    return f"{boot}:{binary}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _load(cache_file: Path, key: str) -> CriuStatus | None:
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not key or not isinstance(data, dict) or data.get("key") != key:
+        return None
+    return CriuStatus(bool(data.get("works")), str(data.get("reason", "")))
+
+
+def _store(cache_file: Path, key: str, status: CriuStatus) -> None:
+    if not key:
+        return
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "works": status.works, "reason": status.reason}))
+        tmp.replace(cache_file)
+    except OSError:
+        pass  # only a cache
 
 
 def unavailable(status: CriuStatus) -> FailedPrecondition:
@@ -99,15 +145,19 @@ async def restore(runner: CommandRunner, images: Path, *, criu: str = "criu") ->
 
 
 async def lxc_dump(runner: CommandRunner, lxcpath: Path, name: str, images: Path, *,
-                   stop: bool) -> None:
+                   stop: bool, config_file: Path | None = None) -> None:
     """Dump an LXC container with ``lxc-checkpoint`` (LXC hands CRIU the container's
-    namespaces, mounts and cgroups); ``stop`` stops it after the dump.
+    namespaces, mounts and cgroups); ``stop`` stops it after the dump. ``config_file`` holds
+    more CRIU options, which LXC cannot pass: CRIU reads the file ``CRIU_CONFIG_FILE`` names
+    (criu(8), "Configuration files").
 
     Its restore (``lxc-checkpoint -r``) is left to the caller: it leaves the restored
     container's monitor running with the caller's stdout and stderr, so it must not run with
     pipes that are read to EOF (as :meth:`CommandRunner.run` does)."""
     images.mkdir(parents=True, exist_ok=True)
     argv = ["lxc-checkpoint", "-P", str(lxcpath), "-n", name, "-D", str(images)]
+    if config_file is not None:
+        argv = ["env", f"CRIU_CONFIG_FILE={config_file}", *argv]
     await _run(runner, argv + (["-s"] if stop else []), images / "dump.log", "dump")
 
 

@@ -231,8 +231,9 @@ class StorageProvisioner:
             from storage import criu
 
             async def dumper(images: Path) -> None:
-                lxcpath, name = criu_target(stop=not leave_running)
-                await criu.lxc_dump(self.runner, lxcpath, name, images, stop=not leave_running)
+                lxcpath, name, conf = criu_target(images, stop=not leave_running)
+                await criu.lxc_dump(self.runner, lxcpath, name, images, stop=not leave_running,
+                                    config_file=conf)
 
         record = await storage.export_checkpoint(config.id, settings, directory, pid=pid,
                                                  leave_running=leave_running, dumper=dumper)

@@ -15,6 +15,11 @@ PID 1 in the container is LXC's small init, the program is PID 2 (``docker run -
 behaviour): signals sent to the init's host PID are forwarded to the program. A program that
 must be PID 1 itself (a system init) would need ``lxc-start``, whose status is always 0: not
 supported by this backend.
+
+Containers that may be checkpointed with CRIU (``CreateConfig.own_init``) run with
+``lxc-start -F`` and this project's in-container init instead, which behaves the same and
+records the exit status in a file (:mod:`runtime.lxc.owninit`); a task restored from CRIU
+images is made by ``lxc-checkpoint -r`` (:mod:`runtime.lxc.restore`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import errdefs, hooks, oci
-from runtime.lxc import cgroup, cleanup, owninit, resources, state
+from runtime.lxc import cgroup, cleanup, criu_stdio, owninit, resources, state
 from runtime.lxc import config as lxcconf
 from runtime.lxc.exec import AttachContext
 from runtime.lxc.gate import Gate, hook_command
@@ -40,7 +45,7 @@ from runtime.lxc.mount import mount_all, unmount_all
 from runtime.lxc.ops import ContainerOps
 from runtime.lxc.rootfs import look_path
 from runtime.reaper import Child, Reaper
-from runtime.stdio import ProcessIO, open_stdio
+from runtime.stdio import ProcessIO, TerminalIO, open_stdio
 from runtime.types import CreateConfig, Stdio
 
 log = logging.getLogger(__name__)
@@ -117,6 +122,15 @@ def _inherited_io(spec: dict[str, Any]) -> ProcessIO:
     return io
 
 
+def stdio_keys(io: ProcessIO, config: CreateConfig) -> dict[int, str]:
+    """[storage] CRIU's keys of the container's streams (runtime.lxc.criu_stdio); none for a
+    terminal, which CRIU cannot take over from outside the container."""
+    if isinstance(io, TerminalIO) or config.stdio.terminal:
+        return {}
+    return criu_stdio.keys_of((io.stdin, io.stdout, io.stderr),
+                              (config.stdio.stdin, config.stdio.stdout, config.stdio.stderr))
+
+
 @dataclass(frozen=True)
 class _Prepared:
     name: str
@@ -189,15 +203,18 @@ class LxcBackend:
                 assert prepared.init_dir is not None
                 handle: LxcContainer = await restore.restore(
                     self._reaper, self._lxc_checkpoint, st, config.state_dir,
-                    config.restore_images, prepared.init_dir, io, _HOST_ENV)
+                    config.restore_images, prepared.init_dir, io, _HOST_ENV,
+                    stdio_keys(io, config))
             else:
                 gate = Gate(config.state_dir)
                 undo.callback(gate.close)
                 child = self._spawn(name, config.spec["process"]["args"], io,
                                     (config.spec["process"].get("user") or {}).get("umask"),
                                     own_init=prepared.init_dir is not None)
+                keys = stdio_keys(io, config) if prepared.init_dir is not None else {}
                 io.spawned()
                 handle = await self._await_gate(config, st, gate, child, io, prepared.init_dir)
+                handle.criu_stdio = keys
             handle.attach = AttachContext(self._reaper, self._lxc_attach, self._lxcpath, name,
                                           prepared.rootfs)
             undo.pop_all()
@@ -344,6 +361,8 @@ class LxcContainer(ContainerOps):
         self._io = io
         #: The in-container init's directory, where it records the program's exit status.
         self._init_dir = init_dir
+        #: [storage] CRIU's keys of the streams that lead outside (runtime.lxc.criu_stdio).
+        self.criu_stdio: dict[int, str] = {}
         self._pidfd: int | None = os.pidfd_open(st.pid)
         self._cgroup = cgroup.cgroup_dir(st.pid, st.name)
         self._started = False
@@ -429,18 +448,31 @@ class LxcContainer(ContainerOps):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal)
 
-    def criu_target(self, *, stop: bool) -> tuple[Path, str]:
-        """[storage] The (lxcpath, name) ``lxc-checkpoint`` dumps; ``stop``: CRIU ends the
-        processes after the dump, which then count as SIGKILLed (137, like runc's --exit)."""
+    def criu_target(self, images: Path, *, stop: bool) -> tuple[Path, str, Path]:
+        """[storage] The (lxcpath, name) ``lxc-checkpoint`` dumps into ``images``, and the
+        CRIU options file for it (the container's streams as external files, recorded next
+        to the images); ``stop``: CRIU ends the processes after the dump, which then count
+        as SIGKILLed (137, like runc's --exit)."""
         if self._init_dir is None:
             raise errdefs.FailedPrecondition(
                 f"container {self.name} runs LXC's in-process init, whose executable lies "
                 "outside the container, so CRIU cannot dump it; containers get the "
                 "in-container init when they are created where `criu check` passes and "
                 "[storage] criu is not \"never\"")
+        program = self.program_pid()
+        modes = criu_stdio.modes_of(program, self.criu_stdio) if program else {}
+        conf = criu_stdio.write_dump_files(images, self.criu_stdio, modes)
         if stop:
             self._sigkilled = True
-        return Path(self._st.lxcpath), self._st.name
+        return Path(self._st.lxcpath), self._st.name, conf
+
+    def program_pid(self) -> int:
+        """The host PID of the program (the init's first child), 0 if there is none."""
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return 0
+        return int(children[0]) if children else 0
 
     def _signal_init(self, sig: int) -> None:
         # Through a pidfd: the init is not our child, so its PID could be reused once

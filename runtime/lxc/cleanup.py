@@ -97,6 +97,7 @@ def abort_gate(state_dir: Path) -> None:
 OWN_INIT_DIR = "init"
 RESTORE_LOG = "restore.out"
 CRIU_CONF = "criu-restore.conf"
+RESTORE_SCRIPT = "criu-restore-action.sh"
 
 
 def remove_files(st: state.PersistedState, state_dir: Path) -> None:
@@ -109,7 +110,7 @@ def remove_files(st: state.PersistedState, state_dir: Path) -> None:
             mount.sys_umount(target, mount.MNT_DETACH)
     shutil.rmtree(Path(st.lxcpath) / st.name, ignore_errors=True)
     cgroup.remove_lxc_cgroups(st.name)
-    for name in (GATE_READY, GATE_START, LXC_LOG, RESTORE_LOG, CRIU_CONF):
+    for name in (GATE_READY, GATE_START, LXC_LOG, RESTORE_LOG, CRIU_CONF, RESTORE_SCRIPT):
         try:
             (state_dir / name).unlink()
         except FileNotFoundError:

@@ -18,10 +18,29 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from runtime import cgroups, errdefs
-from runtime.lxc import cleanup, state
+from runtime.lxc import cleanup, criu_stdio, state
 from runtime.lxc.backend import LxcContainer, lxc_log_errors
 from runtime.reaper import Reaper
 from runtime.stdio import ProcessIO
+
+#: CRIU runs this at each stage of the restore (criu(8), "--action-script"); at "pre-resume"
+#: the processes are restored and held by CRIU, and freezing their cgroup then keeps them
+#: from running before Start (measured: frozen only after lxc-checkpoint returned, a counter
+#: under load went on by two steps first). At "post-restore" CRIU still needs the processes
+#: to run its restorer's last steps: freezing there hung the restore (measured).
+_FREEZE_SCRIPT = """#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = pre-resume ] || exit 0
+pid=$CRTOOLS_INIT_PID
+v2=$(sed -n 's/^0:://p' "/proc/$pid/cgroup")
+if [ -n "$v2" ] && [ -e "/sys/fs/cgroup$v2/cgroup.freeze" ]; then
+    echo 1 > "/sys/fs/cgroup$v2/cgroup.freeze"
+fi
+v1=$(sed -n 's/^[0-9]*:freezer://p' "/proc/$pid/cgroup")
+if [ -n "$v1" ] && [ -e "/sys/fs/cgroup/freezer$v1/freezer.state" ]; then
+    echo FROZEN > "/sys/fs/cgroup/freezer$v1/freezer.state"
+fi
+exit 0
+"""
 
 #: CRIU restores a whole process tree; under QEMU without KVM this took seconds (measured).
 RESTORE_TIMEOUT = 300.0
@@ -30,8 +49,10 @@ MONITOR_EXIT_TIMEOUT = 10.0
 
 async def restore(reaper: Reaper, lxc_checkpoint: str, st: state.PersistedState,
                   state_dir: Path, images: Path, init_dir: Path, io: ProcessIO,
-                  env: Mapping[str, str]) -> RestoredContainer:
-    """Restore container ``st.name`` (its LXC config already written) from ``images``."""
+                  env: Mapping[str, str], keys: dict[int, str]) -> RestoredContainer:
+    """Restore container ``st.name`` (its LXC config already written) from ``images``; the
+    streams the dump recorded are replaced by ``io``'s (``keys``: their CRIU keys, for a
+    later checkpoint of the restored container)."""
     if not (images / "inventory.img").is_file():
         raise errdefs.NotFound(f"CRIU images {images}: no inventory.img (not a CRIU dump)")
     out_path = state_dir / cleanup.RESTORE_LOG
@@ -41,15 +62,30 @@ async def restore(reaper: Reaper, lxc_checkpoint: str, st: state.PersistedState,
     # CRIU reads extra options from the file CRIU_CONFIG_FILE names (criu(8), "Configuration
     # files"). LXC, running as root, makes the payload cgroup at the root of the hierarchy.
     conf = state_dir / cleanup.CRIU_CONF
-    conf.write_text(f"cgroup-root /lxc.payload.{st.name}\n")
+    dumped = criu_stdio.read_keys(images)
+    fds, spare = _stream_fds(io, dumped, keys)
+    for n, mode in criu_stdio.read_modes(images).items():
+        if n in fds and fds[n] not in spare:
+            with contextlib.suppress(OSError):
+                os.fchmod(fds[n], mode)  # what LXC made of the dumped stream's mode
+    script = state_dir / cleanup.RESTORE_SCRIPT
+    script.write_text(_FREEZE_SCRIPT)
+    script.chmod(0o700)
+    lines = [f"cgroup-root /lxc.payload.{st.name}", f"action-script {script}",
+             *criu_stdio.inherit_lines(dumped, fds)]
+    conf.write_text("".join(f"{line}\n" for line in lines))
     env = {**env, "CRIU_CONFIG_FILE": str(conf)}
     argv = [lxc_checkpoint, "-r", "-D", str(images), "-P", st.lxcpath, "-n", st.name,
             "-o", str(log_file), "-l", "INFO"]
     # The monitor LXC leaves behind keeps this stdout and stderr: a file, never a pipe that
     # someone reads to EOF.
-    with open(out_path, "ab") as out:
-        child = reaper.spawn(argv, stdout=out.fileno(), stderr=out.fileno(), env=env, cwd="/",
-                             new_session=True)
+    try:
+        with open(out_path, "ab") as out:
+            child = reaper.spawn(argv, stdout=out.fileno(), stderr=out.fileno(), env=env,
+                                 cwd="/", new_session=True, pass_fds=sorted(set(fds.values())))
+    finally:
+        for fd in spare:
+            os.close(fd)
     try:
         async with asyncio.timeout(RESTORE_TIMEOUT):
             rc = await child.wait()
@@ -62,15 +98,17 @@ async def restore(reaper: Reaper, lxc_checkpoint: str, st: state.PersistedState,
         why = (criu_errors(images / "restore.log") or lxc_log_errors(log_file)
                or f"lxc-checkpoint exited with {rc}")
         raise errdefs.FailedPrecondition(f"CRIU restore of {st.name} failed: {why}")
+    io.spawned()  # the restored processes hold the streams now
     pid = await _init_pid(reaper, env, st)
     st.pid, st.pid_start_time = pid, state.start_time(pid)
     st.monitor_pid = _parent(pid)
     st.monitor_start_time = state.start_time(st.monitor_pid) if st.monitor_pid else 0
     state.save(state_dir, st)
     handle = RestoredContainer(st, state_dir, io, init_dir)
-    # The OCI "created" state: nothing runs before Start. LXC offers no restore that leaves
-    # the processes stopped, so they are frozen right after it (they may have run for the few
-    # milliseconds in between) and thawed by Start.
+    handle.criu_stdio = keys
+    # The OCI "created" state: nothing runs before Start. CRIU's pre-resume action froze
+    # the cgroup before the processes were resumed; pause() confirms it (and freezes, should
+    # the script have found no freezer). Start thaws.
     try:
         await handle.pause()
     except errdefs.NotFound as exc:
@@ -84,6 +122,32 @@ async def restore(reaper: Reaper, lxc_checkpoint: str, st: state.PersistedState,
         await handle.delete()
         raise
     return handle
+
+
+def _stream_fds(io: ProcessIO, dumped: dict[int, str],
+                new: dict[int, str]) -> tuple[dict[int, int], list[int]]:
+    """The new task's descriptor for each stream the dump recorded (``new``: the new task's
+    streams that have a path). A dumped pipe without a counterpart gets /dev/null; a dumped
+    file without one is an error, since CRIU checks the file it is given. The second list
+    holds the descriptors opened here, to close after the spawn."""
+    own = (io.stdin, io.stdout, io.stderr)
+    fds: dict[int, int] = {}
+    spare: list[int] = []
+    for n, key in dumped.items():
+        fd = own[n] if n in new and 0 <= n < len(own) else None
+        if fd is None and key.startswith("file["):
+            for extra in spare:
+                os.close(extra)
+            name = ("stdin", "stdout", "stderr")[n] if 0 <= n < 3 else f"fd {n}"
+            raise errdefs.FailedPrecondition(
+                f"the checkpoint's {name} was a file or FIFO outside the container; the "
+                f"restored task needs a {name} too (CRIU restores onto a descriptor given "
+                "for it)")
+        if fd is None:
+            fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            spare.append(fd)
+        fds[n] = fd
+    return fds, spare
 
 
 def criu_errors(log: Path, limit: int = 3) -> str:

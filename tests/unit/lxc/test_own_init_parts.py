@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 from runtime.lxc import config as lxcconf
-from runtime.lxc import owninit, restore
+from runtime.lxc import criu_stdio, owninit, restore
 from runtime.types import Stdio
 from tests.unit.lxc.specs import CTR_DEFAULT, MINIMAL
 
@@ -60,3 +61,35 @@ def test_criu_errors_are_read_from_its_log(tmp_path: Path) -> None:
     assert restore.criu_errors(log) == ("mnt: No mapping for 33:(null) mountpoint; "
                                         "Restoring FAILED.")
     assert restore.criu_errors(tmp_path / "absent") == ""
+
+
+def test_criu_keys_of_a_pipe_and_a_fifo(tmp_path: Path) -> None:
+    r, w = os.pipe()
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(fifo, os.O_WRONLY)
+    try:
+        assert criu_stdio.fd_key(r) == f"pipe:[{os.fstat(r).st_ino}]"
+        mnt_id = next(int(line.split()[1]) for line in
+                      Path(f"/proc/self/fdinfo/{writer}").read_text().splitlines()
+                      if line.startswith("mnt_id:"))
+        # CRIU's own spelling (criu/files-reg.c): hexadecimal mount id and inode.
+        assert criu_stdio.fd_key(writer) == f"file[{mnt_id:x}:{os.stat(fifo).st_ino:x}]"
+        keys = criu_stdio.keys_of((r, writer, writer), ("/in", "/out", ""))
+        assert keys == {0: criu_stdio.fd_key(r), 1: criu_stdio.fd_key(writer)}
+    finally:
+        for fd in (r, w, reader, writer):
+            os.close(fd)
+
+
+def test_dump_files_and_inherit_lines(tmp_path: Path) -> None:
+    keys = {0: "pipe:[7]", 1: "file[2a:ff]", 2: "file[2a:ff]"}
+    conf = criu_stdio.write_dump_files(tmp_path / "images", keys)
+    # Only files are external; a pipe is dumped as a pipe.
+    assert conf.read_text() == "external file[2a:ff]\n"
+    assert criu_stdio.read_keys(tmp_path / "images") == keys
+    assert criu_stdio.read_keys(tmp_path / "absent") == {}
+    # stdout and stderr share a FIFO: one descriptor for the key.
+    assert criu_stdio.inherit_lines(keys, {0: 10, 1: 11, 2: 12}) == [
+        "inherit-fd fd[10]:pipe:[7]", "inherit-fd fd[11]:file[2a:ff]"]

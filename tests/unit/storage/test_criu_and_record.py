@@ -91,3 +91,23 @@ def test_checkpoint_exit_option(value: bytes, exit: bool) -> None:
     assert checkpoint_exit(opts) is exit
     other = SimpleNamespace(type_url="runtimeoptions.v1.Options", value=b"\x08\x01")
     assert checkpoint_exit(other) is False
+
+
+def test_check_result_is_shared_through_a_file_for_this_boot(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    binary = tmp_path / "criu"
+    binary.write_text("#!/bin/sh\n")
+    monkeypatch.setattr(criu.shutil, "which", lambda name: str(binary))
+    monkeypatch.setattr(criu, "_cache", {})
+    cache = tmp_path / "run" / "criu-check.json"
+    runner = FakeRunner().on("criu", "check", rc=1, err=CRIU_CHECK)
+    first = asyncio.run(criu.check(runner, cache_file=cache))
+    assert not first.works and cache.is_file()
+    # Another daemon (an empty in-process cache) reads the file: no second `criu check`.
+    monkeypatch.setattr(criu, "_cache", {})
+    assert asyncio.run(criu.check(FakeRunner(), cache_file=cache)) == first
+    # A different CRIU binary is checked again.
+    monkeypatch.setattr(criu, "_cache", {})
+    binary.write_text("#!/bin/sh\n# upgraded\n")
+    good = FakeRunner().on("criu", "check", out="Looks good.\n")
+    assert asyncio.run(criu.check(good, cache_file=cache)).works
