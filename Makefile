@@ -46,6 +46,7 @@ bench: setup
 	$(PY) -m bench.zfs_checkpoint --record
 	$(PY) -m bench.network_setup --record docs/benchmarks.md
 	$(PY) -m bench.network_ipam --record docs/benchmarks.md
+	$(PY) -m bench.own_init --record
 
 clean:
 	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache
