@@ -30,6 +30,7 @@ from typing import Any
 
 from runtime import config as runtime_config
 from runtime.errdefs import ErrdefsError, FailedPrecondition
+from runtime.lxc.criu_stdio import KEYS_FILE
 from storage import metrics
 from storage import settings as storage_settings
 from storage.drivers import open_driver
@@ -93,13 +94,30 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], fmt: str,
 # -- commands -----------------------------------------------------------------------------------
 
 
+def shim_container_dumper(id: str) -> Callable[[Path], Coroutine[Any, Any, None]] | None:
+    """For a container the shim runs, a "dumper" that refuses with the way to do it: its
+    processes can only be dumped by the shim, through LXC (the Task API's Checkpoint), not by a
+    plain ``criu dump`` of its PID from here. None for any other container."""
+    if not any((_state_root() / "containers").glob(f"*/{id}/state.json")):
+        return None
+
+    async def refuse(images: Path) -> None:
+        raise FailedPrecondition(
+            f"container {id} is run by the proxmox-lxcri shim: its processes are checkpointed "
+            "by the Task API's Checkpoint (ctr task checkpoint), which the shim performs with "
+            "LXC; this command takes filesystem checkpoints of it (--no-criu)")
+
+    return refuse
+
+
 async def cmd_checkpoint(args: argparse.Namespace, storage: ZfsStorage,
                          settings: StorageSettings) -> int:
     use_criu = True if args.criu else (False if args.no_criu else None)
     pid = _init_pid(args.id)
     started = time.monotonic()
     cp = await storage.checkpoint(args.id, settings, pid=pid, use_criu=use_criu,
-                                  leave_running=not args.exit)
+                                  leave_running=not args.exit,
+                                  dumper=shim_container_dumper(args.id))
     took = time.monotonic() - started
     if args.exit and pid and not cp.criu:
         os.kill(pid, signal.SIGKILL)
@@ -116,6 +134,12 @@ async def cmd_restore(args: argparse.Namespace, storage: ZfsStorage,
     print(f"restored {cp.name}\t{took * 1000:.1f} ms"
           + (f"\tdestroyed newer: {', '.join(newer)}" if newer else ""))
     if args.processes:
+        if cp.criu and (Path(cp.criu) / KEYS_FILE).exists():
+            raise FailedPrecondition(
+                f"{cp.name} holds the processes of a container of the proxmox-lxcri shim, "
+                "dumped with LXC: they are restored by creating a task from the checkpoint "
+                "(the Task API, e.g. ctr containers restore), not by this command; its files "
+                "were restored")
         pid = await storage.restore_processes(cp)
         print(f"processes resumed, pid {pid}")
     return 0

@@ -111,3 +111,41 @@ def test_check_result_is_shared_through_a_file_for_this_boot(
     binary.write_text("#!/bin/sh\n# upgraded\n")
     good = FakeRunner().on("criu", "check", out="Looks good.\n")
     assert asyncio.run(criu.check(good, cache_file=cache)).works
+
+
+def test_the_cli_leaves_criu_of_shim_containers_to_the_task_api(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from storage import cli
+
+    monkeypatch.setenv("PROXMOX_LXCRI_ROOT", str(tmp_path))
+    assert cli.shim_container_dumper("c1") is None  # not a container of the shim
+    (tmp_path / "containers/default/c1").mkdir(parents=True)
+    (tmp_path / "containers/default/c1/state.json").write_text("{}")
+    dumper = cli.shim_container_dumper("c1")
+    assert dumper is not None
+    with pytest.raises(FailedPrecondition, match="ctr task checkpoint"):
+        asyncio.run(dumper(tmp_path / "images"))
+
+
+def test_the_cli_does_not_resume_processes_lxc_dumped(tmp_path: Path) -> None:
+    import argparse
+
+    from runtime.lxc.criu_stdio import KEYS_FILE
+    from storage import cli
+    from storage.checkpoints import Checkpoint
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / KEYS_FILE).write_text("{}")
+    cp = Checkpoint("checkpoint-1", "p/containers/c1@checkpoint-1", 1, 0, 0, criu=str(images))
+
+    class Storage:
+        async def restore(self, id: str, name: str | None) -> tuple[Checkpoint, list[str]]:
+            return cp, []
+
+        async def restore_processes(self, cp: Checkpoint) -> int:
+            raise AssertionError("a plain criu restore must not be tried")
+
+    args = argparse.Namespace(id="c1", snapshot=None, processes=True)
+    with pytest.raises(FailedPrecondition, match="creating a task from the checkpoint"):
+        asyncio.run(cli.cmd_restore(args, Storage(), None))  # type: ignore[arg-type]
