@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import errdefs, hooks, oci
-from runtime.lxc import cgroup, cleanup, criu_stdio, owninit, resources, state
+from runtime.lxc import cgroup, cleanup, criu_stdio, owninit, resources, security, state
 from runtime.lxc import config as lxcconf
 from runtime.lxc.exec import AttachContext
 from runtime.lxc.gate import Gate, hook_command
@@ -112,6 +112,13 @@ def _host_lsm() -> tuple[bool, bool]:
     return apparmor, Path("/sys/fs/selinux/enforce").exists()
 
 
+def _host_path_kind(path: str) -> str:
+    """"dir", "file" or "" (absent) for a /proc or /sys path, as the host sees it."""
+    if os.path.isdir(path):
+        return "dir"
+    return "file" if os.path.lexists(path) else ""
+
+
 def _inherited_io(spec: dict[str, Any]) -> ProcessIO:
     """The caller's own stdin, stdout and stderr (the CLI's pass-through). With
     ``process.terminal`` and a pty on stdin (``create --console-socket`` put it there), that pty
@@ -181,9 +188,10 @@ class LxcBackend:
         log_file = config.state_dir / cleanup.LXC_LOG
         st = state.PersistedState(name=name, lxcpath=str(self._lxcpath),
                                   bundle=str(config.bundle))
+        apparmor_default = await self._criu_apparmor(config)
         with contextlib.ExitStack() as undo:
             undo.callback(log_file.unlink, True)  # its ERROR lines are in the raised error
-            prepared = self._prepare(config, name, st, undo)
+            prepared = self._prepare(config, name, st, undo, apparmor_default)
             self._lxcpath.mkdir(parents=True, exist_ok=True)
             try:
                 lxc_dir.mkdir(mode=0o700)
@@ -234,8 +242,32 @@ class LxcBackend:
             await handle.delete()
             raise
 
+    async def _criu_apparmor(self, config: CreateConfig) -> str:
+        """The AppArmor profile for a spec without one: LXC's generated profile, or for a
+        container CRIU may dump (or restores) LXC's fixed default, loaded if it is not yet
+        (see security.CRIU_APPARMOR_PROFILE)."""
+        own = config.own_init or config.restore_images is not None
+        if not own or not _host_lsm()[0] or config.spec["process"].get("apparmorProfile"):
+            return security.DEFAULT_APPARMOR_PROFILE
+        profile = security.CRIU_APPARMOR_PROFILE
+        try:
+            loaded = Path("/sys/kernel/security/apparmor/profiles").read_text()
+        except OSError:
+            loaded = ""
+        if f"{profile} (" in loaded:
+            return profile
+        policy = "/etc/apparmor.d/lxc-containers"
+        r = await self._reaper.run(["apparmor_parser", "-r", "-W", policy], timeout=120)
+        if r.returncode != 0:
+            raise errdefs.FailedPrecondition(
+                f"AppArmor profile {profile} for a CRIU-checkpointable container: "
+                f"apparmor_parser -r {policy} failed: "
+                f"{r.stderr.decode(errors='replace').strip() or r.returncode}")
+        return profile
+
     def _prepare(self, config: CreateConfig, name: str, st: state.PersistedState,
-                 undo: contextlib.ExitStack) -> _Prepared:
+                 undo: contextlib.ExitStack,
+                 apparmor_default: str = security.DEFAULT_APPARMOR_PROFILE) -> _Prepared:
         """Rootfs (mounted if containerd gave mounts), program check, persisted state,
         LXC config text. Registers the undo steps."""
         undo.callback(state.remove, config.state_dir)
@@ -265,6 +297,8 @@ class LxcBackend:
             gate=("" if config.restore_images is not None
                   else hook_command(config.state_dir, hold=self._hold_gate)),
             own_init_dir=str(init_dir) if init_dir is not None else "",
+            path_kind=_host_path_kind if init_dir is not None else None,
+            default_apparmor=apparmor_default,
             log_file=str(config.state_dir / cleanup.LXC_LOG), log_level=self._log_level,
             default_hostname=config.id, shim_pid=os.getpid(), source_is_dir=os.path.isdir,
             cgroup=resources.detect(), seccomp_path=str(self._lxcpath / name / SECCOMP_FILE),

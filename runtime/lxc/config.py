@@ -102,6 +102,12 @@ class Params:
     #: Host directory of the in-container init (:mod:`runtime.lxc.owninit`), or "" for LXC's
     #: own in-process init. With it the container is run by ``lxc-start``.
     own_init_dir: str = ""
+    #: The AppArmor profile of a spec without one (security.CRIU_APPARMOR_PROFILE for the
+    #: own init).
+    default_apparmor: str = security.DEFAULT_APPARMOR_PROFILE
+    #: Host fact for masked paths: "dir", "file" or "" (absent) for a path of the container's
+    #: /proc or /sys; None keeps the entries that fit either (see setup_hooks.path_entries).
+    path_kind: Callable[[str], str] | None = None
 
 
 def lxc_config(spec: dict[str, Any], params: Params,
@@ -125,14 +131,17 @@ def lxc_config(spec: dict[str, Any], params: Params,
     lines += security.configure_capabilities(process, notes)
     lines += security.configure_rlimits(process)
     lines += security.configure_privileges(process)
-    lines += security.configure_lsm(spec, params.apparmor, params.selinux, notes)
+    lines += security.configure_lsm(spec, params.apparmor, params.selinux, notes,
+                                    params.default_apparmor)
     lines += configure_seccomp(spec, params)
     lines += configure_auto_mounts(spec)
     lines += configure_mounts(spec, params)
     lines += configure_own_init(params)
     sysctls = configure_sysctls(spec, namespaces)
-    lines += setup_hooks.path_entries(spec, params.rootfs_mount, ro_in_hook=bool(sysctls))
-    lines += setup_hooks.mount_hook(spec, sysctls)
+    ro_in_hook = bool(sysctls) or bool(params.own_init_dir)
+    lines += setup_hooks.path_entries(spec, params.rootfs_mount, ro_in_hook=ro_in_hook,
+                                      path_kind=params.path_kind)
+    lines += setup_hooks.mount_hook(spec, sysctls, ro_in_hook=ro_in_hook)
     lines += setup_hooks.autodev_hook(spec)
     lines += resources.configure_resources(spec, params.cgroup, notes)
     lines += configure_hooks(params)

@@ -23,6 +23,7 @@ makes any failure abort the container's setup. Pure: returns text.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 Line = tuple[str, str]
@@ -60,7 +61,8 @@ def sysctl_namespace(key: str) -> str | None:
     return None
 
 
-def path_entries(spec: dict[str, Any], rootfs_mount: str, *, ro_in_hook: bool) -> list[Line]:
+def path_entries(spec: dict[str, Any], rootfs_mount: str, *, ro_in_hook: bool,
+                 path_kind: Callable[[str], str] | None = None) -> list[Line]:
     """Masked and read-only paths as ``lxc.mount.entry`` lines, which LXC applies itself after
     the automatic /proc and /sys mounts: no process per path (the shell hook with one ``mount``
     per path cost ~35 ms per container, measured).
@@ -70,14 +72,24 @@ def path_entries(spec: dict[str, Any], rootfs_mount: str, *, ro_in_hook: bool) -
       ``optional`` skips it, as it skips a path that does not exist (runc masks the same way).
     - A read-only path is bound onto itself read-only; its source names the container's path
       through ``lxc.rootfs.mount``, where LXC has the rootfs mounted at that moment.
+
+    ``path_kind`` ("dir", "file" or "" for absent) chooses the one entry that fits instead, for
+    containers CRIU may dump: LXC declares every bind entry to CRIU as an external mount keyed
+    by its target, so the unused /dev/null bind of a masked directory made the restore bind
+    /dev/null onto that directory ("Can't bind-mount at …/proc/acpi: Not a directory",
+    measured). /proc and /sys hold the same kinds of entries inside a container as on its host
+    (same kernel).
     """
     linux = spec.get("linux") or {}
     lines: list[Line] = []
     for path in linux.get("maskedPaths") or []:
         rel = _fstab(path.lstrip("/"))
-        lines.append(("lxc.mount.entry", f"tmpfs {rel} tmpfs "
-                      "ro,nosuid,nodev,noexec,size=0,optional 0 0"))
-        lines.append(("lxc.mount.entry", f"/dev/null {rel} none bind,optional 0 0"))
+        kind = path_kind(path) if path_kind is not None else "either"
+        if kind in ("dir", "either"):
+            lines.append(("lxc.mount.entry", f"tmpfs {rel} tmpfs "
+                          "ro,nosuid,nodev,noexec,size=0,optional 0 0"))
+        if kind in ("file", "either"):
+            lines.append(("lxc.mount.entry", f"/dev/null {rel} none bind,optional 0 0"))
     if not ro_in_hook:
         for path in linux.get("readonlyPaths") or []:
             rel = _fstab(path.lstrip("/"))
@@ -86,9 +98,13 @@ def path_entries(spec: dict[str, Any], rootfs_mount: str, *, ro_in_hook: bool) -
     return lines
 
 
-def mount_hook(spec: dict[str, Any], sysctls: dict[str, str]) -> list[Line]:
+def mount_hook(spec: dict[str, Any], sysctls: dict[str, str], *,
+               ro_in_hook: bool | None = None) -> list[Line]:
     """The ``lxc.hook.mount`` line, or none when nothing needs it. ``sysctls`` already
-    includes ``kernel.domainname`` when the spec sets a domainname."""
+    includes ``kernel.domainname`` when the spec sets a domainname. ``ro_in_hook`` (default:
+    when there are sysctls) makes the read-only paths here instead of by mount entries."""
+    if ro_in_hook is None:
+        ro_in_hook = bool(sysctls)
     linux = spec.get("linux") or {}
     steps: list[str] = []
     for key, value in sysctls.items():
@@ -100,9 +116,13 @@ def mount_hook(spec: dict[str, Any], sysctls: dict[str, str]) -> list[Line]:
     propagation = linux.get("rootfsPropagation")
     if propagation:
         steps.append(f'mount --make-{propagation} "$r"')
-    if sysctls:
+    if ro_in_hook:
         # /proc/sys must stay writable until the sysctls are written (above), so read-only
-        # paths are made here, after them, instead of by mount entries (path_entries).
+        # paths are made here, after them, instead of by mount entries (path_entries). Also
+        # for containers CRIU may dump: LXC declares mount entries to CRIU as external
+        # mounts, and a read-only path's source (under lxc.rootfs.mount) does not exist at
+        # restore ("Can't bind-mount at …/proc/bus: No such file or directory", measured);
+        # binds made here are the container's own, which CRIU dumps and restores itself.
         steps += [f"p {shlex.quote(p)}" for p in linux.get("readonlyPaths") or []]
     if not steps:
         return []

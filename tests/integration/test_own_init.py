@@ -156,3 +156,47 @@ async def test_missing_init_binary_is_a_clear_error_that_leaves_nothing(
     with pytest.raises(errdefs.FailedPrecondition, match="lxcri-init.c"):
         owninit.prepare(tmp_path, ["true"], Stdio(), binary=tmp_path / "absent")
     assert not (tmp_path / owninit.DIR_NAME).exists()
+
+
+@pytest.mark.asyncio
+async def test_masked_paths_are_masked_with_one_entry_each(env: Env) -> None:
+    # A file and a directory of /proc that this host has (its kernel decides which exist).
+    file = next(p for p in ("/proc/kcore", "/proc/keys", "/proc/timer_list")
+                if os.path.isfile(p))
+    directory = next((p for p in ("/proc/acpi", "/proc/scsi", "/proc/asound")
+                      if os.path.isdir(p)), None)
+    if directory is None:
+        pytest.skip("no maskable directory in this host's /proc")
+    out = env.fifo("out")
+    reader = open_reader(out)
+    try:
+        script = (f"wc -c < {file}; ls -A {directory} | wc -l; "
+                  f"grep -c -e ' {file} ' -e ' {directory} ' /proc/self/mountinfo")
+        config = own(env.config(["sh", "-c", script], stdio=Stdio(stdout=str(out),
+                                                                  stderr=str(out))))
+        config.spec["linux"]["maskedPaths"] = [file, directory, "/proc/nonexistent"]
+        handle = await env.create(config)
+        await handle.start()
+        assert await asyncio.wait_for(handle.wait(), 20) == 0
+        # The file reads empty (a /dev/null bind), the directory lists nothing (a tmpfs), and
+        # each has exactly one mount.
+        assert read_fifo_after_exit(reader).split() == [b"0", b"0", b"2"]
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.asyncio
+async def test_read_only_paths_are_read_only(env: Env) -> None:
+    out = env.fifo("out")
+    reader = open_reader(out)
+    try:
+        script = ("echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo writable || echo ro; "
+                  "grep -c ' /proc/sys ' /proc/self/mountinfo")
+        config = own(env.config(["sh", "-c", script], stdio=Stdio(stdout=str(out))))
+        config.spec["linux"]["readonlyPaths"] = ["/proc/sys", "/proc/nonexistent"]
+        handle = await env.create(config)
+        await handle.start()
+        assert await asyncio.wait_for(handle.wait(), 20) == 0
+        assert read_fifo_after_exit(reader).split() == [b"ro", b"1"]
+    finally:
+        os.close(reader)

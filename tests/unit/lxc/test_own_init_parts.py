@@ -93,3 +93,47 @@ def test_dump_files_and_inherit_lines(tmp_path: Path) -> None:
     # stdout and stderr share a FIFO: one descriptor for the key.
     assert criu_stdio.inherit_lines(keys, {0: 10, 1: 11, 2: 12}) == [
         "inherit-fd fd[10]:pipe:[7]", "inherit-fd fd[11]:file[2a:ff]"]
+
+
+def test_masked_paths_get_the_one_entry_that_fits_when_the_kind_is_known() -> None:
+    spec = copy.deepcopy(CTR_DEFAULT)
+    spec["linux"]["maskedPaths"] = ["/proc/acpi", "/proc/kcore", "/proc/absent"]
+    kinds = {"/proc/acpi": "dir", "/proc/kcore": "file"}
+    lines = lxcconf.lxc_config(spec, _params(own_init_dir="/d",
+                                             path_kind=lambda p: kinds.get(p, "")))
+    masks = [v for k, v in lines if k == "lxc.mount.entry" and v.split()[1].startswith("proc/")
+             and ("tmpfs" in v or v.startswith("/dev/null"))]
+    assert masks == [
+        "tmpfs proc/acpi tmpfs ro,nosuid,nodev,noexec,size=0,optional 0 0",
+        "/dev/null proc/kcore none bind,optional 0 0",
+    ]
+    # Without the host fact both entries stay, and the kernel refuses the one that does not fit.
+    plain = lxcconf.lxc_config(spec, _params())
+    assert sum(1 for k, v in plain if k == "lxc.mount.entry" and " proc/acpi " in v) == 2
+
+
+def test_read_only_paths_are_made_by_the_mount_hook_with_the_own_init() -> None:
+    spec = copy.deepcopy(CTR_DEFAULT)
+    own = lxcconf.lxc_config(spec, _params(own_init_dir="/d"))
+    assert not [v for k, v in own if k == "lxc.mount.entry" and ",ro," in f",{v.split()[3]},"
+                and "bind" in v]
+    hook = [v for k, v in own if k == "lxc.hook.mount"]
+    assert len(hook) == 1 and "p /proc/sys" in hook[0] and "p /proc/bus" in hook[0]
+    plain = lxcconf.lxc_config(spec, _params())
+    assert [v for k, v in plain if k == "lxc.mount.entry" and v.split()[1] == "proc/sys"]
+
+
+def test_a_checkpointable_container_gets_lxcs_fixed_apparmor_default() -> None:
+    from runtime.lxc import security
+
+    spec = copy.deepcopy(MINIMAL)
+    own = dict(lxcconf.lxc_config(spec, _params(
+        own_init_dir="/d", apparmor=True, default_apparmor=security.CRIU_APPARMOR_PROFILE)))
+    assert own["lxc.apparmor.profile"] == "lxc-container-default-cgns"
+    assert dict(lxcconf.lxc_config(spec, _params(apparmor=True)))[
+        "lxc.apparmor.profile"] == "generated"
+    # A profile the spec names is kept either way.
+    spec["process"]["apparmorProfile"] = "cri-containerd.apparmor.d"
+    own = dict(lxcconf.lxc_config(spec, _params(
+        own_init_dir="/d", apparmor=True, default_apparmor=security.CRIU_APPARMOR_PROFILE)))
+    assert own["lxc.apparmor.profile"] == "cri-containerd.apparmor.d"
