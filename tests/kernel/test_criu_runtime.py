@@ -236,3 +236,49 @@ async def numbers(fd: int, at_least: int, settle: float = 0.0, timeout: float = 
     if at_least:
         raise AssertionError(f"fewer than {at_least} lines within {timeout} s: {data!r}")
     return [int(x) for x in data.split(b"\n")[:-1]]
+
+
+@pytest.mark.asyncio
+async def test_the_restored_program_reads_the_new_tasks_stdin(world: World) -> None:
+    # The shim feeds a task's stdin through a pipe: dumped as a pipe, and the restored program
+    # reads from the new task's pipe in its place.
+    sup = world.sup
+    paths = {name: world.base / name for name in ("in1", "out1", "in2", "out2")}
+    for path in paths.values():
+        os.mkfifo(path)
+    # O_RDWR: the test stands for containerd, which holds both FIFOs' other ends.
+    fds = {name: os.open(path, os.O_RDWR | os.O_NONBLOCK) for name, path in paths.items()}
+    try:
+        config = world.config("c5", stdio=Stdio(stdin=str(paths["in1"]),
+                                                 stdout=str(paths["out1"])))
+        config.spec["process"]["args"] = ["/bin/sh", "-c",
+                                          "while read x; do echo got-$x; done"]
+        await sup.create(config)
+        await sup.start("c5")
+        os.write(fds["in1"], b"a\n")
+        assert await lines(fds["out1"], 1) == [b"got-a"]
+        await sup.checkpoint("c5", world.base / "cp5", exit=True)
+        assert (await asyncio.wait_for(sup.wait("c5"), 60)).status == 137
+        await sup.delete("c5")
+
+        await sup.create(world.config("c6", stdio=Stdio(stdin=str(paths["in2"]),
+                                                        stdout=str(paths["out2"])),
+                                      options={CHECKPOINT_OPTION: str(world.base / "cp5")}))
+        await sup.start("c6")
+        os.write(fds["in2"], b"b\n")
+        assert await lines(fds["out2"], 1) == [b"got-b"]
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+async def lines(fd: int, n: int, timeout: float = 60) -> list[bytes]:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(BlockingIOError):
+            data += os.read(fd, 65536)
+        if data.count(b"\n") >= n:
+            return data.split(b"\n")[:n]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {n} lines within {timeout} s: {data!r}")
