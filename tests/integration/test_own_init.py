@@ -15,6 +15,8 @@ import asyncio
 import dataclasses
 import os
 import signal
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,18 +50,32 @@ async def run_to_exit(env: Env, args: list[str], stdio: Stdio | None = None) -> 
     return await asyncio.wait_for(handle.wait(), 20)
 
 
-@pytest.mark.asyncio
-async def test_pid_1_is_the_init_inside_the_container_and_holds_no_host_file(env: Env) -> None:
-    out = env.fifo("out")
+async def run_capturing(env: Env, args: list[str], *, stdout: bool = True, mount: bool = True,
+                        edit: Callable[[CreateConfig], None] | None = None) -> tuple[int, bytes]:
+    """Run ``args`` with the own init; its exit status and what it wrote to its stderr (and
+    stdout, unless ``stdout`` is False: then that stays empty), one FIFO for both."""
+    out = env.fifo(f"out-{uuid.uuid4().hex[:6]}")
     reader = open_reader(out)
     try:
-        script = ("readlink /proc/1/exe; ls -l /proc/1/fd | awk '/->/ {print $NF}' | sort -u; "
-                  "echo pid=$$")
-        status = await run_to_exit(env, ["sh", "-c", script], Stdio(stdout=str(out)))
-        assert status == 0
-        lines = read_fifo_after_exit(reader).decode().splitlines()
+        config = own(env.config(args, mount=mount, stdio=Stdio(
+            stdout=str(out) if stdout else "", stderr=str(out))))
+        if edit is not None:
+            edit(config)
+        handle = await env.create(config)
+        await handle.start()
+        status = await asyncio.wait_for(handle.wait(), 20)
+        return status, read_fifo_after_exit(reader)
     finally:
         os.close(reader)
+
+
+@pytest.mark.asyncio
+async def test_pid_1_is_the_init_inside_the_container_and_holds_no_host_file(env: Env) -> None:
+    script = ("readlink /proc/1/exe; ls -l /proc/1/fd | awk '/->/ {print $NF}' | sort -u; "
+              "echo pid=$$")
+    status, output = await run_capturing(env, ["sh", "-c", script])
+    assert status == 0
+    lines = output.decode().splitlines()
     assert lines[0] == owninit.INIT_PATH
     # PID 1's descriptors: only the container's /dev/null (the FIFO is the program's).
     assert lines[1:-1] == ["/dev/null"]
@@ -68,15 +84,10 @@ async def test_pid_1_is_the_init_inside_the_container_and_holds_no_host_file(env
 
 @pytest.mark.asyncio
 async def test_exit_status_arguments_with_spaces_and_stdout(env: Env) -> None:
-    out = env.fifo("out")
-    reader = open_reader(out)
-    try:
-        status = await run_to_exit(env, ["sh", "-c", 'printf "[%s]" "$0" "$1"; exit 7',
-                                         "a b", "c  d"], Stdio(stdout=str(out)))
-        assert status == 7
-        assert read_fifo_after_exit(reader) == b"[a b][c  d]"
-    finally:
-        os.close(reader)
+    status, output = await run_capturing(env, ["sh", "-c", 'printf "[%s]" "$0" "$1"; exit 7',
+                                               "a b", "c  d"])
+    assert status == 7
+    assert output == b"[a b][c  d]"
 
 
 @pytest.mark.asyncio
@@ -102,39 +113,26 @@ async def test_a_signal_death_of_the_program_is_128_plus_the_signal(env: Env) ->
 
 @pytest.mark.asyncio
 async def test_empty_stdio_is_the_containers_own_dev_null(env: Env) -> None:
-    # The mount id of fd 1 equals that of /dev/null opened inside the container: not the
-    # host's /dev/null, which CRIU could not dump.
-    out = env.fifo("out")
-    reader = open_reader(out)
-    try:
-        script = ("exec 3</dev/null; a=$(grep mnt_id /proc/self/fdinfo/0); "
-                  "b=$(grep mnt_id /proc/self/fdinfo/3); c=$(grep mnt_id /proc/self/fdinfo/1); "
-                  '[ "$a" = "$b" ] && echo stdin-is-container-null >&2; '
-                  '[ "$c" != "$b" ] && echo stdout-is-the-fifo >&2; exit 0')
-        status = await run_to_exit(env, ["sh", "-c", script], Stdio(stderr=str(out)))
-        assert status == 0
-        assert read_fifo_after_exit(reader).split() == [b"stdin-is-container-null",
-                                                        b"stdout-is-the-fifo"]
-    finally:
-        os.close(reader)
+    # The mount id of fd 0 (no stdin path) equals that of /dev/null opened inside the
+    # container: not the host's /dev/null, which CRIU could not dump.
+    script = ("exec 3</dev/null; a=$(grep mnt_id /proc/self/fdinfo/0); "
+              "b=$(grep mnt_id /proc/self/fdinfo/3); c=$(grep mnt_id /proc/self/fdinfo/2); "
+              '[ "$a" = "$b" ] && echo stdin-is-container-null >&2; '
+              '[ "$c" != "$b" ] && echo stderr-is-the-fifo >&2; exit 0')
+    status, output = await run_capturing(env, ["sh", "-c", script], stdout=False)
+    assert status == 0
+    assert output.split() == [b"stdin-is-container-null", b"stderr-is-the-fifo"]
 
 
 @pytest.mark.asyncio
 async def test_unprivileged_user_still_reports_its_status(env: Env) -> None:
-    out = env.fifo("out")
-    reader = open_reader(out)
-    try:
-        # mount=False: the bundle's rootfs, whose / is searchable by others (the shared
-        # busybox dir is a 0700 temporary directory).
-        config = own(env.config(["sh", "-c", "id -u; exit 5"], mount=False,
-                                stdio=Stdio(stdout=str(out), stderr=str(out))))
+    def as_1000(config: CreateConfig) -> None:
         config.spec["process"]["user"] = {"uid": 1000, "gid": 1000}
-        handle = await env.create(config)
-        await handle.start()
-        status = await asyncio.wait_for(handle.wait(), 20)
-        output = read_fifo_after_exit(reader)
-    finally:
-        os.close(reader)
+
+    # mount=False: the bundle's rootfs, whose / is searchable by others (the shared busybox
+    # dir is a 0700 temporary directory).
+    status, output = await run_capturing(env, ["sh", "-c", "id -u; exit 5"], mount=False,
+                                         edit=as_1000)
     assert (status, output.decode()) == (5, "1000\n"), output.decode()
 
 
@@ -167,36 +165,26 @@ async def test_masked_paths_are_masked_with_one_entry_each(env: Env) -> None:
                       if os.path.isdir(p)), None)
     if directory is None:
         pytest.skip("no maskable directory in this host's /proc")
-    out = env.fifo("out")
-    reader = open_reader(out)
-    try:
-        script = (f"wc -c < {file}; ls -A {directory} | wc -l; "
-                  f"grep -c -e ' {file} ' -e ' {directory} ' /proc/self/mountinfo")
-        config = own(env.config(["sh", "-c", script], stdio=Stdio(stdout=str(out),
-                                                                  stderr=str(out))))
+
+    def mask(config: CreateConfig) -> None:
         config.spec["linux"]["maskedPaths"] = [file, directory, "/proc/nonexistent"]
-        handle = await env.create(config)
-        await handle.start()
-        assert await asyncio.wait_for(handle.wait(), 20) == 0
-        # The file reads empty (a /dev/null bind), the directory lists nothing (a tmpfs), and
-        # each has exactly one mount.
-        assert read_fifo_after_exit(reader).split() == [b"0", b"0", b"2"]
-    finally:
-        os.close(reader)
+
+    script = (f"wc -c < {file}; ls -A {directory} | wc -l; "
+              f"grep -c -e ' {file} ' -e ' {directory} ' /proc/self/mountinfo")
+    status, output = await run_capturing(env, ["sh", "-c", script], edit=mask)
+    assert status == 0
+    # The file reads empty (a /dev/null bind), the directory lists nothing (a tmpfs), and each
+    # has exactly one mount.
+    assert output.split() == [b"0", b"0", b"2"]
 
 
 @pytest.mark.asyncio
 async def test_read_only_paths_are_read_only(env: Env) -> None:
-    out = env.fifo("out")
-    reader = open_reader(out)
-    try:
-        script = ("echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo writable || echo ro; "
-                  "grep -c ' /proc/sys ' /proc/self/mountinfo")
-        config = own(env.config(["sh", "-c", script], stdio=Stdio(stdout=str(out))))
+    def read_only(config: CreateConfig) -> None:
         config.spec["linux"]["readonlyPaths"] = ["/proc/sys", "/proc/nonexistent"]
-        handle = await env.create(config)
-        await handle.start()
-        assert await asyncio.wait_for(handle.wait(), 20) == 0
-        assert read_fifo_after_exit(reader).split() == [b"ro", b"1"]
-    finally:
-        os.close(reader)
+
+    script = ("{ echo 1 > /proc/sys/kernel/sysrq; } 2>/dev/null && echo writable || echo ro; "
+              "grep -c ' /proc/sys ' /proc/self/mountinfo")
+    status, output = await run_capturing(env, ["sh", "-c", script], edit=read_only)
+    assert status == 0
+    assert output.split() == [b"ro", b"1"]

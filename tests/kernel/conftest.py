@@ -54,3 +54,17 @@ def lxcpath(tmp_path: Path) -> Iterator[Path]:
     for c in p.iterdir():
         if (c / "config").exists():
             sh("lxc-stop", "-P", p, "-n", c.name, "-k", check=False, timeout=30)
+
+
+@pytest.fixture
+def openzfs_pool(tmp_path: Path) -> Iterator[str]:
+    """An OpenZFS pool on a 512 MB sparse file, its datasets mounted under the test's tmp
+    dir; destroyed afterwards. cachefile=none: nothing to import at the next boot."""
+    vdev = tmp_path / "vdev0.img"
+    with vdev.open("wb") as f:
+        f.truncate(512 << 20)
+    name = unique("kz")
+    sh("zpool", "create", "-o", "cachefile=none", "-m", tmp_path / "mnt", name, vdev,
+       timeout=120)
+    yield name
+    sh("zpool", "destroy", "-f", name, check=False, timeout=120)

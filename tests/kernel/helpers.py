@@ -13,6 +13,20 @@ IP = "/usr/sbin/ip"  # full paths: a busybox shell would prefer its own `ip` app
 BRIDGE = "/usr/sbin/bridge"
 BUSYBOX = "/bin/busybox"
 
+#: A counter whose state lives in the shell's memory (i); /count only shows it. Restored by
+#: CRIU, it goes on from its count; started again, it would write 1.
+COUNTER_LOOP = """i=0
+while :; do
+    i=$((i+1))
+    echo $i > /count.tmp
+    mv /count.tmp /count
+    sleep 0.2
+done
+"""
+#: The same as a script for a plain LXC container: its stdio is pointed at the container's own
+#: /dev/null first, so that the dump has no descriptor leading outside the container.
+COUNTER_SCRIPT = "#!/bin/sh\nexec </dev/null >/dev/null 2>&1\n" + COUNTER_LOOP
+
 
 def sh(*argv: str | os.PathLike[str], check: bool = True, timeout: float = 60,
        input: str | None = None) -> subprocess.CompletedProcess[str]:

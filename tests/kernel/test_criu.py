@@ -7,22 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.helpers import make_container, sh, unique
+from tests.kernel.helpers import COUNTER_SCRIPT, make_container, sh, unique
 
 pytestmark = pytest.mark.kernel
 
-# A counter in the container's own rootfs. Its stdio is pointed at the container's /dev/null
-# first, so the dump has no file descriptors leading outside the container.
-COUNTER = """#!/bin/sh
-exec </dev/null >/dev/null 2>&1
-i=0
-while :; do
-    i=$((i+1))
-    echo $i > /count.tmp
-    mv /count.tmp /count
-    sleep 0.2
-done
-"""
+COUNTER = COUNTER_SCRIPT
 
 
 def _count(root: Path) -> int:

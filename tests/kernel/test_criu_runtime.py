@@ -17,7 +17,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,31 +35,16 @@ from runtime.supervisor import Supervisor
 from runtime.types import CreateConfig, Stdio
 from storage.provisioner import CHECKPOINT_OPTION, StorageProvisioner
 from tests.harness.rootfs import populate_busybox_rootfs
-from tests.kernel.helpers import sh, unique
+from tests.kernel.helpers import COUNTER_LOOP, sh
 
 pytestmark = pytest.mark.kernel
 
-# The counter's state lives in the shell's memory (i); the file only shows it.
-COUNTER = """i=0
-while :; do
-    i=$((i+1))
-    echo $i > /count.tmp
-    mv /count.tmp /count
-    sleep 0.2
-done
-"""
+COUNTER = COUNTER_LOOP
 
 
 @pytest.fixture
-def pool(tmp_path: Path) -> Iterator[str]:
-    vdev = tmp_path / "vdev0.img"
-    with vdev.open("wb") as f:
-        f.truncate(512 << 20)
-    name = unique("kc")
-    sh("zpool", "create", "-o", "cachefile=none", "-m", tmp_path / "mnt", name, vdev,
-       timeout=120)
-    yield name
-    sh("zpool", "destroy", "-f", name, check=False, timeout=120)
+def pool(openzfs_pool: str) -> str:
+    return openzfs_pool
 
 
 @dataclass

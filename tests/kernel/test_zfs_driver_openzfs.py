@@ -33,21 +33,14 @@ from tests.integration.test_zfs_driver import (  # noqa: F401  (the same tests, 
     test_contract_pool_status,
     test_contract_snapshot_rollback,
 )
-from tests.kernel.helpers import lxc_config, sh, unique
+from tests.kernel.helpers import COUNTER_SCRIPT, lxc_config, sh, unique
 
 pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def pool_name(tmp_path: Path) -> Iterator[str]:
-    vdev = tmp_path / "vdev0.img"
-    with vdev.open("wb") as f:
-        f.truncate(512 << 20)
-    name = unique("kz")
-    sh("zpool", "create", "-o", "cachefile=none", "-m", tmp_path / "mnt", name, vdev,
-       timeout=120)
-    yield name
-    sh("zpool", "destroy", "-f", name, check=False, timeout=120)
+def pool_name(openzfs_pool: str) -> str:
+    return openzfs_pool
 
 
 @pytest.fixture(params=["cli", "lzc"])
@@ -116,16 +109,7 @@ def test_container_runs_on_a_dataset_made_with_libzfs_core(pool_name: str, busyb
         lib.close()
 
 
-COUNTER = """#!/bin/sh
-exec </dev/null >/dev/null 2>&1
-i=0
-while :; do
-    i=$((i+1))
-    echo $i > /count.tmp
-    mv /count.tmp /count
-    sleep 0.2
-done
-"""
+COUNTER = COUNTER_SCRIPT
 
 
 def _count(root: Path) -> int:
