@@ -429,10 +429,11 @@ class LxcContainer(ContainerOps):
             status = 128 + self._created_kill
         elif recorded is not None:
             status = recorded
-        elif self._sigkilled and (rc == 1 or self._init_dir is not None):
+        elif self._init_dir is not None or (self._sigkilled and rc == 1):
             # lxc-execute reports 1 (its own failure code, measured) when its init is killed,
             # since the init cannot report the signal; the program died of our SIGKILL. The
-            # in-container init records nothing when it is SIGKILLed itself.
+            # in-container init records a status unless it is killed itself, which only
+            # SIGKILL does (it waits for every other signal); lxc-start would say 0.
             status = 128 + signal.SIGKILL
         self._st.exit_status = status
         if self._gate is not None:

@@ -188,3 +188,14 @@ async def test_read_only_paths_are_read_only(env: Env) -> None:
     status, output = await run_capturing(env, ["sh", "-c", script], edit=read_only)
     assert status == 0
     assert output.split() == [b"ro", b"1"]
+
+
+@pytest.mark.asyncio
+async def test_an_init_killed_from_outside_reports_137(env: Env) -> None:
+    # Not through the runtime's kill (the OOM killer, an operator's kill -9): the init records
+    # nothing, and lxc-start would say 0.
+    handle = await env.create(own(env.config(["sleep", "60"])))
+    await handle.start()
+    await asyncio.sleep(0.2)
+    os.kill(handle.pid, signal.SIGKILL)
+    assert await asyncio.wait_for(handle.wait(), 10) == 137
