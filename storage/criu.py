@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime import criu_log
 from runtime.errdefs import FailedPrecondition, Internal
 from storage.runner import CommandRunner
 
 CHECK_TIMEOUT = 30.0
 DUMP_TIMEOUT = 300.0
-
-# CRIU's error lines: "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds".
-_ERROR = re.compile(r"^\s*(?:\(\d+\.\d+\)\s*)?Error\s*\([^)]*\):\s*(.*)$")
-_HELPER_EXIT = re.compile(r"^exited, status=\d+$")
-
 
 @dataclass(frozen=True)
 class CriuStatus:
@@ -38,13 +33,9 @@ class CriuStatus:
 
 
 def reason_from_output(text: str, limit: int = 3) -> str:
-    """CRIU's error messages from its output, most specific (first) first."""
-    errors = []
-    for line in text.splitlines():
-        m = _ERROR.match(line)
-        # "exited, status=1" (criu/util.c) only reports a helper's exit; the reason follows.
-        if m and m.group(1).strip() and not _HELPER_EXIT.match(m.group(1).strip()):
-            errors.append(m.group(1).strip())
+    """CRIU's error messages from its output, most specific (first) first; else its last
+    line."""
+    errors = criu_log.errors(text)
     if errors:
         return "; ".join(errors[:limit])
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from storage import layers
     from storage.checkpoints import Checkpoint
     from storage.metrics import EventLog
-    from storage.service import ZfsStorage
+    from storage.service import CheckpointRecord, ZfsStorage
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,13 @@ class StorageProvisioner:
         write_state(config.state_dir, {"pool": settings.pool, "dataset": dataset,
                                        "namespace": config.namespace, "id": config.id,
                                        "driver": storage.driver.kind})
+        record = None
+        if restore_dir:
+            from storage.service import CheckpointRecord
+
+            record = CheckpointRecord.load(Path(str(restore_dir)))
         try:
-            info, origin = await self._make(storage, config, settings, restore_dir)
+            info, origin = await self._make(storage, config, settings, record)
         except BaseException:
             remove_state(config.state_dir)
             raise
@@ -116,7 +121,7 @@ class StorageProvisioner:
         assert info.mountpoint is not None
         log.info("container %s: root filesystem %s (clone of %s)", config.id, dataset, origin)
         try:
-            own_init, images = await self._criu_plan(config, settings, restore_dir)
+            own_init, images = await self._criu_plan(config, settings, record)
         except BaseException:
             await self.release(config)
             raise
@@ -124,7 +129,7 @@ class StorageProvisioner:
                        own_init=own_init, restore_images=images)
 
     async def _criu_plan(self, config: CreateConfig, settings: StorageSettings,
-                         restore_dir: Any) -> tuple[bool, Path | None]:
+                         record: CheckpointRecord | None) -> tuple[bool, Path | None]:
         """Whether the container runs with the in-container init, which CRIU needs to dump it
         (runtime.lxc.owninit), and the process images to restore it from, if any.
 
@@ -138,10 +143,7 @@ class StorageProvisioner:
             return False, None
         status = await criu.check(self.runner)
         images = None
-        if restore_dir:
-            from storage.service import CheckpointRecord
-
-            record = CheckpointRecord.load(Path(str(restore_dir)))
+        if record is not None:
             if record.criu:
                 if status.works and Path(record.criu).is_dir():
                     images = Path(record.criu)
@@ -155,14 +157,11 @@ class StorageProvisioner:
         return status.works, images
 
     async def _make(self, storage: ZfsStorage, config: CreateConfig, settings: StorageSettings,
-                    restore_dir: Any) -> tuple[Any, str]:
+                    record: CheckpointRecord | None) -> tuple[Any, str]:
         from storage import layers
 
         source = None
-        if restore_dir:
-            from storage.service import CheckpointRecord
-
-            record = CheckpointRecord.load(Path(str(restore_dir)))
+        if record is not None:
             origin = await storage.find_exported(record)
         else:
             source = self._source(config)

@@ -20,6 +20,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 #: Next to the CRIU images: {"0": key, "1": key, "2": key} for the streams that had a path.
 KEYS_FILE = "lxcri-stdio.json"
@@ -75,19 +76,20 @@ def write_dump_files(images: Path, keys: dict[int, str],
 
 
 def read_keys(images: Path) -> dict[int, str]:
-    try:
-        raw = json.loads((images / KEYS_FILE).read_text())
-    except FileNotFoundError:
-        return {}
-    return {int(n): str(k) for n, k in raw.items()}
+    return {n: str(k) for n, k in _read(images / KEYS_FILE).items()}
 
 
 def read_modes(images: Path) -> dict[int, int]:
+    return {n: int(m) for n, m in _read(images / MODES_FILE).items()}
+
+
+def _read(path: Path) -> dict[int, Any]:
+    """A {"<stream number>": value} file; empty if the dump wrote none."""
     try:
-        raw = json.loads((images / MODES_FILE).read_text())
+        raw = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    return {int(n): int(m) for n, m in raw.items()}
+    return {int(n): v for n, v in raw.items()}
 
 
 def inherit_lines(keys: dict[int, str], fds: dict[int, int]) -> list[str]:

@@ -17,11 +17,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from runtime import cgroups, errdefs
+from runtime import cgroups, criu_log, errdefs
 from runtime.lxc import cleanup, criu_stdio, state
 from runtime.lxc.backend import LxcContainer, lxc_log_errors
 from runtime.reaper import Reaper
-from runtime.stdio import ProcessIO
+from runtime.stdio import ProcessIO, fd_ready
 
 #: CRIU runs this at each stage of the restore (criu(8), "--action-script"); at "pre-resume"
 #: the processes are restored and held by CRIU, and freezing their cgroup then keeps them
@@ -164,8 +164,7 @@ def criu_errors(log: Path, limit: int = 3) -> str:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    errors = [ln.split("):", 1)[-1].strip() for ln in lines if "Error (" in ln]
-    return "; ".join(errors[:limit])
+    return "; ".join(criu_log.errors("\n".join(lines))[:limit])
 
 
 async def _init_pid(reaper: Reaper, env: Mapping[str, str], st: state.PersistedState) -> int:
@@ -183,21 +182,6 @@ def _parent(pid: int) -> int:
             if line.startswith("PPid:"):
                 return int(line.split()[1])
     return 0
-
-
-async def _readable(fd: int) -> None:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_reader(fd, ready)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(fd)
 
 
 class RestoredContainer(LxcContainer):
@@ -225,7 +209,7 @@ class RestoredContainer(LxcContainer):
     async def _wait_init(self) -> int:
         fd = os.pidfd_open(self._st.pid)
         try:
-            await _readable(fd)  # a pidfd is readable once its process has exited
+            await fd_ready(fd)  # a pidfd is readable once its process has exited
         finally:
             os.close(fd)
         return 255  # unknown unless the init recorded its status (LxcContainer._watch)
@@ -238,7 +222,7 @@ class RestoredContainer(LxcContainer):
             return
         try:
             async with asyncio.timeout(MONITOR_EXIT_TIMEOUT):
-                await _readable(fd)
+                await fd_ready(fd)
         except TimeoutError:
             with contextlib.suppress(OSError):
                 os.kill(self._st.monitor_pid, 9)
