@@ -26,13 +26,14 @@ import pytest
 import pytest_asyncio
 
 from runtime import events as ev
+from runtime.errdefs import FailedPrecondition, NotFound
 from runtime.lxc import cleanup, owninit
 from runtime.lxc.backend import LxcBackend
 from runtime.lxc.mount import mounted_under, unmount
 from runtime.reaper import Reaper
 from runtime.store import Store
 from runtime.supervisor import Supervisor
-from runtime.types import CreateConfig, Stdio
+from runtime.types import CreateConfig, Status, Stdio
 from storage.provisioner import CHECKPOINT_OPTION, StorageProvisioner
 from tests.harness.rootfs import populate_busybox_rootfs
 from tests.kernel.helpers import COUNTER_LOOP, sh
@@ -267,3 +268,50 @@ async def lines(fd: int, n: int, timeout: float = 60) -> list[bytes]:
             return data.split(b"\n")[:n]
         await asyncio.sleep(0.1)
     raise AssertionError(f"fewer than {n} lines within {timeout} s: {data!r}")
+
+
+@pytest.mark.asyncio
+async def test_a_failed_dump_keeps_nothing_and_the_container_runs_on(world: World) -> None:
+    # A terminal is the shim's pty, outside the container: CRIU refuses to dump it.
+    sup = world.sup
+    out = world.base / "tty-out"
+    os.mkfifo(out)
+    reader = os.open(out, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        pid = await sup.create(world.config("c7", stdio=Stdio(stdout=str(out), terminal=True)))
+        await sup.start("c7")
+        root = Path(f"/proc/{pid}/root")
+        before = await count_above(root, 2)
+        with pytest.raises(FailedPrecondition, match="criu dump failed: ") as failure:
+            await sup.checkpoint("c7", world.base / "cp7", exit=True)
+        assert "/dev/pts/" in str(failure.value), str(failure.value)  # CRIU names the pty
+        # No snapshot, no images; thawed and still counting, not killed.
+        assert not [d for d in datasets(world.pool) if "/containers/c7@" in d]
+        assert not list((world.base / "criu" / "c7").glob("*"))
+        assert sup.state("c7").status is Status.RUNNING
+        assert await count_above(root, before) > before
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.asyncio
+async def test_a_restore_that_cannot_start_leaves_nothing(world: World) -> None:
+    sup = world.sup
+    await sup.create(world.config("c8"))
+    await sup.start("c8")
+    await count_above(Path(f"/proc/{sup.state('c8').pid}/root"), 2)
+    await sup.checkpoint("c8", world.base / "cp8", exit=True)
+    await asyncio.wait_for(sup.wait("c8"), 60)
+    await sup.delete("c8")
+    images = next((world.base / "criu" / "c8").iterdir())
+    (images / "inventory.img").unlink()  # a damaged set of images
+
+    with pytest.raises(NotFound, match="inventory.img"):
+        await sup.create(world.config("c9", options={CHECKPOINT_OPTION:
+                                                     str(world.base / "cp8")}))
+    assert "c9" not in sup.ids()
+    assert not [d for d in datasets(world.pool) if "/containers/c9" in d]
+    assert not (world.base / "lxc" / "k-c9").exists()
+    assert not (world.base / "c9-state").exists() or not any(
+        (world.base / "c9-state").iterdir())
+    assert mounted_under(world.bundle) == []
