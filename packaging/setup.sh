@@ -57,16 +57,21 @@ fi
 # PATH (shim-protocol.md section 2.1). They exec the environment's interpreter directly, with
 # -S: `start` and `delete` need only the standard library and the project (site's .pth
 # processing costs ~4 ms per run); whatever needs site-packages calls site.main() first.
+# The same launchers also go to $STAMPS/bin, which the test harness puts first on containerd's
+# PATH: tests then run this checkout's shim even when another checkout ran `make setup` last.
+mkdir -p "$STAMPS/bin"
 install_launcher() {  # name, module, interpreter flags
-    local target=/usr/local/bin/$1
     local content="#!/bin/sh
 # Installed by proxmox-lxcri's 'make setup' from $REPO.
 exec $VENV/bin/python $3 -c 'import sys; sys.dont_write_bytecode = False; sys.path.insert(0, \"$REPO\"); from $2 import main; sys.argv[0] = \"$1\"; main()' \"\$@\"
 "
-    if [ "$(cat "$target" 2>/dev/null)" != "${content%$'\n'}" ]; then
-        printf '%s' "$content" > "$target"
-        chmod 755 "$target"
-    fi
+    local target
+    for target in "/usr/local/bin/$1" "$STAMPS/bin/$1"; do
+        if [ "$(cat "$target" 2>/dev/null)" != "${content%$'\n'}" ]; then
+            printf '%s' "$content" > "$target"
+            chmod 755 "$target"
+        fi
+    done
 }
 install_launcher containerd-shim-proxmox-v2 shim.cli -S
 install_launcher proxmox-lxcri shim.operator_cli ""

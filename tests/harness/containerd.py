@@ -27,6 +27,8 @@ from types import TracebackType
 from tests.harness import leaks
 
 TASK_DIR = "io.containerd.runtime.v2.task"
+# packaging/setup.sh writes launchers for this checkout here, as well as to /usr/local/bin.
+CHECKOUT_BIN = Path(__file__).resolve().parents[2] / ".stamps" / "bin"
 
 
 class CtrError(subprocess.CalledProcessError):
@@ -90,7 +92,11 @@ class PrivateContainerd:
         for d in ("/usr/local/bin", "/usr/local/sbin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
             if d not in path:
                 path.append(d)
-        env["PATH"] = ":".join(["/usr/local/bin"] + [p for p in path if p != "/usr/local/bin"])
+        front = ["/usr/local/bin"]
+        if CHECKOUT_BIN.is_dir():
+            # This checkout's launchers (`make setup`) before whichever /usr/local/bin holds.
+            front.insert(0, str(CHECKOUT_BIN))
+        env["PATH"] = ":".join(front + [p for p in path if p not in front])
         # Read by our shim (containerd passes its environment on to shims).
         env["PROXMOX_LXCRI_ROOT"] = str(self.folder / "lxcri")
         env.update(extra)

@@ -122,8 +122,10 @@ def qemu_command(image: cache.GuestImage, results: Path, console: Path) -> list[
 def _write_job(d: Path, nodeids: Sequence[str], rootdir: Path, modules: Sequence[str],
                pytest_args: Sequence[str]) -> None:
     python = sys.executable
-    env = {"PATH": f"{Path(python).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
-                   "/sbin:/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1"}
+    # This checkout's launchers (packaging/setup.sh) first, as in tests/harness/containerd.py.
+    checkout_bin = rootdir / ".stamps" / "bin"
+    env = {"PATH": f"{Path(python).parent}:{checkout_bin}:/usr/local/sbin:/usr/local/bin:"
+                   "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1"}
     (d / "job.json").write_text(json.dumps({
         "nodeids": list(nodeids), "args": ["--rootdir", str(rootdir), *pytest_args],
         "env": env}))
