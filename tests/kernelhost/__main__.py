@@ -1,8 +1,8 @@
 """``python -m tests.kernelhost prepare|info|console``: warm or inspect the kernel-host cache.
 
-prepare  fetch the pinned .debs and build everything (the ZFS module build takes ~5 minutes
-         once); later test runs then only check stamps
-info     the pinned versions, the cache directory and its size per part
+prepare  resolve the packages from the archive, fetch the .debs and build everything (the ZFS
+         module build takes ~5 minutes once per kernel); later runs then only check stamps
+info     what the archive serves now (resolved), the cache entries and their sizes
 console  print the console log of the newest batch
 """
 
@@ -24,8 +24,15 @@ def main(argv: list[str]) -> int:
         print(f"ready in {time.monotonic() - t0:.1f} s: {image.vmlinux}")
         return 0
     if cmd == "info":
-        print(f"kernel {config.KERNEL_ABI} ({config.KERNEL_VERSION}), ZFS {config.ZFS_VERSION}, "
-              f"tools {', '.join(f'{n} {v}' for n, v in config.GUEST_TOOLS)}")
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            print(f"archive now: {cache.resolve_now(root).describe()}")
+        except cache.BuildError as e:
+            print(f"archive now: cannot resolve: {e}")
+        for path, rec in cache._entries(root):
+            image = cache._complete(root, rec)
+            state = image.resolved.describe() if image else "incomplete"
+            print(f"entry {path.stem}: {state}")
         print(f"cache {root}")
         if root.exists():
             subprocess.run(["du", "-sh", *sorted(str(p) for p in root.glob("*/*"))

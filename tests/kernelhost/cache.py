@@ -1,17 +1,26 @@
 """Fetch, unpack and build what the guest needs; cached outside the checkout.
 
-Layout under :func:`config.cache_root` (each step idempotent, built in a ``*.tmp`` sibling and
-renamed into place under an ``flock``, so concurrent test runs never see a half-built tree)::
+Nothing is pinned: resolve.py picks every package from the archive's index at run time, and
+each resolution is a cache entry. Layout under :func:`config.cache_root` (each step idempotent,
+built in a ``*.tmp`` sibling and renamed into place under an ``flock``, so concurrent test runs
+never see a half-built tree)::
 
     apt/                          private apt config + lists (contrib for ZFS)
-    debs/                         every pinned .deb, as `apt-get download` wrote it
-    <abi>/kernel/vmlinux          ELF kernel, booted through its PVH entry (no decompressor)
-    <abi>/kernel/root/usr/lib/modules/<abi>/...       overlay layer: modules + modules.dep
-    <abi>/zfs-<zfs version>/root/...                  overlay layer: stripped zfs .ko files,
+    debs/                         the resolved .debs, as `apt-get download` wrote them
+    kernel-<flavour>-<abi>_<ver>/kernel/vmlinux       ELF kernel, booted through its PVH entry
+    kernel-<...>/kernel/root/usr/lib/modules/<abi>/... overlay layer: modules + modules.dep
+    kernel-<...>/zfs-<zfs version>/root/...           overlay layer: stripped zfs .ko files,
                                                       modules.dep covering both, ZFS userland
-    <abi>/zfs-<zfs version>/build.log                 configure + make output of the build
+    kernel-<...>/zfs-<zfs version>/build.log          configure + make output of the build
+    kernel-<...>/initramfs-<hash>.cpio.gz             busybox /init + 9p/overlay modules
     tools-<hash>/root/...                             overlay layer: apparmor_parser, aa-status
-    <abi>/initramfs-<hash>.cpio.gz                    busybox /init + 9p/overlay modules
+    entries/<key>.json                                one complete image: its resolution, its
+                                                      paths; mtime = last use
+
+A new kernel package (a new ABI or only a new Debian revision) is a new ``kernel-*`` directory,
+so the ZFS module is rebuilt for it once. Entries beyond the newest ``config.KEEP_ENTRIES`` are
+removed with what only they use. When the archive cannot be reached, the newest complete entry
+is used (``GuestImage.note`` says so).
 
 Layers use /usr paths only: the host is merged-/usr, and a real ``lib`` or ``sbin`` directory
 in an upper layer would hide the host's ``/lib -> usr/lib`` symlink in the guest.
@@ -22,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import gzip
 import hashlib
+import json
 import lzma
 import os
 import re
@@ -35,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.kernelhost import config
+from tests.kernelhost.resolve import Resolved, ResolveError, Stanza, parse_stanzas, resolve
 
 HERE = Path(__file__).resolve().parent
 BUSYBOX = Path("/bin/busybox")
@@ -47,6 +58,18 @@ class BuildError(RuntimeError):
     """A cache step failed. The message says which step and why (with the command's output)."""
 
 
+class ArchiveUnreachable(BuildError):
+    """``apt-get update`` of the private lists failed: the archive cannot be reached."""
+
+
+class UnresolvedError(BuildError):
+    """The archive's index lacks a package the kernel test host needs (resolve.py's error)."""
+
+
+class DownloadError(BuildError):
+    """``apt-get download`` failed (a version gone from the mirror, or the network)."""
+
+
 @dataclass(frozen=True)
 class GuestImage:
     """Everything one boot needs, all inside the cache."""
@@ -54,6 +77,8 @@ class GuestImage:
     vmlinux: Path
     initramfs: Path
     layers: tuple[Path, ...]  # overlay lower layers above the host root, highest first
+    resolved: Resolved
+    note: str | None = None   # set when a cached entry stands in for an unreachable archive
 
 
 Log = Callable[[str], None]
@@ -144,21 +169,62 @@ def _deb_path(debs: Path, name: str, version: str) -> Path | None:
     return found[0] if found else None
 
 
+def _lists_age(cache: Path) -> float:
+    stamp = cache / "apt" / "lists.stamp"
+    return time.time() - stamp.stat().st_mtime if stamp.exists() else float("inf")
+
+
+def apt_update(cache: Path, log: Log = _quiet) -> None:
+    """Refresh the private lists; ArchiveUnreachable when apt cannot fetch them."""
+    with locked(cache / "apt.lock"):
+        opts = _apt_options(cache)
+        log("kernel host: apt-get update (private lists)")
+        try:
+            # apt-get update exits 0 when it cannot fetch a list (it keeps the old one);
+            # --error-on=any (apt >= 2.1.16) makes that an error. One retry, not three.
+            run(["apt-get", *opts, "-o", "Acquire::Retries=1", "--error-on=any", "update"])
+        except BuildError as e:
+            raise ArchiveUnreachable(str(e)) from e
+        (cache / "apt" / "lists.stamp").touch()
+
+
+def apt_lookup(cache: Path) -> Callable[[Sequence[str]], list[Stanza]]:
+    """A resolve.Lookup over the private lists: ``apt-cache show`` of the names asked for."""
+    opts = _apt_options(cache)
+
+    def lookup(names: Sequence[str]) -> list[Stanza]:
+        # apt-cache exits 100 when one of the names is unknown but still prints the others;
+        # an unknown name is the resolver's to report, so only stdout counts.
+        proc = subprocess.run(["apt-cache", *opts, "show", *names], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, errors="replace", check=False)
+        if proc.returncode not in (0, 100):
+            raise BuildError(f"apt-cache show {' '.join(names)} failed with rc "
+                             f"{proc.returncode}: {proc.stderr.strip()}")
+        return parse_stanzas(proc.stdout)
+    return lookup
+
+
+def resolve_now(cache: Path, log: Log = _quiet, *, refresh: bool = False) -> Resolved:
+    """The kernel test host's packages as the archive serves them now (resolve.py).
+
+    The lists are refreshed when older than config.LISTS_MAX_AGE_S or when ``refresh``.
+    """
+    if refresh or _lists_age(cache) > config.LISTS_MAX_AGE_S:
+        apt_update(cache, log)
+    try:
+        return resolve(apt_lookup(cache), config.WANTED)
+    except ResolveError as e:
+        raise UnresolvedError(f"resolving the kernel test host's packages: {e}") from e
+
+
 def fetch_debs(cache: Path, pins: Sequence[tuple[str, str]], log: Log = _quiet) -> list[Path]:
-    """The .deb of each pinned (name, version), downloaded once with apt-get download."""
+    """The .deb of each resolved (name, version), downloaded once with apt-get download."""
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     with locked(cache / "apt.lock"):
         missing = [(n, v) for n, v in pins if _deb_path(debs, n, v) is None]
         if missing:
             opts = _apt_options(cache)
-            stamp = cache / "apt" / "lists.stamp"
-            # Refresh the private lists at most hourly: a pinned version may have left the
-            # mirror, and a fresh list makes the error say so plainly.
-            if not stamp.exists() or time.time() - stamp.stat().st_mtime > 3600:
-                log("kernel host: apt-get update (private lists)")
-                run(["apt-get", *opts, "update"])
-                stamp.touch()
             log(f"kernel host: apt-get download {' '.join(n for n, _ in missing)}")
             tmp = debs / "download.tmp"
             _rmtree(tmp)
@@ -167,13 +233,15 @@ def fetch_debs(cache: Path, pins: Sequence[tuple[str, str]], log: Log = _quiet) 
                 run(["apt-get", *opts, "download", *(f"{n}={v}" for n, v in missing)], cwd=tmp)
                 for got in tmp.glob("*.deb"):
                     got.rename(debs / got.name)
+            except BuildError as e:
+                raise DownloadError(str(e)) from e
             finally:
                 _rmtree(tmp)
     out: list[Path] = []
     for n, v in pins:
         path = _deb_path(debs, n, v)
         if path is None:
-            raise BuildError(f"{n}={v}: not found after apt-get download")
+            raise DownloadError(f"{n}={v}: not found after apt-get download")
         out.append(path)
     return out
 
@@ -238,19 +306,24 @@ def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
     out.write_bytes(elf)
 
 
-def ensure_kernel(cache: Path, log: Log = _quiet) -> Path:
-    """<abi>/kernel with vmlinux and root/ (the modules layer). Returns that directory."""
-    abi = config.KERNEL_ABI
-    final = cache / abi / "kernel"
+def kernel_home(cache: Path, r: Resolved) -> Path:
+    """The directory of one kernel package and what is built for it (module, initramfs)."""
+    return cache / f"kernel-{r.kernel_key}"
+
+
+def ensure_kernel(cache: Path, r: Resolved, log: Log = _quiet) -> Path:
+    """kernel-<key>/kernel with vmlinux and root/ (the modules layer). Returns that directory."""
+    abi, home = r.kernel_abi, kernel_home(cache, r)
+    final = home / "kernel"
     stamp = final / ".complete"
-    if stamp.exists() and stamp.read_text() == config.KERNEL_VERSION:
+    if stamp.exists() and stamp.read_text() == r.kernel_version:
         return final
-    (deb,) = fetch_debs(cache, [(f"linux-image-{abi}", config.KERNEL_VERSION)], log)
-    with locked(cache / abi / "kernel.lock"):
-        if stamp.exists() and stamp.read_text() == config.KERNEL_VERSION:
+    (deb,) = fetch_debs(cache, [r.image_pin()], log)
+    with locked(home / "kernel.lock"):
+        if stamp.exists() and stamp.read_text() == r.kernel_version:
             return final
         log(f"kernel host: unpacking {deb.name}")
-        with _building(cache / abi / "kernel.tmp") as tmp:
+        with _building(home / "kernel.tmp") as tmp:
             unpack(deb, tmp / "unpack")
             mods = tmp / "root" / "usr" / "lib" / "modules" / abi
             mods.parent.mkdir(parents=True)
@@ -259,7 +332,7 @@ def ensure_kernel(cache: Path, log: Log = _quiet) -> Path:
             extract_vmlinux(tmp / "unpack" / "boot" / f"vmlinuz-{abi}", tmp / "vmlinux")
             shutil.copy2(tmp / "unpack" / "boot" / f"config-{abi}", tmp / "config")
             _rmtree(tmp / "unpack")
-            (tmp / ".complete").write_text(config.KERNEL_VERSION)
+            (tmp / ".complete").write_text(r.kernel_version)
             _publish(tmp, final)
     return final
 
@@ -279,61 +352,67 @@ def _fix_header_makefiles(root: Path) -> None:
             mk.write_text(fixed)
 
 
-def ensure_zfs(cache: Path, kernel_dir: Path, log: Log = _quiet) -> Path:
-    """<abi>/zfs-<version>: the module built for the pinned kernel, plus ZFS userland.
+def ensure_zfs(cache: Path, r: Resolved, kernel_dir: Path, log: Log = _quiet) -> Path:
+    """kernel-<key>/zfs-<version>: the module built for that kernel, plus ZFS userland.
 
-    The module is built out of tree from zfs-dkms's source with the pinned kernel headers; not
+    The module is built out of tree from zfs-dkms's source with that kernel's headers; not
     with dkms, which would target the running (host) kernel. About 6 minutes on 2 vCPUs, once
-    per (kernel ABI, ZFS version).
+    per (kernel package, ZFS version).
     """
-    abi, zv = config.KERNEL_ABI, config.ZFS_VERSION
-    final = cache / abi / f"zfs-{zv}"
+    home, zv = kernel_home(cache, r), r.zfs_version
+    final = home / f"zfs-{zv}"
     stamp = final / ".complete"
     if stamp.exists():
         return final
-    kv = config.KERNEL_VERSION
-    build_pins = [("zfs-dkms", zv), (f"linux-headers-{abi}", kv),
-                  (config.KERNEL_HEADERS_COMMON, kv), (config.KERNEL_KBUILD, kv)]
-    build_debs = fetch_debs(cache, build_pins, log)
-    user_debs = fetch_debs(cache, [(n, zv) for n in config.ZFS_USERLAND], log)
-    with locked(cache / abi / f"zfs-{zv}.lock"):
+    build_debs = fetch_debs(cache, r.zfs_build_pins(), log)
+    user_debs = fetch_debs(cache, r.zfs_userland, log)
+    with locked(home / f"zfs-{zv}.lock"):
         if stamp.exists():
             return final
-        tmp = cache / abi / f"zfs-{zv}.tmp"
+        tmp = home / f"zfs-{zv}.tmp"
         _rmtree(tmp)
         blog = tmp / "build.log"
+        failed = home / f"zfs-{zv}-build-failed.log"
         try:
-            _build_zfs(tmp, build_debs, user_debs, kernel_dir, final, log)
+            _build_zfs(tmp, r, build_debs, user_debs, kernel_dir, final, log)
         except BaseException as e:
             # Keep only the log (for the error message); the half-built tree goes.
-            failed = cache / abi / f"zfs-{zv}-build-failed.log"
             if blog.exists():
                 shutil.copy2(blog, failed)
             _rmtree(tmp)
             if isinstance(e, BuildError):
                 raise BuildError(f"{e}\n(full ZFS build log: {failed})") from e
             raise
-        (cache / abi / f"zfs-{zv}-build-failed.log").unlink(missing_ok=True)
+        failed.unlink(missing_ok=True)
         (tmp / ".complete").write_text(zv)
         _publish(tmp, final)
     return final
 
 
-def _build_zfs(tmp: Path, build_debs: Sequence[Path], user_debs: Sequence[Path],
+def _only_dir(pattern: str, under: Path, what: str) -> Path:
+    found = [p for p in under.glob(pattern) if p.is_dir()]
+    if len(found) != 1:
+        raise BuildError(f"expected one {what} ({under}/{pattern}), found "
+                         f"{[p.name for p in found] or 'none'}")
+    return found[0]
+
+
+def _build_zfs(tmp: Path, r: Resolved, build_debs: Sequence[Path], user_debs: Sequence[Path],
                kernel_dir: Path, final: Path, log: Log) -> None:
     """Build into ``tmp``: the module from source, then the layer (see ensure_zfs)."""
-    abi, zv = config.KERNEL_ABI, config.ZFS_VERSION
+    abi, zv = r.kernel_abi, r.zfs_version
     bld = tmp / "build"
     for deb in build_debs:
         unpack(deb, bld)
     _fix_header_makefiles(bld)
-    src = bld / config.ZFS_SOURCE_DIR
+    # zfs-dkms puts its source in /usr/src/zfs-<upstream version>: found, not named.
+    src = _only_dir("zfs-*", bld / "usr" / "src", "OpenZFS source tree from zfs-dkms")
+    common = _only_dir("linux-headers-*-common", bld / "usr" / "src", "common kernel headers")
     blog = tmp / "build.log"
     log(f"kernel host: building the ZFS {zv} module for {abi} (about 6 min, once; "
         f"log: {final / 'build.log'})")
     t0 = time.monotonic()
-    run(["./configure", "--with-config=kernel",
-         f"--with-linux={bld}/usr/src/{config.KERNEL_HEADERS_COMMON}",
+    run(["./configure", "--with-config=kernel", f"--with-linux={common}",
          f"--with-linux-obj={bld}/usr/src/linux-headers-{abi}"], cwd=src, log_file=blog)
     run(["make", f"-j{os.cpu_count() or 2}"], cwd=src, log_file=blog)
     kos = sorted(src.glob("module/**/*.ko"))
@@ -368,13 +447,13 @@ def _build_zfs(tmp: Path, build_debs: Sequence[Path], user_debs: Sequence[Path],
 
 # --------------------------------------------------------------------------------- tools
 
-def ensure_tools(cache: Path, log: Log = _quiet) -> Path:
+def ensure_tools(cache: Path, r: Resolved, log: Log = _quiet) -> Path:
     """tools-<hash>: guest-only userland unpacked from .debs (apparmor_parser, aa-status)."""
-    key = hashlib.sha256(repr(config.GUEST_TOOLS).encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr(r.guest_tools).encode()).hexdigest()[:12]
     final = cache / f"tools-{key}"
     if (final / ".complete").exists():
         return final
-    debs = fetch_debs(cache, config.GUEST_TOOLS, log)
+    debs = fetch_debs(cache, r.guest_tools, log)
     with locked(cache / "tools.lock"):
         if (final / ".complete").exists():
             return final
@@ -384,7 +463,7 @@ def ensure_tools(cache: Path, log: Log = _quiet) -> Path:
             merge_usr(tmp / "root")
             for junk in ("usr/share/doc", "usr/share/man", "usr/share/locale"):
                 _rmtree(tmp / "root" / junk)
-            (tmp / ".complete").write_text(repr(config.GUEST_TOOLS))
+            (tmp / ".complete").write_text(repr(r.guest_tools))
             _publish(tmp, final)
     return final
 
@@ -420,9 +499,8 @@ class _Cpio:
         return b"".join(self.parts)
 
 
-def _module_load_order(kernel_dir: Path, names: Sequence[str]) -> list[Path]:
+def _module_load_order(kernel_dir: Path, abi: str, names: Sequence[str]) -> list[Path]:
     """The .ko files to insmod, dependencies first (modprobe --show-depends on the tree)."""
-    abi = config.KERNEL_ABI
     base = kernel_dir / f".show-depends-{os.getpid()}"
     _rmtree(base)
     (base / "lib" / "modules").mkdir(parents=True)
@@ -443,14 +521,14 @@ def _module_load_order(kernel_dir: Path, names: Sequence[str]) -> list[Path]:
     return order
 
 
-def ensure_initramfs(cache: Path, kernel_dir: Path) -> Path:
+def ensure_initramfs(cache: Path, r: Resolved, kernel_dir: Path) -> Path:
     """Busybox, /init and the modules needed to mount the host root over 9p with an overlay."""
     init = (HERE / "guest_init.sh").read_bytes()
-    kos = _module_load_order(kernel_dir, config.INITRAMFS_MODULES)
+    kos = _module_load_order(kernel_dir, r.kernel_abi, config.INITRAMFS_MODULES)
     h = hashlib.sha256(init + BUSYBOX.read_bytes())
     for ko in kos:
         h.update(ko.name.encode())
-    out = cache / config.KERNEL_ABI / f"initramfs-{h.hexdigest()[:12]}.cpio.gz"
+    out = kernel_home(cache, r) / f"initramfs-{h.hexdigest()[:12]}.cpio.gz"
     if out.exists():
         return out
     cp = _Cpio()
@@ -477,13 +555,156 @@ def ensure_initramfs(cache: Path, kernel_dir: Path) -> Path:
     return out
 
 
+# --------------------------------------------------------------------------------- entries
+
+def _build(cache: Path, r: Resolved, log: Log) -> GuestImage:
+    kernel_dir = ensure_kernel(cache, r, log)
+    tools = ensure_tools(cache, r, log)
+    zfs = ensure_zfs(cache, r, kernel_dir, log)
+    initramfs = ensure_initramfs(cache, r, kernel_dir)
+    return GuestImage(vmlinux=kernel_dir / "vmlinux", initramfs=initramfs,
+                      layers=(zfs / "root", tools / "root", kernel_dir / "root"), resolved=r)
+
+
+def _record(cache: Path, image: GuestImage) -> Path:
+    """entries/<key>.json for a complete image; its mtime marks the last use."""
+    d = cache / "entries"
+    d.mkdir(parents=True, exist_ok=True)
+    rel = [str(p.relative_to(cache)) for p in (image.vmlinux, image.initramfs, *image.layers)]
+    rec = {"resolved": image.resolved.to_json(), "paths": rel,
+           "debs": [f"{n}_{v.replace(':', '%3a')}_" for n, v in image.resolved.all_pins()]}
+    path = d / f"{image.resolved.key}.json"
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    tmp.rename(path)  # also bumps the mtime: newest use first
+    return path
+
+
+def _entries(cache: Path) -> list[tuple[Path, dict[str, object]]]:
+    """Recorded entries, newest use first; unreadable records are skipped."""
+    out = []
+    for p in (cache / "entries").glob("*.json"):
+        try:
+            out.append((p.stat().st_mtime, p, json.loads(p.read_text())))
+        except (OSError, ValueError):
+            continue
+    out.sort(key=lambda t: t[0], reverse=True)
+    return [(p, rec) for _, p, rec in out]
+
+
+def _complete(cache: Path, rec: dict[str, object]) -> GuestImage | None:
+    paths = rec.get("paths")
+    if not isinstance(paths, list) or len(paths) < 3:
+        return None
+    full = [cache / str(p) for p in paths]
+    if not all(p.exists() for p in full):
+        return None
+    resolved = rec.get("resolved")
+    if not isinstance(resolved, dict):
+        return None
+    return GuestImage(vmlinux=full[0], initramfs=full[1], layers=tuple(full[2:]),
+                      resolved=Resolved.from_json(resolved))
+
+
+def _fallback(cache: Path, why: str) -> GuestImage:
+    """The newest complete entry, for when the archive cannot give a fresh one."""
+    for path, rec in _entries(cache):
+        image = _complete(cache, rec)
+        if image is not None:
+            used = time.strftime("%Y-%m-%d %H:%M", time.gmtime(path.stat().st_mtime))
+            return GuestImage(image.vmlinux, image.initramfs, image.layers, image.resolved,
+                              note=f"{why}; using the newest cached kernel test host "
+                                   f"(last used {used} UTC)")
+    w = config.WANTED
+    raise BuildError(
+        f"{why}, and the cache {cache} holds no complete kernel test host to fall back on. "
+        f"Missing: a kernel from {w.kernel_meta}, the OpenZFS module built from "
+        f"{w.zfs_source} for it, {w.zfs_utils} and the guest tools "
+        f"({', '.join(w.guest_tools)}); run `python -m tests.kernelhost prepare` once with the "
+        f"Debian archive reachable")
+
+
+def prune(cache: Path, keep: int = config.KEEP_ENTRIES, log: Log = _quiet) -> list[Path]:
+    """Remove entries beyond the newest ``keep`` and what only they used; returns what went.
+
+    Kernel, module and tool directories of no entry are removed only when older than a day:
+    another test run may be building them right now.
+    """
+    removed: list[Path] = []
+    day_ago = time.time() - 86400
+    with locked(cache / "prune.lock"):
+        entries = _entries(cache)
+        kept, dropped = entries[:keep], entries[keep:]
+        used: set[Path] = set()
+        debs: set[str] = set()
+        for _, rec in kept:
+            for p in rec.get("paths", []) or []:  # type: ignore[union-attr]
+                rel = Path(str(p))
+                used.update(cache / Path(*rel.parts[:i]) for i in range(1, len(rel.parts) + 1))
+            debs.update(str(d) for d in rec.get("debs", []) or [])  # type: ignore[union-attr]
+        dropped_dirs: set[Path] = set()
+        for path, rec in dropped:
+            for p in rec.get("paths", []) or []:  # type: ignore[union-attr]
+                parts = Path(str(p)).parts
+                dropped_dirs.update(cache / Path(*parts[:i]) for i in (1, 2) if len(parts) > i)
+            path.unlink(missing_ok=True)
+            removed.append(path)
+
+        def stale(p: Path) -> bool:
+            return p in dropped_dirs or p.stat().st_mtime < day_ago
+
+        # Top level: kernel-*/ and tools-*/, and the <abi>/ directories of the pinned layout
+        # that came before (issue 11).
+        for p in sorted(cache.iterdir()):
+            legacy = p.is_dir() and (p / "kernel").is_dir() and p.name.endswith("-amd64")
+            if (p.name.startswith(("kernel-", "tools-")) or legacy) and p.is_dir() \
+                    and not p.name.endswith(".tmp") and p not in used and (legacy or stale(p)):
+                _rmtree(p)
+                removed.append(p)
+        # Inside a kept kernel: module builds of ZFS versions no kept entry uses.
+        for home in sorted(cache.glob("kernel-*")):
+            if home not in used:
+                continue
+            for z in sorted(home.glob("zfs-*")):
+                if z.is_dir() and not z.name.endswith(".tmp") and z not in used and stale(z):
+                    _rmtree(z)
+                    removed.append(z)
+        for deb in sorted((cache / "debs").glob("*.deb")):
+            if not any(deb.name.startswith(d) for d in debs) and (
+                    dropped or deb.stat().st_mtime < day_ago):
+                deb.unlink(missing_ok=True)
+                removed.append(deb)
+    for p in removed:
+        log(f"kernel host: removed old cache entry part {p}")
+    return removed
+
+
 def prepare(log: Log = _quiet) -> GuestImage:
-    """Fetch and build everything (cheap when cached) and return what a boot needs."""
+    """Resolve, fetch and build everything (cheap when cached); what a boot needs.
+
+    Falls back to the newest complete cache entry when the archive cannot be reached.
+    """
     cache = config.cache_root()
     cache.mkdir(parents=True, exist_ok=True)
-    kernel_dir = ensure_kernel(cache, log)
-    tools = ensure_tools(cache, log)
-    zfs = ensure_zfs(cache, kernel_dir, log)
-    initramfs = ensure_initramfs(cache, kernel_dir)
-    return GuestImage(vmlinux=kernel_dir / "vmlinux", initramfs=initramfs,
-                      layers=(zfs / "root", tools / "root", kernel_dir / "root"))
+    refreshed = _lists_age(cache) > config.LISTS_MAX_AGE_S
+    try:
+        r = resolve_now(cache, log)
+        try:
+            image = _build(cache, r, log)
+        except DownloadError as first:
+            if refreshed:
+                raise
+            # Lists up to an hour old can name a version the mirror has just dropped.
+            log(f"kernel host: download failed on lists {_lists_age(cache):.0f} s old; "
+                f"refreshing them ({str(first).splitlines()[-1]})")
+            r = resolve_now(cache, log, refresh=True)
+            image = _build(cache, r, log)
+    except (ArchiveUnreachable, DownloadError) as e:
+        return _fallback(cache, f"the Debian archive cannot be reached "
+                                f"({str(e).strip().splitlines()[-1]})")
+    except UnresolvedError as e:
+        # E.g. a new kernel whose headers have not reached the mirror yet.
+        return _fallback(cache, str(e))
+    _record(cache, image)
+    prune(cache, log=log)
+    return image

@@ -1,27 +1,22 @@
-"""Pinned versions and paths of the kernel test host. Change a pin here and nowhere else."""
+"""Package names, archives and paths of the kernel test host (versions: resolve.py, at run time)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-# Debian's stock kernel. 6.1.0-56 / 6.1.192-2 is what `linux-image-amd64` resolves to in
-# bookworm-security on 2026-11-26. Debian keeps only the current ABI on the mirror, so the
-# downloaded .debs are cached (vm-test-host.md, "Caveats").
-KERNEL_ABI = "6.1.0-56-amd64"
-KERNEL_VERSION = "6.1.192-2"
-KERNEL_HEADERS_COMMON = "linux-headers-6.1.0-56-common"
-KERNEL_KBUILD = "linux-kbuild-6.1"
+from tests.kernelhost.resolve import Wanted
 
-# OpenZFS from bookworm contrib; the module is built from zfs-dkms's source against the
-# headers above (vm-test-host.md, "OpenZFS").
-ZFS_VERSION = "2.1.11-1+deb12u1"
-ZFS_SOURCE_DIR = "usr/src/zfs-2.1.11"
-ZFS_USERLAND = ("zfsutils-linux", "libzfs4linux", "libnvpair3linux", "libuutil3linux",
-                "libzpool5linux")
-
-# apparmor_parser and aa-status come from the .deb, unpacked into the guest only.
-GUEST_TOOLS: tuple[tuple[str, str], ...] = (("apparmor", "3.0.8-3"),)
+# No Debian version is written here: every package is resolved from the archive's index at run
+# time (resolve.py; issue 11: a pinned kernel revision vanished from the mirror and broke every
+# fresh machine). These are the package *names* the guest is made of.
+WANTED = Wanted(flavour="bookworm", kernel_meta="linux-image-amd64", zfs_source="zfs-dkms",
+                zfs_utils="zfsutils-linux", guest_tools=("apparmor",))
+# Cache entries (one resolution each) kept besides the one in use; older ones are removed.
+KEEP_ENTRIES = 2
+# The private apt lists are refreshed when older than this; a download that fails on them
+# refreshes them at once and resolves again.
+LISTS_MAX_AGE_S = 3600.0
 
 # Debian archives for the private apt configuration (contrib is needed for ZFS; the system's
 # sources.list is never touched).

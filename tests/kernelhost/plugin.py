@@ -127,8 +127,8 @@ class HostDispatcher:
             self.skip_reason = f"kernel test host unavailable: {reason}"
             self._say(f"\n{self.skip_reason}")
             return
-        self._say(f"\nkernel test host: {len(self.items)} test(s) in Debian {config.KERNEL_ABI} "
-                  f"under QEMU TCG")
+        self._say(f"\nkernel test host: {len(self.items)} test(s) in Debian's stock kernel "
+                  f"under QEMU TCG (packages resolved from the archive now)")
         self.result = vm.run_batch([i.nodeid for i in self.items], self.config.rootpath,
                                    modules=self._modules(), pytest_args=GUEST_PYTEST_ARGS,
                                    log=self._say)
@@ -215,8 +215,11 @@ class HostDispatcher:
             outcome = self._outcome(item.nodeid)
             counts[outcome] = counts.get(outcome, 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        tr.write_line(f"{len(self.items)} test(s) in {len(batch.boots)} parallel boot(s) of "
-                      f"Debian {config.KERNEL_ABI} (QEMU TCG): {summary or 'none run'}")
+        tr.write_line(f"{len(self.items)} test(s) in {len(batch.boots)} parallel boot(s) "
+                      f"(QEMU TCG): {summary or 'none run'}")
+        tr.write_line(f"guest: {batch.versions or 'not prepared'}")
+        if batch.cache_note:
+            tr.write_line(f"NOTE: {batch.cache_note}")
         tr.write_line(f"batch wall time {batch.wall_s:.1f} s (cache check/build "
                       f"{batch.prepare_s:.1f} s, VMs {batch.wall_s - batch.prepare_s:.1f} s)")
         if batch.error:

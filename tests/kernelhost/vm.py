@@ -64,6 +64,10 @@ class BatchResult:
     prepare_s: float = 0.0
     wall_s: float = 0.0
     error: str | None = None
+    # What the guest was made of (resolved from the archive at run time), and why a cached
+    # entry stood in for a fresh resolution, if it did.
+    versions: str | None = None
+    cache_note: str | None = None
 
     def boot_of(self, nodeid: str) -> BootResult | None:
         for b in self.boots:
@@ -342,6 +346,10 @@ def run_batch(nodeids: Sequence[str], rootdir: Path, *, modules: Sequence[str],
         batch.error = f"preparing the kernel test host failed: {e}"
         return batch
     batch.prepare_s = time.monotonic() - t0
+    batch.versions, batch.cache_note = image.resolved.describe(), image.note
+    log(f"kernel test host: {batch.versions}")
+    if image.note:
+        log(f"kernel test host: NOTE: {image.note}")
     timeout = config.timeout_s() if timeout is None else timeout
     groups = plan_shards(nodeids, config.shards() if shards is None else shards,
                          load_durations())
