@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-unit test-integration test-kernel lint protos bench clean
+.PHONY: setup demo test test-unit test-integration test-kernel lint protos bench clean deb
 
 ## Install Debian packages, the virtual environment and the launchers (idempotent).
 setup:
@@ -32,6 +32,10 @@ lint: setup
 	$(PY) -m ruff check shim runtime storage network tests bench protos/generate.py
 	$(PY) -m mypy
 
+## A Debian package (dist/proxmox-lxcri_<version>_<arch>.deb): the runtime under its own prefix.
+deb:
+	@bash packaging/build-deb.sh "$(CURDIR)" "$(CURDIR)/dist"
+
 ## Regenerate protos/*_pb2.py from the .proto files.
 protos: setup
 	$(PY) -m protos.generate
@@ -49,4 +53,4 @@ bench: setup
 	$(PY) -m bench.own_init --record
 
 clean:
-	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache dist

@@ -18,11 +18,18 @@ done
 if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     # policy-rc.d keeps the packages' services from starting: the tests start what they need.
+    # It goes again afterwards (even on failure), unless it was there before.
     if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+        printf '#!/bin/sh\n# proxmox-lxcri make setup (temporary)\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if grep -q "proxmox-lxcri make setup (temporary)" /usr/sbin/policy-rc.d 2>/dev/null; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
 fi
 
 # The virtual environment, rebuilt when pyproject.toml or this script changes. The project is
