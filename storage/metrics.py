@@ -5,58 +5,35 @@ checkpoint (success or failure), dataset creation and destruction, a line such a
 ``{"ts": 1764139200.1, "source": "storage", "event": "checkpoint", "ok": true,
 "container": "c1", "snapshot": "…@checkpoint-1764139200", "seconds": 0.021}``.
 The operator CLI (``proxmox-lxcri storage status``) summarises them with the pool's health and
-each dataset's usage. Lines are written with one ``O_APPEND`` write each, so concurrent shims
-never interleave them. Standard library only; never raises (metrics must not fail a task).
+each dataset's usage. The log itself (one write per line, bounded size, rotation) is
+runtime/oplog.py's. Standard library only; never raises (metrics must not fail a task).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import statistics
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from runtime import oplog
+from runtime.oplog import OpLog
 
 
-class EventLog:
+class EventLog(OpLog):
+    """The storage layer's lines in the node's event log (runtime/oplog.py)."""
+
     def __init__(self, path: Path | None) -> None:
-        self.path = path
+        super().__init__(path, source="storage")
 
-    def record(self, event: str, **fields: Any) -> None:
-        if self.path is None:
-            return
-        line = json.dumps({"ts": round(time.time(), 3), "source": "storage", "event": event,
-                           **fields}, sort_keys=True, default=str) + "\n"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            log.warning("cannot write the events log %s: %s", self.path, exc)
+    def record(self, event: str, *, ok: bool = True, seconds: float | None = None,
+               **fields: Any) -> None:
+        super().record(event, ok=ok, seconds=seconds, **fields)
 
 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError:
-        return
-    with f:
-        for line in f:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(item, dict) and item.get("source") == "storage":
-                yield item
+    return oplog.read(path, source="storage")
 
 
 @dataclass
