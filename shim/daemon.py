@@ -3,7 +3,8 @@
 The only module that names concrete implementations (the LXC backend, the remote publisher,
 the ttrpc server). It serves ``containerd.task.v2.Task`` on the socket ``start`` bound, until
 ``Shutdown`` arrives with no task left, or SIGTERM/SIGINT (which leave containers running, as
-the runc shim does).
+the runc shim does), or the idle watch (shim/idle.py) finds it has had nothing to serve for a
+while. Whichever it is, the socket file goes first.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
     from runtime.store import Store, state_root
     from runtime.supervisor import Supervisor
     from shim.events import RemotePublisher
+    from shim.idle import IdleWatch, SupervisorTasks, grace_from_env
     from shim.status_map import to_status
     from shim.task_service import SERVICE, TaskService
     from shim.ttrpc import Server
@@ -88,9 +90,14 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
         loop.add_signal_handler(sig, stop.set)
     log.info("shim %d serving %s for namespace %s", os.getpid(), socket_path, flags.namespace)
     serving = loop.create_task(server.serve(sock))
+    watch = IdleWatch(SupervisorTasks(supervisor), server, Path.cwd(), stop.set,
+                      grace_from_env())
+    watching = loop.create_task(watch.run(), name="idle-watch")
     try:
         await stop.wait()
     finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
         # Unlink first, so a `start` for this group binds a new shim instead of dialling us.
         try:
             os.unlink(socket_path)

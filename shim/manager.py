@@ -86,6 +86,49 @@ def listen_unix(path: str) -> _socket.socket | None:
     return sock
 
 
+def remove_stale_socket(path: str) -> bool:
+    """Unlink ``path`` if it is a shim socket of ours (``SOCKET_DIR``/<sha256 hex>) that nobody
+    listens on any more: a killed daemon cannot remove its own. A live one (say a pod's shim
+    that still serves other tasks) is left alone. Returns True when the file was removed."""
+    import stat
+
+    name = os.path.basename(path)
+    if (os.path.dirname(path) != SOCKET_DIR or len(name) != 64
+            or name.strip("0123456789abcdef")):
+        return False  # not a path this runtime makes: never touch it
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    probe.setblocking(False)  # a full backlog answers EAGAIN at once: alive, so kept
+    try:
+        probe.connect(path)
+        return False
+    except OSError as exc:
+        if exc.errno != errno.ECONNREFUSED:
+            return False
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def task_socket_path(flags: Flags, bundle: str) -> str:
+    """The socket ``start`` used for this task: from the bundle's ``address`` file, else
+    computed as ``start`` does (it may have been killed before writing the file)."""
+    try:
+        with open(os.path.join(bundle, "address")) as f:
+            address = f.read().strip()
+    except OSError:
+        address = socket_address(flags.address, flags.namespace, group_of(bundle, flags.id))
+    return address.removeprefix("unix://")
+
+
 def _write_address(bundle: str, address: str) -> None:
     # No trailing newline: containerd 1.x reads the file verbatim on restart recovery.
     tmp = os.path.join(bundle, ".address.tmp")

@@ -65,6 +65,7 @@ def _preload() -> None:
     import runtime.lxc.backend  # noqa: F401
     import shim.daemon  # noqa: F401
     import shim.events  # noqa: F401
+    import shim.idle  # noqa: F401
     import shim.status_map  # noqa: F401
     import shim.task_service  # noqa: F401
     import storage.provisioner  # noqa: F401
