@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from shim.flags import Flags
@@ -23,11 +24,24 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 3.0
 
 
+def remove_socket(path: str) -> None:
+    """Unlink the daemon's socket file: on the way out, or when it can never serve (containerd
+    runs no ``delete`` after a ``start`` it gave up, so nobody else would)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str) -> None:
     from shim import log as shimlog
 
-    shimlog.setup(flags.debug, shimlog.open_log_fifo(bundle / "log"))
-    os.chdir(bundle)
+    try:
+        shimlog.setup(flags.debug, shimlog.open_log_fifo(bundle / "log"))
+        os.chdir(bundle)  # gone when containerd gave the task up while `start` ran
+    except BaseException:
+        remove_socket(socket_path)
+        raise
     ttrpc_address = os.environ.get("TTRPC_ADDRESS") or f"{flags.address}.ttrpc"
     try:
         asyncio.run(serve(flags, sock, socket_path, ttrpc_address))
@@ -52,6 +66,23 @@ def protect_from_oom() -> int | None:
 
 
 async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_address: str) -> None:
+    removed = False
+
+    def remove_once() -> None:
+        # Exactly once: after it, a `start` for this group may bind a new shim at that path.
+        nonlocal removed
+        if not removed:
+            removed = True
+            remove_socket(socket_path)
+
+    try:
+        await _serve(flags, sock, socket_path, ttrpc_address, remove_once)
+    finally:
+        remove_once()  # also when setting up failed: nobody else removes the file
+
+
+async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_address: str,
+                 remove_once: Callable[[], None]) -> None:
     from network.provisioner import NetworkProvisioner  # [network] shim-managed networks
     from runtime.lxc.backend import LxcBackend
     from runtime.reaper import Reaper
@@ -99,10 +130,7 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
         # Unlink first, so a `start` for this group binds a new shim instead of dialling us.
-        try:
-            os.unlink(socket_path)
-        except FileNotFoundError:
-            pass
+        remove_once()
         await server.shutdown(SHUTDOWN_GRACE)
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
