@@ -111,7 +111,9 @@ async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addr
                                 # configured; its commands run through the daemon's reaper.
                                 StorageProvisioner(reaper, root / "runtime" / "events.log"),
                                 NetworkProvisioner(root / "network")))
-    server = Server(error_mapper=to_status)
+    # Like the runc shim (ttrpc.UnixSocketRequireSameUser, shim-protocol.md §1.1): only peers
+    # of our own uid and gid, on top of the socket file's 0600.
+    server = Server(error_mapper=to_status, check_peer_credentials=True)
     methods = TaskService(supervisor, store).methods()
     server.register_service(SERVICE, methods)
     # containerd 2.x speaks task v3 to shims that ask for it; its messages and numbers are
