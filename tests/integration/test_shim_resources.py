@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import select
 import socket
-import struct
 from collections.abc import Iterator
 
 import pytest
@@ -24,8 +22,8 @@ from protos.containerd.task.v2 import shim_pb2
 from protos.containerd.types.task import task_pb2
 from protos.ttrpc import request_pb2
 from shim.ttrpc import Client
-from shim.ttrpc._frame import MAX_DATA, encode_frame
-from tests.harness import leaks
+from shim.ttrpc._frame import encode_frame
+from tests.harness import leaks, ttrpc_fuzz
 from tests.harness.containerd import PrivateContainerd
 from tests.harness.fixtures import BusyboxImage
 from tests.harness.waiting import wait_for
@@ -127,57 +125,11 @@ def test_wait_flood_on_one_connection_is_bounded(containerd: PrivateContainerd,
 
 # -- fuzz ---------------------------------------------------------------------------------------
 
-#: Methods whose fuzzed payloads are made undecodable: a random payload that happened to decode
-#: could create, kill or shut down for real. The others get arbitrary bytes.
+#: Creating, killing or shutting down for real is not what this corpus is for: those methods
+#: only get undecodable payloads (tests/harness/ttrpc_fuzz.py).
 MUTATING = ("Create", "Start", "Delete", "Kill", "Exec", "Update", "Pause", "Resume",
             "Checkpoint", "Shutdown", "CloseIO", "ResizePty")
 READING = ("State", "Pids", "Stats", "Wait", "Connect")
-
-
-def undecodable(rng: random.Random) -> bytes:
-    """A length-delimited field 1 announcing more bytes than follow: never decodes."""
-    body = rng.randbytes(rng.randrange(0, 40))
-    return b"\x0a" + bytes([len(body) + 1 + rng.randrange(0, 100)]) + body
-
-
-def header(length: int, stream_id: int, msg_type: int, flags: int = 0) -> bytes:
-    return struct.pack(">IIBB", length, stream_id, msg_type, flags)
-
-
-def fuzz_case(rng: random.Random, task_id: str) -> bytes:
-    kind = rng.randrange(12)
-    if kind == 0:  # random bytes
-        return rng.randbytes(rng.randrange(0, 300))
-    if kind == 1:  # a truncated header
-        return header(rng.randrange(0, 100), 1, 1)[: rng.randrange(1, 10)]
-    if kind == 2:  # reserved byte set: the stream cannot be resynchronised
-        return header(rng.randrange(1 << 24, 1 << 32), 1, 1) + rng.randbytes(20)
-    if kind == 3:  # oversized, with part of its data, then a valid request
-        n = rng.randrange(MAX_DATA + 1, 1 << 24)
-        return header(n, 1, 1) + rng.randbytes(rng.randrange(0, 4096))
-    if kind == 4:  # a header announcing more than follows
-        return header(rng.randrange(50, 5000), 1, 1) + rng.randbytes(rng.randrange(0, 40))
-    if kind == 5:  # bad stream ids: zero, even, repeated, decreasing
-        ids = rng.choice([[0], [2], [1, 1], [5, 3], [0xFFFFFFFF, 1]])
-        return b"".join(request(i, "State", b"") for i in ids)
-    if kind == 6:  # unknown service or method
-        svc = rng.choice([TASK, "no.such.Service", "", "\u00e9" * 30, TASK + "x"])
-        return request(1, rng.choice(["Nope", "", "State\x00", "a" * 500]), b"", service=svc)
-    if kind == 7:  # a Request that is not protobuf
-        data = rng.randbytes(rng.randrange(1, 200))
-        return encode_frame(1, 1, data)
-    if kind == 8:  # garbage payload for a reading method
-        return request(1, rng.choice(READING), rng.randbytes(rng.randrange(0, 200)))
-    if kind == 9:  # undecodable payload for a mutating method
-        return request(1, rng.choice(MUTATING), undecodable(rng))
-    if kind == 10:  # unknown message types and flags, then a valid call
-        t = rng.choice([0, 2, 3, 4, 0xFF])
-        return (encode_frame(1, t, rng.randbytes(rng.randrange(0, 30)), rng.randrange(256))
-                + request(3, "State", shim_pb2.StateRequest(id=task_id).SerializeToString()))
-    # many requests for unknown tasks, pipelined
-    return b"".join(request(2 * i + 1, rng.choice(READING),
-                            shim_pb2.StateRequest(id=f"x{i}").SerializeToString())
-                    for i in range(rng.randrange(1, 50)))
 
 
 def run_case(path: str, data: bytes) -> None:
@@ -204,9 +156,10 @@ def test_malformed_frames_fuzz(containerd: PrivateContainerd, running: str) -> N
     assert task_state(path, running) == task_pb2.RUNNING
     fds, threads = open_fds(pid), status_field(pid, "Threads")
     rss = status_field(pid, "VmRSS")
-    rng = random.Random(FUZZ_SEED)
-    for _ in range(FUZZ_CASES):
-        run_case(path, fuzz_case(rng, running))
+    target = ttrpc_fuzz.Target(TASK, READING, MUTATING,
+                               shim_pb2.StateRequest(id=running).SerializeToString())
+    for data in ttrpc_fuzz.corpus(FUZZ_SEED, FUZZ_CASES, target):
+        run_case(path, data)
     # The same daemon still serves containerd: a task call, an exec, then the removal.
     assert leaks.alive(pid) and containerd.shim_pid(running) == pid
     assert task_state(path, running) == task_pb2.RUNNING
