@@ -9,6 +9,7 @@ killed outright leaves its socket file behind until containerd's ``delete`` remo
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -132,3 +133,37 @@ def test_delete_removes_a_killed_daemons_socket(containerd: PrivateContainerd,
         wait_for(lambda: not os.path.exists(path), what="the socket file to be removed")
     finally:
         containerd.remove_container(cid)
+
+
+def test_task_whose_bundle_is_gone_is_reaped(graced_containerd: PrivateContainerd,
+                                             busybox_image: BusyboxImage,
+                                             unique_id: str) -> None:
+    """What containerd does to a task it gives up while the daemon still holds it (the daemon
+    finished a Create containerd no longer waited for): run ``delete``, remove the bundle. The
+    daemon kills and deletes the task, then exits. Here the bundle is moved aside instead of
+    removed, and put back for containerd's own clean-up."""
+    ctd, cid = graced_containerd, unique_id
+    ctd.ctr("run", "-d", "--runtime", RUNTIME, busybox_image.ref, cid, "sleep", "120")
+    bundle = ctd.bundle_dir(cid)
+    away = bundle.with_name(f"{cid}.away")
+    pid = ctd.shim_pid(cid)
+    assert pid is not None
+    path = socket_of(ctd, cid)
+    shim = shutil.which("containerd-shim-proxmox-v2", path=ctd.env["PATH"])
+    assert shim is not None
+    try:
+        done = subprocess.run([shim, "-namespace", ctd.namespace, "-address", ctd.address,
+                               "-id", cid, "-bundle", str(bundle), "delete"],
+                              cwd=bundle, env=ctd.env, capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        os.rename(bundle, away)
+        wait_for(lambda: not leaks.alive(pid), timeout=GRACE * 4 + 20,
+                 what="the daemon to reap the orphan and exit")
+        assert not os.path.exists(path)
+        assert cid not in leaks.lxc_containers([ctd.lxcri_root / "lxc"])
+        assert not leaks.processes_mentioning([cid])
+        assert "killing and deleting it" in ctd.log_text()
+    finally:
+        if away.exists():
+            os.rename(away, bundle)
+        ctd.remove_container(cid)
