@@ -101,7 +101,6 @@ class IdleWatch:
         self.grace = grace
         self.interval = min(max(grace / 4, 0.05), 5.0)
         self._busy_at = -math.inf  # when a task or a request was last seen
-        self._reaping: set[str] = set()
 
     async def run(self) -> None:
         """Check every :attr:`interval` until ``stop`` was called; cancel to end early."""
@@ -133,18 +132,15 @@ class IdleWatch:
         """Kill and delete every task whose bundle directory is gone."""
         for id in self._tasks.ids():
             bundle = self._tasks.bundle_of(id)
-            if bundle is None or bundle.is_dir() or id in self._reaping:
+            if bundle is None or bundle.is_dir():
                 continue
             log.warning("task %s: its bundle %s is gone, containerd gave it up: killing and "
                         "deleting it", id, bundle)
-            self._reaping.add(id)
             try:
                 async with asyncio.timeout(REAP_TIMEOUT):
                     await self._tasks.reap(id)
             except (ErrdefsError, TimeoutError) as exc:
                 log.warning("task %s: cannot remove the orphan yet: %s", id, exc)
-            finally:
-                self._reaping.discard(id)
 
 
 class SupervisorTasks:
