@@ -3,7 +3,8 @@
 The only module that names concrete implementations (the LXC backend, the remote publisher,
 the ttrpc server). It serves ``containerd.task.v2.Task`` on the socket ``start`` bound, until
 ``Shutdown`` arrives with no task left, or SIGTERM/SIGINT (which leave containers running, as
-the runc shim does).
+the runc shim does), or the idle watch (shim/idle.py) finds it has had nothing to serve for a
+while. Whichever it is, the socket file goes first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from shim.flags import Flags
@@ -22,11 +24,24 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 3.0
 
 
+def remove_socket(path: str) -> None:
+    """Unlink the daemon's socket file: on the way out, or when it can never serve (containerd
+    runs no ``delete`` after a ``start`` it gave up, so nobody else would)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str) -> None:
     from shim import log as shimlog
 
-    shimlog.setup(flags.debug, shimlog.open_log_fifo(bundle / "log"))
-    os.chdir(bundle)
+    try:
+        shimlog.setup(flags.debug, shimlog.open_log_fifo(bundle / "log"))
+        os.chdir(bundle)  # gone when containerd gave the task up while `start` ran
+    except BaseException:
+        remove_socket(socket_path)
+        raise
     ttrpc_address = os.environ.get("TTRPC_ADDRESS") or f"{flags.address}.ttrpc"
     try:
         asyncio.run(serve(flags, sock, socket_path, ttrpc_address))
@@ -51,12 +66,30 @@ def protect_from_oom() -> int | None:
 
 
 async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_address: str) -> None:
+    removed = False
+
+    def remove_once() -> None:
+        # Exactly once: after it, a `start` for this group may bind a new shim at that path.
+        nonlocal removed
+        if not removed:
+            removed = True
+            remove_socket(socket_path)
+
+    try:
+        await _serve(flags, sock, socket_path, ttrpc_address, remove_once)
+    finally:
+        remove_once()  # also when setting up failed: nobody else removes the file
+
+
+async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_address: str,
+                 remove_once: Callable[[], None]) -> None:
     from network.provisioner import NetworkProvisioner  # [network] shim-managed networks
     from runtime.lxc.backend import LxcBackend
     from runtime.reaper import Reaper
     from runtime.store import Store, state_root
     from runtime.supervisor import Supervisor
     from shim.events import RemotePublisher
+    from shim.idle import IdleWatch, SupervisorTasks, grace_from_env
     from shim.status_map import to_status
     from shim.task_service import SERVICE, TaskService
     from shim.ttrpc import Server
@@ -78,7 +111,9 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
                                 # configured; its commands run through the daemon's reaper.
                                 StorageProvisioner(reaper, root / "runtime" / "events.log"),
                                 NetworkProvisioner(root / "network")))
-    server = Server(error_mapper=to_status)
+    # Like the runc shim (ttrpc.UnixSocketRequireSameUser, shim-protocol.md §1.1): only peers
+    # of our own uid and gid, on top of the socket file's 0600.
+    server = Server(error_mapper=to_status, check_peer_credentials=True)
     methods = TaskService(supervisor, store).methods()
     server.register_service(SERVICE, methods)
     # containerd 2.x speaks task v3 to shims that ask for it; its messages and numbers are
@@ -88,14 +123,16 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
         loop.add_signal_handler(sig, stop.set)
     log.info("shim %d serving %s for namespace %s", os.getpid(), socket_path, flags.namespace)
     serving = loop.create_task(server.serve(sock))
+    watch = IdleWatch(SupervisorTasks(supervisor), server, Path.cwd(), stop.set,
+                      grace_from_env())
+    watching = loop.create_task(watch.run(), name="idle-watch")
     try:
         await stop.wait()
     finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
         # Unlink first, so a `start` for this group binds a new shim instead of dialling us.
-        try:
-            os.unlink(socket_path)
-        except FileNotFoundError:
-            pass
+        remove_once()
         await server.shutdown(SHUTDOWN_GRACE)
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)

@@ -3,7 +3,8 @@
 containerd runs it after *every* task (when its connection to the shim closes) and after a
 shim died; it must be idempotent, print only a DeleteResponse and finish well under 5 s. In the
 common case the daemon already removed the task's state and there is nothing to do, so that
-path imports nothing beyond ``os``, ``sys`` and ``time``.
+path imports nothing beyond ``os``, ``sys``, ``time`` and the light ``shim.manager`` (for the
+stale socket check).
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ def encode_delete_response(pid: int, exit_status: int, exited_at: float) -> byte
 
 def delete(flags: Flags) -> int:
     from runtime import paths
+    from shim.manager import remove_stale_socket, task_socket_path
 
+    # The socket of a daemon that died (killed, or never started) stays in containerd's socket
+    # directory otherwise; a live daemon's is kept (shim.manager.remove_stale_socket).
+    remove_stale_socket(task_socket_path(flags, flags.bundle or os.getcwd()))
     if not os.path.isdir(paths.container_dir(flags.namespace, flags.id)):
         # The daemon deleted the task and its state (the normal teardown: containerd runs
         # `delete` after every task): nothing is left to clean. Like runc's, the answer is

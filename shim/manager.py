@@ -86,6 +86,49 @@ def listen_unix(path: str) -> _socket.socket | None:
     return sock
 
 
+def remove_stale_socket(path: str) -> bool:
+    """Unlink ``path`` if it is a shim socket of ours (``SOCKET_DIR``/<sha256 hex>) that nobody
+    listens on any more: a killed daemon cannot remove its own. A live one (say a pod's shim
+    that still serves other tasks) is left alone. Returns True when the file was removed."""
+    import stat
+
+    name = os.path.basename(path)
+    if (os.path.dirname(path) != SOCKET_DIR or len(name) != 64
+            or name.strip("0123456789abcdef")):
+        return False  # not a path this runtime makes: never touch it
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    probe.setblocking(False)  # a full backlog answers EAGAIN at once: alive, so kept
+    try:
+        probe.connect(path)
+        return False
+    except OSError as exc:
+        if exc.errno != errno.ECONNREFUSED:
+            return False
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def task_socket_path(flags: Flags, bundle: str) -> str:
+    """The socket ``start`` used for this task: from the bundle's ``address`` file, else
+    computed as ``start`` does (it may have been killed before writing the file)."""
+    try:
+        with open(os.path.join(bundle, "address")) as f:
+            address = f.read().strip()
+    except OSError:
+        address = socket_address(flags.address, flags.namespace, group_of(bundle, flags.id))
+    return address.removeprefix("unix://")
+
+
 def _write_address(bundle: str, address: str) -> None:
     # No trailing newline: containerd 1.x reads the file verbatim on restart recovery.
     tmp = os.path.join(bundle, ".address.tmp")
@@ -102,34 +145,63 @@ def start(flags: Flags) -> int:
         pass
     address = socket_address(flags.address, flags.namespace, group_of(bundle, flags.id))
     path = address.removeprefix("unix://")
+    # Everything slow happens before the bind: from the bind until the daemon (or the zygote)
+    # holds the socket, a `start` killed by containerd leaves a socket file nobody removes.
+    launcher = _Launcher(flags, bundle, path)
     try:
         sock = listen_unix(path)
     except OSError as exc:
+        launcher.cancel()
         sys.stdout.write(f"cannot listen on {path}: {exc.strerror}")
         return 1
     if sock is not None:
-        _start_daemon(flags, bundle, sock, path)
+        launcher.launch(sock)
         sock.close()
+    else:
+        launcher.cancel()
     _write_address(bundle, address)
     sys.stdout.write(address)
     sys.stdout.flush()
     return 0
 
 
-def _start_daemon(flags: Flags, bundle: str, sock: _socket.socket, path: str) -> None:
-    """Through the zygote when one serves this code (fast), else by forking ourselves; then
-    make sure a zygote exists for the next task (shim/zygote.py)."""
-    if os.environ.get("PROXMOX_LXCRI_ZYGOTE", "1") == "0":
-        _spawn_daemon(flags, bundle, sock, path)
-        return
-    from shim import zygote_client as zygote
+class _Launcher:
+    """Starts the daemon through the zygote when one serves this code (fast), else by forking
+    ourselves, then makes sure a zygote exists for the next task (shim/zygote.py). Prepared
+    (zygote found and connected, request encoded) before ``start`` binds the socket."""
 
-    zpath = zygote.socket_path()
-    payload: dict[str, object] = {"flags": flags.to_dict(), "bundle": bundle, "socket_path": path,
-               "env": dict(os.environ)}
-    if not zygote.request(zpath, sock, payload):
-        _spawn_daemon(flags, bundle, sock, path)
-        zygote.spawn(zpath)
+    def __init__(self, flags: Flags, bundle: str, path: str) -> None:
+        self.flags, self.bundle, self.path = flags, bundle, path
+        self.zpath = ""
+        self.conn: _socket.socket | None = None
+        self.request = b""
+        if os.environ.get("PROXMOX_LXCRI_ZYGOTE", "1") == "0":
+            return
+        from shim import zygote_client as zygote
+
+        self.zpath = zygote.socket_path()
+        payload: dict[str, object] = {"flags": flags.to_dict(), "bundle": bundle,
+                                      "socket_path": path, "env": dict(os.environ)}
+        self.request = zygote.dumps(payload).encode()
+        self.conn = zygote.connect(self.zpath)
+
+    def launch(self, sock: _socket.socket) -> None:
+        if self.conn is not None:
+            from shim import zygote_client as zygote
+
+            conn, self.conn = self.conn, None
+            if zygote.hand_over(conn, sock, self.request):
+                return
+        _spawn_daemon(self.flags, self.bundle, sock, self.path)
+        if self.zpath:
+            from shim import zygote_client as zygote
+
+            zygote.spawn(self.zpath)
+
+    def cancel(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def _spawn_daemon(flags: Flags, bundle: str, sock: _socket.socket, path: str) -> None:

@@ -65,6 +65,7 @@ def _preload() -> None:
     import runtime.lxc.backend  # noqa: F401
     import shim.daemon  # noqa: F401
     import shim.events  # noqa: F401
+    import shim.idle  # noqa: F401
     import shim.status_map  # noqa: F401
     import shim.task_service  # noqa: F401
     import storage.provisioner  # noqa: F401
@@ -112,7 +113,15 @@ def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, objec
         assert isinstance(env, dict) and isinstance(flags, dict)
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in env.items()})
-        os.chdir(bundle)
+        try:
+            os.chdir(bundle)
+        except OSError:
+            # containerd gave the task up (and removed the bundle) while `start` ran: no
+            # daemon, and no socket file left for nobody (it runs no `delete` then).
+            from shim.daemon import remove_socket
+
+            remove_socket(str(payload["socket_path"]))
+            raise
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)

@@ -42,13 +42,31 @@ def request(path: str, listen: _socket.socket, payload: dict[str, object],
     """Ask the zygote at ``path`` to fork a daemon for ``listen``; False if none answers.
 
     Runs in ``start``: ``_socket`` and a hand-written JSON encoder keep it import-light."""
+    conn = connect(path, timeout)
+    return conn is not None and hand_over(conn, listen, dumps(payload).encode())
+
+
+def connect(path: str, timeout: float = 5.0) -> _socket.socket | None:
+    """A connection to the zygote at ``path``, or None if none answers. ``start`` opens it
+    before it binds the task's socket, so that little happens between the bind and
+    :func:`hand_over`: a ``start`` that containerd kills in between leaves the socket file
+    with nobody to remove it (containerd runs no ``delete`` after a failed ``start``)."""
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     conn.settimeout(timeout)
     try:
         conn.connect(path)
-        data = dumps(payload).encode()
-        conn.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                               array.array("i", [listen.fileno()]))])
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def hand_over(conn: _socket.socket, listen: _socket.socket, request: bytes) -> bool:
+    """Send the encoded request with ``listen``'s fd on ``conn`` (then closed); True once the
+    zygote answers that the daemon is forked. From the send on, the zygote owns the socket."""
+    try:
+        conn.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                  array.array("i", [listen.fileno()]))])
         conn.shutdown(_socket.SHUT_WR)
         return conn.recv(16) == b"ok"
     except OSError:

@@ -57,6 +57,11 @@ class _Connection:
         self._reader = FrameReader()
         self._outbound = bytearray()
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued for the peer and not yet taken by :meth:`data_to_send`."""
+        return len(self._outbound)
+
     def data_to_send(self) -> bytes:
         """Return and clear every byte queued for the peer (possibly ``b""``)."""
         data = bytes(self._outbound)

@@ -5,6 +5,10 @@ Go ttrpc's ``serverConn.run`` split into small parts (style-anchors.md §3.1):
 * one reader task feeds bytes into the sans-IO :class:`ServerConnection`;
 * every request runs in its own handler task, because containerd keeps ``Wait`` blocked on the
   same connection while it sends other calls (shim-protocol.md §1.4);
+* at most ``max_in_flight`` handlers run at once, and the reader stops reading the socket while
+  that many run or while too many answer bytes wait for the peer (backpressure: the kernel's
+  socket buffer fills and the peer's writes block; nothing is dropped). Without the cap one
+  connection that pipelined 200,000 ``Wait`` calls grew a shim from 20 MB to 957 MB (issue 12);
 * one writer task drains the core's outbound buffer, so whole frames never interleave;
 * a malformed stream or an I/O error ends this connection only; its handler tasks are
   cancelled and their responses are never sent.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 
 from shim.ttrpc._connection import ServerConnection
@@ -33,6 +38,20 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 
+#: Requests one connection may have in flight before its socket is no longer read. containerd
+#: holds one connection per task (shim-protocol.md §1.4) and sends a handful of calls at a time,
+#: plus one blocked ``Wait`` per containerd API client waiting on the task or one of its execs
+#: (containerd forwards each API ``Wait`` as its own shim ``Wait``). 1024 leaves a wide margin over
+#: that while bounding a connection's handler tasks to a few MB. At the cap a ``Kill`` behind 1024
+#: blocked Waits is not read until one of them ends: a client that needs more must open another
+#: connection.
+MAX_IN_FLIGHT = 1024
+
+#: Answer bytes queued for one connection (ours plus the transport's buffer) above which its
+#: socket is no longer read: a peer that sends but never reads cannot make us buffer its answers
+#: without end. A single answer may exceed it (up to 4 MiB, §1.2); reading resumes once written.
+MAX_OUTBOUND = 1024 * 1024
+
 
 class ServerConnectionHandler:
     """Serves one connection until EOF, an error, :meth:`close` or a graceful drain."""
@@ -43,20 +62,34 @@ class ServerConnectionHandler:
         writer: asyncio.StreamWriter,
         registry: ServiceRegistry,
         name: str = "ttrpc",
+        *,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        on_activity: Callable[[], None] | None = None,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self._reader = reader
         self._writer = writer
         self._registry = registry
         self._name = name
+        self._max_in_flight = max_in_flight
+        self._on_activity = on_activity
         self._core = ServerConnection()
         self._handlers: set[asyncio.Task[None]] = set()
-        self._wakeup = asyncio.Event()
+        self._wakeup = asyncio.Event()  # the writer has something to do
+        self._progress = asyncio.Event()  # a handler ended or the writer drained
         self._draining = False
+        self._paused = False
 
     @property
     def idle(self) -> bool:
         """True when no request is being handled."""
         return not self._handlers
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled on this connection now."""
+        return len(self._handlers)
 
     def begin_drain(self) -> None:
         """Close this connection as soon as it is idle and its responses are written.
@@ -98,12 +131,39 @@ class ServerConnectionHandler:
         with suppress(OSError):
             await self._writer.wait_closed()
 
+    def _outbound(self) -> int:
+        """Answer bytes not yet handed to the kernel: the core's buffer and the transport's."""
+        return self._core.pending_bytes + self._writer.transport.get_write_buffer_size()
+
+    def _slot_free(self) -> bool:
+        return len(self._handlers) < self._max_in_flight
+
+    def _may_read(self) -> bool:
+        return self._slot_free() and self._outbound() <= MAX_OUTBOUND
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        """Wait until ``ready()``; re-checked whenever a handler ends or the writer drains."""
+        if ready():
+            return
+        if not self._paused:
+            self._paused = True
+            log.info("%s: %d requests in flight, %d answer bytes queued: not reading until "
+                     "some finish", self._name, len(self._handlers), self._outbound())
+        while not ready():
+            self._progress.clear()
+            await self._progress.wait()
+
     async def _read_loop(self) -> None:
         while True:
+            await self._until(self._may_read)
             data = await self._reader.read(READ_SIZE)
-            for event in self._core.receive_data(data):
-                self._on_event(event)
+            events = self._core.receive_data(data)
             self._wakeup.set()  # rejects may have queued bytes
+            for event in events:
+                if isinstance(event, RequestReceived):
+                    # One read may hold many small requests: start them one slot at a time.
+                    await self._until(self._slot_free)
+                self._on_event(event)
             if not data:
                 return
 
@@ -123,9 +183,14 @@ class ServerConnectionHandler:
         )
         self._handlers.add(task)
         task.add_done_callback(self._handler_done)
+        if self._on_activity is not None:
+            self._on_activity()
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
+        self._progress.set()
+        if self._on_activity is not None:
+            self._on_activity()
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: handler task failed", self._name, exc_info=task.exception())
         if self._draining:
@@ -152,5 +217,6 @@ class ServerConnectionHandler:
             if data:
                 self._writer.write(data)
                 await self._writer.drain()
+                self._progress.set()
             if self._draining and not self._handlers:
                 return

@@ -8,6 +8,10 @@ Usage::
 
 Every task the server starts is tracked and awaited: connection tasks here, reader, writer and
 handler tasks in :class:`ServerConnectionHandler`.
+
+Resources are bounded: at most ``max_connections`` connections are served at once (beyond that
+the server stops accepting, and new peers wait in the listen backlog until one ends), and each
+connection has at most ``max_in_flight`` requests in flight (``_server_conn``).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from shim.ttrpc._server_conn import ServerConnectionHandler
+from shim.ttrpc._server_conn import MAX_IN_FLIGHT, ServerConnectionHandler
 from shim.ttrpc._service import ErrorMapper, Method, ServiceRegistry
 
 __all__ = ["Server"]
@@ -34,6 +39,12 @@ _TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENO
 _ACCEPT_RETRY_DELAY = 0.1
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
+#: Connections served at once. containerd opens one per task it runs on this shim (a pod's
+#: containers share one shim, shim-protocol.md §1.4 and §2.4) plus a reconnect after a restart;
+#: 256 is far above any pod. Each connection may hold one partial frame of up to 4 MiB (§1.2), as
+#: in Go ttrpc, so this also bounds what idle peers can make us buffer.
+MAX_CONNECTIONS = 256
+
 
 class Server:
     """A ttrpc server for unary methods on an already-listening unix socket.
@@ -43,6 +54,8 @@ class Server:
             always answers its own code. Default: Unknown with ``str(exc)``.
         check_peer_credentials: drop connections whose peer's uid or gid differs from ours,
             as upstream servers do with ``SO_PEERCRED`` (shim-protocol.md §1.1).
+        max_connections: connections served at once; further peers wait to be accepted.
+        max_in_flight: requests in flight per connection before its socket is not read.
     """
 
     def __init__(
@@ -50,14 +63,41 @@ class Server:
         error_mapper: ErrorMapper | None = None,
         *,
         check_peer_credentials: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
+        if max_connections < 1 or max_in_flight < 1:
+            raise ValueError("max_connections and max_in_flight must be at least 1")
         self._registry = ServiceRegistry(error_mapper)
         self._check_creds = check_peer_credentials
+        self._max_connections = max_connections
+        self._max_in_flight = max_in_flight
+        self._room = asyncio.Event()  # set whenever a connection ends
+        self._last_activity = time.monotonic()
         # None until the connection's streams are set up (see _run_connection).
         self._connections: dict[asyncio.Task[None], ServerConnectionHandler | None] = {}
         self._accept_task: asyncio.Task[None] | None = None
         self._closing = False
         self._count = 0
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now."""
+        return len(self._connections)
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests being handled now, over all connections."""
+        return sum(h.in_flight for h in self._connections.values() if h is not None)
+
+    @property
+    def last_activity(self) -> float:
+        """``time.monotonic()`` when a connection was last accepted or a request began or
+        ended (the server's creation before that)."""
+        return self._last_activity
+
+    def _touch(self) -> None:
+        self._last_activity = time.monotonic()
 
     def register_service(self, name: str, methods: Mapping[str, Method[Any, Any]]) -> None:
         """Register service ``name`` (e.g. ``containerd.task.v2.Task``) with its methods.
@@ -129,6 +169,14 @@ class Server:
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if len(self._connections) >= self._max_connections:
+                # Backpressure, not refusal: the kernel keeps new peers in the listen backlog
+                # until a connection ends.
+                log.warning("ttrpc: %d connections open, not accepting until one ends",
+                            len(self._connections))
+                while len(self._connections) >= self._max_connections:
+                    self._room.clear()
+                    await self._room.wait()
             try:
                 conn, _ = await loop.sock_accept(sock)
             except OSError as exc:
@@ -145,9 +193,11 @@ class Server:
         task = asyncio.create_task(self._run_connection(conn, name), name=name)
         self._connections[task] = None  # the handler is attached once the streams exist
         task.add_done_callback(self._connection_done)
+        self._touch()
 
     def _connection_done(self, task: asyncio.Task[None]) -> None:
         self._connections.pop(task, None)
+        self._room.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("ttrpc: connection task failed", exc_info=task.exception())
 
@@ -160,7 +210,9 @@ class Server:
         except BaseException:
             conn.close()
             raise
-        handler = ServerConnectionHandler(reader, writer, self._registry, name)
+        handler = ServerConnectionHandler(reader, writer, self._registry, name,
+                                          max_in_flight=self._max_in_flight,
+                                          on_activity=self._touch)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = handler
