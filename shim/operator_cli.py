@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     from storage import cli as storage_cli  # [storage] checkpoint, restore, images …
 
     storage_cli.register(sub)
+    from shim import node_cli  # health, metrics
+
+    node_cli.register(sub)
     from shim import oci_cli  # [oci] create, start, state, kill, delete, run, spec …
 
     oci_cli.register(parser, sub)
