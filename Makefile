@@ -51,6 +51,7 @@ bench: setup
 	$(PY) -m bench.network_setup --record docs/benchmarks.md
 	$(PY) -m bench.network_ipam --record docs/benchmarks.md
 	$(PY) -m bench.own_init --record
+	$(PY) -m bench.metrics_cost --record docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache dist
