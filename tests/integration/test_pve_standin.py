@@ -1,0 +1,329 @@
+"""The Proxmox VE stand-in (tests/pvestandin) answers like a PVE 9 node and runs CTs on LXC.
+
+What a client sees: HTTP status, reason phrase and JSON body for bad requests, unknown paths and
+refused token calls; UPIDs and task status; a CT created from the busybox template running on
+real LXC (host PID, unprivileged ids), stopping, and gone with its ZFS dataset after delete;
+concurrent creates and locks answering with Proxmox's texts. Unmodified proxmoxer drives it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import subprocess
+import time
+from typing import Any
+
+import pytest
+import requests
+from proxmoxer import ProxmoxAPI, ResourceException  # type: ignore[import-untyped]
+from proxmoxer.tools import Tasks  # type: ignore[import-untyped]
+
+from tests.harness.zfs import zfs_fuse_fixture  # noqa: F401
+from tests.pvestandin.fixture import (  # noqa: F401
+    StandInHandle,
+    pve_standin_fixture,
+    pve_standin_nozfs_fixture,
+)
+
+pytestmark = pytest.mark.integration
+
+
+
+def upid_re(wtype: str, wid: object) -> str:
+    """pve-common PVE/Tools.pm upid_encode: upper-case hex, a trailing colon."""
+    return rf"UPID:pve:[0-9A-F]{{8}}:[0-9A-F]{{8,9}}:[0-9A-F]{{8}}:{wtype}:{wid}:root@pam!standin:"
+
+
+def http(pve: StandInHandle, method: str, path: str, token: bool = True, **kw: Any
+         ) -> requests.Response:
+    headers = {"Authorization": pve.auth_header()} if token else {}
+    return requests.request(method, pve.url + path, headers=headers, verify=pve.ca_file,
+                            timeout=30, **kw)
+
+
+def proxmox(pve: StandInHandle) -> ProxmoxAPI:
+    user, name = pve.token_id.split("!")
+    return ProxmoxAPI(pve.host, port=pve.port, user=user, token_name=name,
+                      token_value=pve.token_secret, verify_ssl=pve.ca_file, service="PVE")
+
+
+def wait_task(pve: StandInHandle, upid: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = http(pve, "GET", f"/nodes/{pve.node}/tasks/{upid}/status").json()["data"]
+        if st["status"] == "stopped":
+            return st  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"task {upid} still running"
+        time.sleep(0.05)
+
+
+def test_schema_validation_errors_answer_400_with_errors_per_parameter(
+        pve_standin_nozfs: StandInHandle) -> None:
+    pve = pve_standin_nozfs
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc", data={
+        "vmid": "99",                      # pve-vmid format (and minimum 100)
+        "ostemplate": pve.template,
+        "bogus": "1",                      # unknown parameter
+        "env": "1BAD",                     # pattern (?:\w+=...)
+        "net0": "bridge=vmbr0",            # property string without its required 'name'
+        "rootfs": "local:0,quota=maybe",   # boolean inside a property string
+        "unprivileged": "True",            # top-level booleans are 0/1 only
+        "memory": "8",                     # minimum 16
+        "arch": "sparc",                   # enum
+        "net32": "name=eth0",              # net0..net31 only
+    })
+    assert r.status_code == 400
+    assert r.reason == "Parameter verification failed."
+    body = r.json()
+    assert body["data"] is None
+    assert body["message"] == "Parameter verification failed.\n"
+    not_defined = ("property is not defined in schema and the schema does not allow additional "
+                   "properties")
+    assert body["errors"] == {
+        "vmid": "invalid format - value does not look like a valid VM ID\n",
+        "bogus": not_defined,
+        "net32": not_defined,
+        "env": "value does not match the regex pattern",
+        "net0": "invalid format - format error\nnet0.name: property is missing and it is not "
+                "optional\n",
+        "rootfs": "invalid format - format error\nrootfs.quota: type check ('boolean') failed - "
+                  "got 'maybe'\n",
+        "unprivileged": "type check ('boolean') failed - got 'True'",
+        "memory": "value must have a minimum value of 16",
+        "arch": "value 'sparc' does not have a value in the enumeration 'amd64, i386, arm64, "
+                "armhf, riscv32, riscv64'",
+    }
+    # Nothing was made: no CT, no task.
+    assert http(pve, "GET", f"/nodes/{pve.node}/lxc").json() == {"data": []}
+    assert http(pve, "GET", f"/nodes/{pve.node}/tasks").json() == {"data": []}
+    # A required parameter missing, and a JSON body checked the same way.
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc", json={"vmid": 150, "memory": [1]})
+    assert r.status_code == 400
+    assert r.json()["errors"] == {
+        "ostemplate": "property is missing and it is not optional",
+        "memory": "type check ('integer') failed - got ARRAY"}
+
+
+def test_unknown_endpoint_is_501_after_authentication(pve_standin_nozfs: StandInHandle) -> None:
+    pve = pve_standin_nozfs
+    r = http(pve, "GET", f"/nodes/{pve.node}/no-such-thing")
+    assert (r.status_code, r.reason) == (501, f"Method 'GET /nodes/{pve.node}/no-such-thing' "
+                                              "not implemented")
+    # A path of the schema with a method it lacks is 501 as well.
+    r = http(pve, "PATCH", "/version")
+    assert r.status_code == 501
+    # Authentication runs first: without credentials it is 401 with an empty body.
+    r = http(pve, "GET", f"/nodes/{pve.node}/no-such-thing", token=False)
+    assert (r.status_code, r.reason, r.content) == (401, "No ticket", b"")
+    r = requests.get(pve.url + "/version", verify=pve.ca_file, timeout=30,
+                     headers={"Authorization": f"PVEAPIToken={pve.token_id}=wrong"})
+    assert (r.status_code, r.reason) == (401, "Authentication failed!")
+    # A DELETE with a body: pve-http-server refuses the content.
+    r = http(pve, "DELETE", f"/nodes/{pve.node}/lxc/100", data={"force": "1"})
+    assert (r.status_code, r.reason) == (501, "Unexpected content for method 'DELETE'")
+
+
+def test_token_is_refused_root_only_options_and_the_login(
+        pve_standin_nozfs: StandInHandle) -> None:
+    pve = pve_standin_nozfs
+    vmid = int(http(pve, "GET", "/cluster/nextid").json()["data"])
+    base = {"vmid": vmid, "ostemplate": pve.template, "rootfs": "local:0"}
+    cases = {
+        "mp0": ("/srv,mp=/srv", "mount point type bind is only allowed for root@pam"),
+        "dev0": ("/dev/null", "configuring device passthrough is only allowed for root@pam"),
+        "features": ("keyctl=1", "changing feature flags (except nesting) is only allowed "
+                                 "for root@pam"),
+    }
+    for key, (value, what) in cases.items():
+        r = http(pve, "POST", f"/nodes/{pve.node}/lxc", data={**base, key: value})
+        assert r.status_code == 403, (key, r.text)
+        assert r.reason == f"Permission check failed ({what})"
+        assert r.json() == {"data": None, "message": f"Permission check failed ({what})\n"}
+    assert http(pve, "GET", f"/nodes/{pve.node}/lxc").json() == {"data": []}
+    # skiplock: "Only root may use this option." (400, Status.pm).
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/start", data={"skiplock": 1})
+    assert r.status_code == 400
+    assert r.json()["errors"] == {"skiplock": "Only root may use this option."}
+    # allowtoken 0: the login is not for tokens.
+    r = http(pve, "POST", "/access/ticket", data={"username": "root@pam", "password": "x"})
+    assert r.status_code == 403
+    assert r.json()["message"] == ("Permission check failed (URI '/access/ticket' not available "
+                                   "with API token, need proper ticket.\n)\n")
+    # The same options pass for root@pam with a ticket (and fail later, in the task, on the
+    # missing template only).
+    r = requests.post(pve.url + "/access/ticket", verify=pve.ca_file, timeout=30,
+                      data={"username": "root@pam", "password": pve.standin.root_password})
+    login = r.json()["data"]
+    assert re.fullmatch(r"PVE:root@pam:[0-9A-F]{8}::\S+", login["ticket"])
+    r = requests.post(pve.url + f"/nodes/{pve.node}/lxc", verify=pve.ca_file, timeout=30,
+                      cookies={"PVEAuthCookie": login["ticket"]},
+                      data={**base, "features": "keyctl=1", "ostemplate": "local:vztmpl/no.tar"})
+    assert r.status_code == 401  # no CSRF token
+    assert r.reason == "Permission denied - invalid csrf token"
+    r = requests.post(pve.url + f"/nodes/{pve.node}/lxc", verify=pve.ca_file, timeout=30,
+                      cookies={"PVEAuthCookie": login["ticket"]},
+                      headers={"CSRFPreventionToken": login["CSRFPreventionToken"]},
+                      data={**base, "features": "keyctl=1", "ostemplate": "local:vztmpl/no.tar"})
+    assert r.status_code == 200, r.text
+    st = wait_task(pve, r.json()["data"])
+    assert st["user"] == "root@pam" and "tokenid" not in st
+    assert st["exitstatus"] == (f"unable to create CT {vmid} - volume 'local:vztmpl/no.tar' "
+                                "does not exist")
+    assert http(pve, "GET", f"/nodes/{pve.node}/lxc").json() == {"data": []}
+
+
+def test_proxmoxer_drives_a_busybox_ct_on_real_lxc_and_zfs(pve_standin: StandInHandle) -> None:
+    pve = pve_standin
+    assert pve.pool is not None
+    px = proxmox(pve)
+    assert px.version.get()["release"] == "9.2"
+    nextid = px.cluster.nextid.get()
+    assert isinstance(nextid, str)  # the wire quirk: a string
+    vmid = int(nextid)
+    node = px.nodes(pve.node)
+    upid = node.lxc.post(vmid=vmid, ostemplate=pve.template, rootfs="local-zfs:1",
+                         hostname="bb1", memory=64, swap=0, net0="name=eth0,bridge=vmbr0,tag=7")
+    assert re.fullmatch(upid_re("vzcreate", vmid), upid), upid
+    assert Tasks.decode_upid(upid)["type"] == "vzcreate"
+    st = Tasks.blocking_status(px, upid, timeout=120, polling_interval=0.1)
+    assert (st["status"], st["exitstatus"], st["user"], st["tokenid"]) == \
+        ("stopped", "OK", "root@pam", "standin")
+    conf = node.lxc(vmid).config.get()
+    assert conf["rootfs"] == f"local-zfs:subvol-{vmid}-disk-0,size=1G"
+    assert conf["unprivileged"] == 1 and conf["memory"] == 64 and "lock" not in conf
+    assert re.fullmatch(r"name=eth0,bridge=vmbr0,tag=7,hwaddr=BC:24:11(:[0-9A-F]{2}){3},"
+                        r"type=veth", conf["net0"])
+    dataset = f"{pve.standin.zfs_parent}/subvol-{vmid}-disk-0"
+    assert subprocess.run(["zfs", "get", "-H", "-p", "-o", "value", "refquota", dataset],
+                          capture_output=True, text=True).stdout.strip() == str(1 << 30)
+
+    st = Tasks.blocking_status(px, node.lxc(vmid).status.start.post(), timeout=60,
+                               polling_interval=0.1)
+    assert st["exitstatus"] == "OK", node.tasks(st["upid"]).log.get()
+    cur = node.lxc(vmid).status.current.get()
+    assert cur["status"] == "running" and cur["type"] == "lxc" and cur["vmid"] == vmid
+    pid = cur["pid"]
+    # Real LXC: the init is busybox, in its own pid namespace, uid-shifted (unprivileged).
+    assert os.readlink(f"/proc/{pid}/exe").endswith("busybox")
+    status = open(f"/proc/{pid}/status").read()
+    assert re.search(r"^Uid:\s+100000\s", status, re.M), status
+    assert open(f"/proc/{pid}/ns/pid", "rb") and \
+        os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    lxcpath = pve.standin.node.lxc.lxcpath  # type: ignore[union-attr]
+    assert "lxc.uts.name = bb1" in (lxcpath / str(vmid) / "config").read_text()
+    # lxc-start -F is the monitor and the init's parent; its stdout is /dev/null.
+    monitor = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    assert os.readlink(f"/proc/{monitor}/fd/1") == "/dev/null"
+    assert "lxc-start" in open(f"/proc/{monitor}/cmdline").read()
+    # Start again: refused before any task.
+    with pytest.raises(ResourceException) as exc:
+        node.lxc(vmid).status.start.post()
+    assert exc.value.status_code == 500 and exc.value.content == f"CT {vmid} already running"
+    # A running CT is not destroyed without force.
+    with pytest.raises(ResourceException) as exc:
+        node.lxc(vmid).delete()
+    assert exc.value.content == f"unable to destroy CT {vmid} - container is running"
+
+    st = Tasks.blocking_status(px, node.lxc(vmid).status.shutdown.post(timeout=20),
+                               timeout=60, polling_interval=0.1)
+    assert st["exitstatus"] == "OK"
+    cur = node.lxc(vmid).status.current.get()
+    assert cur["status"] == "stopped" and "pid" not in cur and cur["uptime"] == 0
+    assert not os.path.exists(f"/proc/{pid}")
+
+    # Snapshots: ZFS rolls back only to the most recent one.
+    for snap in ("s1", "s2"):
+        st = Tasks.blocking_status(px, node.lxc(vmid).snapshot.post(snapname=snap),
+                                   polling_interval=0.1)
+        assert st["exitstatus"] == "OK"
+    names = [s["name"] for s in node.lxc(vmid).snapshot.get()]
+    assert names == ["s1", "s2", "current"]
+    st = Tasks.blocking_status(px, node.lxc(vmid).snapshot("s1").rollback.post(),
+                               polling_interval=0.1)
+    assert st["exitstatus"] == (f"can't rollback, 's1' is not most recent snapshot on "
+                                f"'local-zfs:subvol-{vmid}-disk-0'")
+    st = Tasks.blocking_status(px, node.lxc(vmid).snapshot("s2").rollback.post(),
+                               polling_interval=0.1)
+    assert st["exitstatus"] == "OK"
+
+    st = Tasks.blocking_status(px, node.lxc(vmid).delete(), timeout=60, polling_interval=0.1)
+    assert st["exitstatus"] == "OK"
+    assert node.lxc.get() == []
+    with pytest.raises(ResourceException) as exc:
+        node.lxc(vmid).status.current.get()
+    assert exc.value.content == f"Configuration file 'nodes/{pve.node}/lxc/{vmid}.conf' does " \
+                                "not exist"
+    assert node.storage("local-zfs").content.get() == []
+    assert [d for d in pve.pool.datasets() if f"-{vmid}-" in d] == []
+    assert not (lxcpath / str(vmid)).exists()
+
+
+def test_concurrent_creates_of_one_vmid_one_wins(pve_standin_nozfs: StandInHandle) -> None:
+    pve = pve_standin_nozfs
+    vmid = http(pve, "GET", "/cluster/nextid").json()["data"]
+    # nextid does not reserve: both callers get the same id.
+    assert http(pve, "GET", "/cluster/nextid").json()["data"] == vmid
+
+    def create(_: int) -> requests.Response:
+        return http(pve, "POST", f"/nodes/{pve.node}/lxc",
+                    data={"vmid": vmid, "ostemplate": pve.template, "rootfs": "local:0"})
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(create, range(4)))
+    ok = [r for r in answers if r.status_code == 200]
+    refused = [r for r in answers if r.status_code != 200]
+    assert len(ok) == 1
+    for r in refused:
+        assert (r.status_code, r.reason) == (500, f"CT {vmid} already exists on node "
+                                                  f"'{pve.node}'")
+    assert wait_task(pve, ok[0].json()["data"])["exitstatus"] == "OK"
+    # nextid moves on; asking for a used id is a parameter error.
+    assert int(http(pve, "GET", "/cluster/nextid").json()["data"]) == int(vmid) + 1
+    r = http(pve, "GET", "/cluster/nextid", params={"vmid": vmid})
+    assert r.status_code == 400 and r.json()["errors"] == {"vmid": f"VM {vmid} already exists"}
+    assert wait_task(pve, http(pve, "DELETE", f"/nodes/{pve.node}/lxc/{vmid}").json()["data"]
+                     )["exitstatus"] == "OK"
+
+
+def test_locks_hold_while_create_runs(pve_standin_nozfs: StandInHandle) -> None:
+    pve = pve_standin_nozfs
+    tasks = pve.standin.node.tasks  # type: ignore[union-attr]
+    tasks.hold.add("vzcreate")  # the create worker waits until released
+    vmid = http(pve, "GET", "/cluster/nextid").json()["data"]
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc",
+             data={"vmid": vmid, "ostemplate": pve.template, "rootfs": "local:0"})
+    upid = r.json()["data"]
+    assert http(pve, "GET", f"/nodes/{pve.node}/tasks/{upid}/status").json()["data"][
+        "status"] == "running"
+    # The config exists at once, holding only the lock (create_and_lock_config).
+    conf = http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/config").json()["data"]
+    assert conf["lock"] == "create"
+    assert http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/status/current").json()["data"][
+        "lock"] == "create"
+    r = http(pve, "PUT", f"/nodes/{pve.node}/lxc/{vmid}/config", data={"memory": 256})
+    assert (r.status_code, r.reason) == (500, "CT is locked (create)")
+    r = http(pve, "DELETE", f"/nodes/{pve.node}/lxc/{vmid}")
+    assert (r.status_code, r.reason) == (500, "CT is locked (create)")
+    # start is accepted and fails inside its task.
+    start = http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/start").json()["data"]
+    assert re.fullmatch(upid_re("vzstart", vmid), start)
+    assert wait_task(pve, start)["exitstatus"] == "CT is locked (create)"
+    log = http(pve, "GET", f"/nodes/{pve.node}/tasks/{start}/log").json()["data"]
+    assert log[-1] == {"n": len(log), "t": "TASK ERROR: CT is locked (create)"}
+    # Release the create: the lock goes, PUT works, a stale digest is refused.
+    create_task = tasks.get(upid)
+    assert create_task is not None
+    pve.threaded.loop.call_soon_threadsafe(create_task.release.set)
+    assert wait_task(pve, upid)["exitstatus"] == "OK"
+    conf = http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/config").json()["data"]
+    assert "lock" not in conf
+    r = http(pve, "PUT", f"/nodes/{pve.node}/lxc/{vmid}/config", data={"memory": 256})
+    assert r.status_code == 200 and r.json() == {"data": None}
+    r = http(pve, "PUT", f"/nodes/{pve.node}/lxc/{vmid}/config",
+             data={"memory": 128, "digest": conf["digest"]})
+    assert (r.status_code, r.reason) == (500, "detected modified configuration - file changed "
+                                              "by other user? Try again.")
+    assert wait_task(pve, http(pve, "DELETE", f"/nodes/{pve.node}/lxc/{vmid}").json()["data"]
+                     )["exitstatus"] == "OK"

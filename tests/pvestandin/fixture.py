@@ -1,0 +1,112 @@
+"""pytest fixtures: ``pve_standin`` (with ``local-zfs`` on a fresh zfs-fuse pool) and
+``pve_standin_nozfs`` (``local`` only; no zfs-fuse needed).
+
+Use them from a test module with ``from tests.pvestandin.fixture import pve_standin_fixture
+# noqa: F401`` (the fixture's name is ``pve_standin``). Each yields a :class:`StandInHandle`
+with the URL, the token and the CA file, and the stand-in's state for white-box checks.
+Skips, with the reason, where the stand-in cannot run (not root, no LXC, no schema files).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.harness.zfs import TestPool, ZfsFuse, test_pool, zfs_fuse_fixture  # noqa: F401
+from tests.pvestandin.schema import schema_dir
+from tests.pvestandin.server import TEMPLATE_NAME, Options, StandIn, ThreadedStandIn
+
+T = TypeVar("T")
+
+
+@dataclass
+class StandInHandle:
+    standin: StandIn
+    threaded: ThreadedStandIn
+    pool: TestPool | None
+
+    @property
+    def url(self) -> str:
+        return self.standin.url
+
+    @property
+    def host(self) -> str:
+        return self.standin.opts.host
+
+    @property
+    def port(self) -> int:
+        return self.standin.port
+
+    @property
+    def node(self) -> str:
+        return self.standin.opts.node
+
+    @property
+    def token_id(self) -> str:       # user@realm!name
+        return self.standin.opts.token_id
+
+    @property
+    def token_secret(self) -> str:
+        return self.standin.token_secret
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.standin.ca_file)
+
+    @property
+    def template(self) -> str:
+        return f"local:vztmpl/{TEMPLATE_NAME}"
+
+    def auth_header(self) -> str:
+        return f"PVEAPIToken={self.token_id}={self.token_secret}"
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the stand-in's own event loop."""
+        return self.threaded.call(coro)
+
+
+def standin_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the PVE stand-in needs root (LXC, bridges, mounts)"
+    for tool in ("lxc-start", "lxc-info", "lxc-stop", "openssl", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if schema_dir() is None:
+        return "PVE API schema files not found (set PVE_API_SCHEMA_DIR)"
+    return None
+
+
+def _run(opts: Options, pool: TestPool | None) -> Iterator[StandInHandle]:
+    threaded = ThreadedStandIn(opts)
+    with threaded as standin:
+        yield StandInHandle(standin, threaded, pool)
+
+
+@pytest.fixture(name="pve_standin")
+def pve_standin_fixture(zfs_fuse: ZfsFuse) -> Iterator[StandInHandle]:  # noqa: F811
+    reason = standin_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with test_pool(prefix="pvs") as pool:
+        yield from _run(Options(zfs_pool=pool.name, nextid_range=_random_range()), pool)
+
+
+@pytest.fixture(name="pve_standin_nozfs")
+def pve_standin_nozfs_fixture() -> Iterator[StandInHandle]:
+    reason = standin_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    yield from _run(Options(nextid_range=_random_range()), None)
+
+
+def _random_range() -> tuple[int, int]:
+    """A per-run VMID range (datacenter.cfg ``next-id: lower=…,upper=…``) so that two stand-ins
+    on one host never name the same veth (veth<vmid>i<n>) or cgroup (lxc/<vmid>)."""
+    import random
+    lower = random.randrange(100000, 900000, 1000)
+    return lower, lower + 1000
