@@ -183,7 +183,6 @@ class LxcRunner:
         self.started_at: dict[int, float] = {}
         self.exited: dict[int, asyncio.Event] = {}
         self._watchers: dict[int, asyncio.Task[None]] = {}
-        self.on_exit: list[object] = []
 
     def ct_dir(self, vmid: int) -> Path:
         return self.lxcpath / str(vmid)
@@ -200,7 +199,7 @@ class LxcRunner:
         proc = self.procs.get(vmid)
         return proc is not None and proc.returncode is None
 
-    async def start(self, vmid: int, volume_path: Path, cleanup: object) -> None:
+    async def start(self, vmid: int, volume_path: Path) -> None:
         rootfs = self.ct_dir(vmid) / "rootfs"
         # The prestart hook's job (lxc-pve-prestart-hook → PVE::LXC::mount_all): the rootfs
         # volume appears at /var/lib/lxc/<vmid>/rootfs.
@@ -234,8 +233,10 @@ class LxcRunner:
 
     async def _watch(self, vmid: int, proc: asyncio.subprocess.Process, rootfs: Path) -> None:
         await proc.wait()
-        # The poststop hook's job (lxc-pve-poststop-hook → umount_all).
-        await _run_ok("umount", "-l", str(rootfs))
+        # The poststop hook's job (lxc-pve-poststop-hook → umount_all); never raises, so the
+        # exit is always recorded.
+        if (await _status("umount", str(rootfs))) != 0:
+            await _capture("umount", "-l", str(rootfs))
         self.exited[vmid].set()
 
     async def state(self, vmid: int) -> str:
@@ -293,3 +294,9 @@ async def _run_ok(*argv: str) -> None:
     if proc.returncode != 0:
         raise TaskFailed(f"command '{' '.join(argv)}' failed: exit code {proc.returncode}"
                          f"\n{err.decode(errors='replace').strip()}")
+
+
+async def _status(*argv: str) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return await proc.wait()

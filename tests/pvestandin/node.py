@@ -415,7 +415,7 @@ class Node:
             self.lxc.write_config(vmid, lxc_config(vmid, ct.conf, raw, self.lxc.lxcpath,
                                                    self.bridges))
             task.log.append(f"starting CT {vmid}")
-            await self.lxc.start(vmid, vol.path, None)
+            await self.lxc.start(vmid, vol.path)
             for k in sorted(k for k in ct.conf if re.fullmatch(r"net\d+", k)):
                 net = parse_prop(ct.conf[k], "")
                 if "tag" in net and net.get("bridge") == "vmbr0":
@@ -538,7 +538,7 @@ class Node:
 
     # -- snapshots (API2/LXC/Snapshot.pm; PVE::AbstractConfig snapshot_*) -----------------
 
-    def _zfs_volumes(self, ct: CT) -> list[tuple[ZfsPoolStorage | DirStorage, str]]:
+    def _volumes(self, ct: CT) -> list[tuple[ZfsPoolStorage | DirStorage, str]]:
         out = []
         for k in sorted(ct.conf):
             if k == "rootfs" or re.fullmatch(r"mp\d+", k):
@@ -549,38 +549,45 @@ class Node:
         return out
 
     async def snapshot(self, vmid: int, snapname: str, description: str, caller: Caller) -> str:
+        """POST snapshot (API2/LXC/Snapshot.pm snapshot → pve-guest-common AbstractConfig.pm
+        snapshot_create: __snapshot_prepare, volume snapshots, __snapshot_commit)."""
         self.load(vmid)
-        if snapname == "current":
-            # PVE::AbstractConfig snapshot_prepare.
-            raise die("snapshot name 'current' is reserved")
+        if snapname in ("current", "vzdump"):
+            raise die(f"unable to use snapshot name '{snapname}' (reserved name)")
 
         async def body(task: Task) -> None:
-            async with self.flock(vmid):
+            async with self.flock(vmid):  # __snapshot_prepare
                 ct = self.load_task(vmid)
+                if ct.conf.get("template") == "1":
+                    raise TaskFailed("you can't take a snapshot if it's a template")
                 self.check_lock(ct)
                 if snapname in ct.snapshots:
                     raise TaskFailed(f"snapshot name '{snapname}' already used")
+                if not all(isinstance(st, ZfsPoolStorage) for st, _ in self._volumes(ct)):
+                    raise TaskFailed("snapshot feature is not available")
                 ct.conf["lock"] = "snapshot"
-                self.save(ct)
-            try:
-                for store, name in self._zfs_volumes(ct):
-                    await store.snapshot(name, snapname)
-            except TaskFailed:
-                async with self.flock(vmid):
-                    ct.conf.pop("lock", None)
-                    self.save(ct)
-                raise
-            async with self.flock(vmid):
-                ct.conf.pop("lock", None)
-                snap = {k: v for k, v in ct.conf.items() if k not in ("parent",)}
+                # __snapshot_copy_config: all but lock, digest, description, unused<n>, ...
+                snap = {k: v for k, v in ct.conf.items()
+                        if k not in ("lock", "description") and not k.startswith("unused")}
+                snap["snapstate"] = "prepare"
                 snap["snaptime"] = str(int(time.time()))
                 if description:
                     snap["description"] = description
-                elif "description" in snap:
-                    del snap["description"]
-                if "parent" in ct.conf:
-                    snap["parent"] = ct.conf["parent"]
                 ct.snapshots[snapname] = snap
+                self.save(ct)
+            try:
+                for store, name in self._volumes(ct):
+                    assert isinstance(store, ZfsPoolStorage)
+                    await store.snapshot(name, snapname)
+            except TaskFailed as e:
+                async with self.flock(vmid):  # snapshot_create's cleanup (snapshot_delete)
+                    ct.snapshots.pop(snapname, None)
+                    ct.conf.pop("lock", None)
+                    self.save(ct)
+                raise TaskFailed(str(e)) from None
+            async with self.flock(vmid):  # __snapshot_commit
+                ct.snapshots[snapname].pop("snapstate", None)
+                ct.conf.pop("lock", None)
                 ct.conf["parent"] = snapname
                 self.save(ct)
         return self.worker("vzsnapshot", vmid, caller, body)
@@ -592,39 +599,41 @@ class Node:
         return ct
 
     async def rollback(self, vmid: int, snapname: str, start: bool, caller: Caller) -> str:
-        ct0 = self.load(vmid)
-        if snapname not in ct0.snapshots:
-            raise die(f"snapshot '{snapname}' does not exist")
+        """POST snapshot/{snapname}/rollback (AbstractConfig.pm snapshot_rollback): every
+        volume's rollback must be possible (ZFS: most recent only) before the CT is stopped
+        and locked; description and unused<n> survive, parent becomes the snapshot."""
+        self.load(vmid)
 
         async def body(task: Task) -> None:
-            ct = self.load_task(vmid)
-            if self.running(vmid):
-                # pve-container LXC/Config.pm __snapshot_rollback_vm_stop: stop the CT first.
-                task.log.append(f"stopping CT {vmid} for the rollback")
-                await self.lxc.stop(vmid, kill=True)
             async with self.flock(vmid):
-                self.check_lock(ct)
-                if snapname not in ct.snapshots:
+                ct = self.load_task(vmid)
+                snap = ct.snapshots.get(snapname)
+                if snap is None:
                     raise TaskFailed(f"snapshot '{snapname}' does not exist")
+                for store, name in self._volumes(ct):
+                    if not isinstance(store, ZfsPoolStorage):
+                        raise TaskFailed("snapshot feature is not available")
+                    await store.rollback_possible(name, snapname)
+                if "snapstate" in snap:
+                    raise TaskFailed("unable to rollback to incomplete snapshot (snapstate = "
+                                     f"{snap['snapstate']})")
+                self.check_lock(ct)
+                if self.running(vmid):
+                    # pve-container LXC/Config.pm __snapshot_rollback_vm_stop: vm_stop(kill).
+                    await self.lxc.stop(vmid, kill=True)
                 ct.conf["lock"] = "rollback"
                 self.save(ct)
             try:
-                for store, name in self._zfs_volumes(ct):
-                    if not isinstance(store, ZfsPoolStorage):
-                        raise TaskFailed(f"snapshot feature is not available on '{store.sid}'")
+                for store, name in self._volumes(ct):
+                    assert isinstance(store, ZfsPoolStorage)
                     await store.rollback(name, snapname)
-            finally:
-                async with self.flock(vmid):
-                    ct.conf.pop("lock", None)
-                    self.save(ct)
+            except TaskFailed:
+                raise  # the lock stays, as on a node: 'pct unlock' clears it
             async with self.flock(vmid):
-                snap = dict(ct.snapshots[snapname])
-                snap.pop("snaptime", None)
-                snap.pop("description", None)
-                desc = ct.conf.get("description")
-                ct.conf = {k: v for k, v in snap.items()}
-                if desc is not None:
-                    ct.conf["description"] = desc
+                keep = {k: v for k, v in ct.conf.items()
+                        if k == "description" or k.startswith("unused")}
+                ct.conf = {**{k: v for k, v in snap.items()
+                              if k not in ("snaptime", "description", "snapstate")}, **keep}
                 ct.conf["parent"] = snapname
                 self.save(ct)
             if start:
@@ -633,38 +642,35 @@ class Node:
 
     async def delete_snapshot(self, vmid: int, snapname: str, force: bool,
                               caller: Caller) -> str:
+        """DELETE snapshot/{snapname} (AbstractConfig.pm snapshot_delete)."""
         self.load(vmid)
 
         async def body(task: Task) -> None:
             async with self.flock(vmid):
                 ct = self.load_task(vmid)
-                if not force:
-                    self.check_lock(ct)
                 if snapname not in ct.snapshots:
                     raise TaskFailed(f"snapshot '{snapname}' does not exist")
+                self.check_lock(ct)  # set_lock checks the lock, force or not
                 ct.conf["lock"] = "snapshot-delete"
+                ct.snapshots[snapname]["snapstate"] = "delete"
                 self.save(ct)
-            try:
-                for store, name in self._zfs_volumes(ct):
-                    if isinstance(store, ZfsPoolStorage):
+            for store, name in self._volumes(ct):
+                if isinstance(store, ZfsPoolStorage):
+                    try:
                         await store.delete_snapshot(name, snapname)
-            finally:
-                async with self.flock(vmid):
-                    ct.conf.pop("lock", None)
-                    self.save(ct)
+                    except TaskFailed as e:
+                        if not force:
+                            raise
+                        task.log.append(str(e))
             async with self.flock(vmid):
                 parent = ct.snapshots.pop(snapname).get("parent")
-                for s in ct.snapshots.values():
-                    if s.get("parent") == snapname:
+                for conf in [ct.conf, *ct.snapshots.values()]:
+                    if conf.get("parent") == snapname:
                         if parent:
-                            s["parent"] = parent
+                            conf["parent"] = parent
                         else:
-                            s.pop("parent", None)
-                if ct.conf.get("parent") == snapname:
-                    if parent:
-                        ct.conf["parent"] = parent
-                    else:
-                        ct.conf.pop("parent", None)
+                            conf.pop("parent", None)
+                ct.conf.pop("lock", None)
                 self.save(ct)
         return self.worker("vzdelsnapshot", vmid, caller, body)
 
@@ -674,8 +680,9 @@ class Node:
         for name, snap in ct.snapshots.items():
             item: dict[str, Any] = {"name": name, "description": snap.get("description", ""),
                                     "snaptime": int(snap.get("snaptime", "0"))}
-            if "parent" in snap:
-                item["parent"] = snap["parent"]
+            for k in ("parent", "snapstate"):  # snapstate: snapshots in progress (§3.4)
+                if k in snap:
+                    item[k] = snap[k]
             out.append(item)
         cur: dict[str, Any] = {"name": "current", "description": "You are here!",
                                "digest": self.digest(ct),

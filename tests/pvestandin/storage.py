@@ -19,6 +19,7 @@ Here ``local`` is a folder of the stand-in and ``local-zfs`` a dataset of a zfs-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -97,9 +98,6 @@ class DirStorage:
         if with_parent != self.path / "images" and not any(with_parent.iterdir()):
             with_parent.rmdir()
 
-    async def snapshot(self, name: str, snap: str) -> None:
-        raise TaskFailed(f"snapshot feature is not available on storage '{self.sid}'")
-
     def content_list(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
         for f in sorted(self.template_dir.iterdir()):
@@ -172,19 +170,21 @@ class ZfsPoolStorage:
 
     async def free(self, name: str) -> None:
         ds = f"{self.pool}/{name}"
-        # zfs-fuse: destroying a mounted dataset right after use can answer "busy" once
-        # (environment.md section 3); PVE's ZFSPoolPlugin retries the destroy as well.
-        await run("zfs", "umount", ds) if self._get(ds, "mounted") == "yes" else None
-        for attempt in range(5):
+        # zfs-fuse answers "dataset is busy" for a while after a CT used the dataset (the
+        # FUSE mount still has users; environment.md section 3): unmount, retry, up to ~10 s.
+        for attempt in range(20):
+            if self._get(ds, "type") is None:
+                return
+            if self._get(ds, "mounted") == "yes":
+                with contextlib.suppress(TaskFailed):
+                    await run("zfs", "umount", "-f", ds)
             try:
                 await run("zfs", "destroy", "-r", ds)
                 return
             except TaskFailed:
-                if attempt == 4 or self._get(ds, "type") is None:
-                    if self._get(ds, "type") is None:
-                        return
+                if attempt == 19:
                     raise
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.5)
 
     async def snapshot(self, name: str, snap: str) -> None:
         await run("zfs", "snapshot", f"{self.pool}/{name}@{snap}")
@@ -192,15 +192,17 @@ class ZfsPoolStorage:
     async def delete_snapshot(self, name: str, snap: str) -> None:
         await run("zfs", "destroy", f"{self.pool}/{name}@{snap}")
 
-    async def rollback(self, name: str, snap: str) -> None:
-        # ZFSPoolPlugin.pm volume_rollback_is_possible: only to the most recent snapshot.
+    async def rollback_possible(self, name: str, snap: str) -> None:
+        """ZFSPoolPlugin.pm volume_rollback_is_possible: only to the most recent snapshot."""
         snaps = await self.snapshots(name)
-        volid = f"{self.sid}:{name}"
         if snap not in snaps:
             raise TaskFailed(f"snapshot '{snap}' does not exist")
         if snaps[-1] != snap:
             raise TaskFailed(f"can't rollback, '{snap}' is not most recent snapshot on "
-                             f"'{volid}'")
+                             f"'{self.sid}:{name}'")
+
+    async def rollback(self, name: str, snap: str) -> None:
+        await self.rollback_possible(name, snap)
         await run("zfs", "rollback", f"{self.pool}/{name}@{snap}")
 
     async def snapshots(self, name: str) -> list[str]:
