@@ -472,11 +472,11 @@ class Node:
         """DELETE /nodes/{node}/lxc/{vmid} (API2/LXC.pm destroy_vm): lock, protection and
         running checks before the worker."""
         ct = self.load(vmid)
+        if ct.conf.get("protection") == "1":
+            raise die(f"can't remove CT {vmid} - protection mode enabled")
         lock = ct.conf.get("lock")
         if lock:
             raise die(f"CT is locked ({lock})")
-        if ct.conf.get("protection") == "1":
-            raise die(f"can't remove CT {vmid} - protection mode enabled")
         if self.running(vmid) and not force:
             raise die(f"unable to destroy CT {vmid} - container is running")
 
