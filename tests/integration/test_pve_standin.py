@@ -327,3 +327,43 @@ def test_locks_hold_while_create_runs(pve_standin_nozfs: StandInHandle) -> None:
                                               "by other user? Try again.")
     assert wait_task(pve, http(pve, "DELETE", f"/nodes/{pve.node}/lxc/{vmid}").json()["data"]
                      )["exitstatus"] == "OK"
+
+
+def test_config_file_edited_on_the_node_is_the_truth(pve_standin_nozfs: StandInHandle) -> None:
+    """Raw ``lxc.*`` keys can only be added by editing /etc/pve/lxc/<vmid>.conf as root on the
+    node; the API then lists them and the next start uses them."""
+    pve = pve_standin_nozfs
+    node = pve.standin.node
+    assert node is not None
+    vmid = int(http(pve, "GET", "/cluster/nextid").json()["data"])
+    upid = http(pve, "POST", f"/nodes/{pve.node}/lxc",
+                data={"vmid": vmid, "ostemplate": pve.template, "rootfs": "local:0",
+                      "description": "made by 100% test\nsecond line"}).json()["data"]
+    assert wait_task(pve, upid)["exitstatus"] == "OK"
+    conf_file = node.root / "etc/pve/lxc" / f"{vmid}.conf"
+    text = conf_file.read_text()
+    assert text.startswith("#made by 100%25 test\n#second line\n")
+    conf_file.write_text(text + "lxc.environment: STANDIN_MARK=edited-by-hand\n")
+    conf = http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/config").json()["data"]
+    assert conf["lxc"] == [["lxc.environment", "STANDIN_MARK=edited-by-hand"]]
+    assert conf["description"] == "made by 100% test\nsecond line"
+    assert wait_task(pve, http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/start")
+                     .json()["data"])["exitstatus"] == "OK"
+    pid = http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/status/current").json()["data"]["pid"]
+    assert b"STANDIN_MARK=edited-by-hand" in open(f"/proc/{pid}/environ", "rb").read()
+    # reboot: the "VM" wording when not running, else a new init.
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/reboot", data={"timeout": 20})
+    assert wait_task(pve, r.json()["data"])["exitstatus"] == "OK"
+    cur = http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/status/current").json()["data"]
+    assert cur["status"] == "running" and cur["pid"] != pid
+    resources = http(pve, "GET", "/cluster/resources", params={"type": "vm"}).json()["data"]
+    assert [(r["id"], r["status"]) for r in resources] == [(f"lxc/{vmid}", "running")]
+    assert wait_task(pve, http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/stop")
+                     .json()["data"])["exitstatus"] == "OK"
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/reboot")
+    assert (r.status_code, r.reason) == (500, f"VM {vmid} not running")
+    # A config file removed on the node: the CT is gone from the API.
+    conf_file.unlink()
+    r = http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/status/current")
+    assert (r.status_code, r.reason) == (500, f"Configuration file 'nodes/{pve.node}/lxc/"
+                                              f"{vmid}.conf' does not exist")

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from pathlib import Path
 
 from tests.harness.zfs import ZfsFuse, test_pool, zfs_skip_reason
 from tests.pvestandin.server import TEMPLATE_NAME, Options, StandIn
@@ -22,6 +23,8 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0, help="default: a free port")
     ap.add_argument("--no-zfs", action="store_true", help="no local-zfs storage")
     ap.add_argument("--schema", choices=("9.1", "9.2"), default="9.2")
+    ap.add_argument("--lxcpath", type=Path, default=None,
+                    help="LXC path for the CTs (default: private; /var/lib/lxc as on a node)")
     ap.add_argument("--task-delay", type=float, default=0.0,
                     help="seconds every worker task waits before it runs")
     args = ap.parse_args()
@@ -40,7 +43,8 @@ def main() -> int:
     try:
         return asyncio.run(_serve(Options(node=args.node, port=args.port, zfs_pool=pool_name,
                                           schema_version=args.schema,
-                                          task_delay={"*": args.task_delay})))
+                                          task_delay={"*": args.task_delay},
+                                          lxcpath=args.lxcpath)))
     finally:
         if pool_cm is not None:
             pool_cm.__exit__(None, None, None)
@@ -61,6 +65,9 @@ async def _serve(opts: Options) -> int:
         print(f"PVE_CA_FILE={standin.ca_file}")
         print(f"PVE_TEMPLATE=local:vztmpl/{TEMPLATE_NAME}")
         print(f"PVE_ROOT_PASSWORD={standin.root_password}")
+        assert standin.node is not None
+        print(f"PVE_LXCPATH={standin.node.lxc.lxcpath}")
+        print(f"PVE_CONF_DIR={standin.node.conf_dir}")
         sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -163,6 +163,7 @@ class Api:
             if isinstance(got, web.Response):
                 return got  # authentication runs before routing (proxmox-api.md §3.3a)
             caller = got
+        self.node.refresh()
         found = self.router.match(rel)
         if found is None or method not in found[2]:
             return _reply(501, reason=f"Method '{method} {rel}' not implemented",
@@ -188,7 +189,13 @@ class Api:
             data = await handler(params, caller, info)
         except ApiError as e:
             return error_response(e)
-        return _reply(200, data)
+        resp = _reply(200, data)
+        if isinstance(resp.body, bytes) and len(resp.body) > 1024 \
+                and "gzip" in request.headers.get("Accept-Encoding", ""):
+            # pve-http-server AnyEvent.pm response: bodies over 1 KiB are gzipped for clients
+            # that accept it (proxmox-api.md §3.1).
+            resp.enable_compression(web.ContentCoding.gzip)
+        return resp
 
     # -- handlers: named h_<METHOD>_<schema path with / → _ and {x} → x> ------------------
 
@@ -288,6 +295,24 @@ class Api:
         return await self.node.stop(int(p["vmid"]), c, shutdown=True,
                                     timeout=int(p.get("timeout", 60)),
                                     force_stop=p.get("forceStop") in ("1", True))
+
+    async def h_POST_nodes_node_lxc_vmid_status_reboot(self, p: dict[str, Any], c: Caller,
+                                                       m: Method) -> Any:
+        timeout = int(p["timeout"]) if "timeout" in p else None
+        return await self.node.reboot(int(p["vmid"]), timeout, c)
+
+    async def h_GET_nodes_node_lxc_vmid_pending(self, p: dict[str, Any], c: Caller, m: Method
+                                                ) -> Any:
+        """pve-container API2/LXC/Config.pm vm_pending: one item per key; the stand-in keeps
+        no pending changes, so only ``value`` is ever set."""
+        ct = self.node.load(int(p["vmid"]))
+        put = self.router.match(f"/nodes/{self.node.name}/lxc/{ct.vmid}/config")
+        props = put[2]["PUT"].properties if put and "PUT" in put[2] else {}
+        typed = self.node.typed_conf(ct.conf, props)
+        return [{"key": k, "value": typed[k]} for k in sorted(typed)]
+
+    async def h_GET_cluster_resources(self, p: dict[str, Any], c: Caller, m: Method) -> Any:
+        return await self.node.resources(p.get("type"))
 
     async def h_GET_nodes_node_lxc_vmid_snapshot(self, p: dict[str, Any], c: Caller,
                                                  m: Method) -> Any:

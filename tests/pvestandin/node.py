@@ -66,7 +66,7 @@ class Node:
                  bridges: dict[str, str], vlan_filtering: bool,
                  task_delay: dict[str, float] | None = None,
                  nextid_range: tuple[int, int] = (100, 1000000),
-                 version: str = "9.2.0") -> None:
+                 version: str = "9.2.0", lxcpath: Path | None = None) -> None:
         self.name = name
         self.root = root
         self.version = version
@@ -79,10 +79,14 @@ class Node:
             "local": DirStorage("local", root / "var/lib/vz")}
         if zfs_parent:
             self.storages["local-zfs"] = ZfsPoolStorage("local-zfs", zfs_parent)
-        self.lxc = LxcRunner(root / "var/lib/lxc", root / "run/pve")
+        # The lxcpath: a node's is /var/lib/lxc; the stand-in's own unless told otherwise.
+        self.lxc = LxcRunner(lxcpath or root / "var/lib/lxc", root / "run/pve")
         self._flocks: dict[int, asyncio.Lock] = {}
         self.conf_dir = root / "etc/pve/nodes" / name / "lxc"
         self.conf_dir.mkdir(parents=True, exist_ok=True)
+        # On a node /etc/pve/lxc is a symlink to the local node's folder (pmxcfs).
+        (root / "etc/pve/lxc").symlink_to(f"nodes/{name}/lxc")
+        self._mtimes: dict[int, int] = {}
 
     # -- config files and locks ----------------------------------------------------------
 
@@ -104,7 +108,7 @@ class Node:
             out = ""
             for line in (conf.get("description") or "").split("\n") if "description" in conf \
                     else []:
-                out += "#" + urllib.parse.quote(line, safe=" !\"$%&'()*+,-./:;<=>?@[\\]^_`{|}~") \
+                out += "#" + urllib.parse.quote(line, safe=" !\"$&'()*+,-./:;<=>?@[\\]^_`{|}~") \
                     + "\n"
             for k in sorted(conf):
                 if k != "description":
@@ -118,7 +122,31 @@ class Node:
         return text
 
     def save(self, ct: CT) -> None:
-        (self.conf_dir / f"{ct.vmid}.conf").write_text(self.render(ct))
+        path = self.conf_dir / f"{ct.vmid}.conf"
+        path.write_text(self.render(ct))
+        self._mtimes[ct.vmid] = path.stat().st_mtime_ns
+
+    def refresh(self) -> None:
+        """The config files are the truth, as /etc/pve is on a node: a file edited, added or
+        removed there by hand (as root on a node may, e.g. to add raw ``lxc.*`` keys) is what
+        the API shows and what the next start uses."""
+        seen: set[int] = set()
+        for path in self.conf_dir.glob("*.conf"):
+            if not path.stem.isdigit():
+                continue
+            vmid = int(path.stem)
+            seen.add(vmid)
+            try:
+                mtime = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if self._mtimes.get(vmid) != mtime or vmid not in self.cts:
+                conf, lxc, snaps = parse_pct_config(path.read_text())
+                self.cts[vmid] = CT(vmid, conf, lxc, snaps)
+                self._mtimes[vmid] = mtime
+        for vmid in set(self.cts) - seen:
+            self.cts.pop(vmid, None)
+            self._mtimes.pop(vmid, None)
 
     def digest(self, ct: CT) -> str:
         return hashlib.sha1(self.render(ct).encode()).hexdigest()
@@ -367,6 +395,7 @@ class Node:
 
     def _forget(self, vmid: int) -> None:
         self.cts.pop(vmid, None)
+        self._mtimes.pop(vmid, None)
         (self.conf_dir / f"{vmid}.conf").unlink(missing_ok=True)
         shutil.rmtree(self.lxc.ct_dir(vmid), ignore_errors=True)
 
@@ -712,6 +741,88 @@ class Node:
     async def shutdown(self) -> None:
         await self.lxc.kill_all()
         await self.tasks.wait_all(timeout=15)
+        for vmid in list(self.cts):  # matters when the lxcpath is shared (/var/lib/lxc)
+            shutil.rmtree(self.lxc.ct_dir(vmid), ignore_errors=True)
+
+    async def reboot(self, vmid: int, timeout: int | None, caller: Caller) -> str:
+        """POST status/reboot (Status.pm vm_reboot; the "VM" is sic): shutdown, then start
+        (PVE::LXC::vm_reboot)."""
+        if not self.running(vmid):
+            raise die(f"VM {vmid} not running")
+
+        async def body(task: Task) -> None:
+            async with self.flock(vmid):
+                self.check_lock(self.load_task(vmid))
+                await self.lxc.stop(vmid, kill=False, timeout=timeout or 60)
+            await self._start_body(task, vmid, skiplock=False)
+        return self.worker("vzreboot", vmid, caller, body)
+
+    async def resources(self, rtype: str | None) -> list[dict[str, Any]]:
+        """GET /cluster/resources (pve-manager PVE/API2/Cluster.pm resources). A node fills it
+        from pvestatd's RRD data, ~10 s behind; the stand-in answers the current state."""
+        out: list[dict[str, Any]] = []
+        if rtype in (None, "vm"):
+            for ct in list(self.cts.values()):
+                st = await self.ct_status(ct)
+                item = {"id": f"lxc/{ct.vmid}", "type": "lxc", "vmid": ct.vmid,
+                        "node": self.name, "name": st["name"], "status": st["status"],
+                        "maxmem": st["maxmem"], "maxdisk": st["maxdisk"],
+                        "maxcpu": st["cpus"], "mem": st["mem"], "disk": st["disk"],
+                        "cpu": st["cpu"], "uptime": st["uptime"],
+                        "template": 1 if ct.conf.get("template") == "1" else 0,
+                        "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0}
+                for k in ("lock", "tags"):
+                    if k in st:
+                        item[k] = st[k]
+                out.append(item)
+        if rtype in (None, "node"):
+            out.append({"id": f"node/{self.name}", "type": "node", "node": self.name,
+                        "status": "online", "level": "", "maxcpu": os.cpu_count() or 1,
+                        "cpu": 0, "uptime": 1})
+        if rtype in (None, "storage"):
+            for store in self.storages.values():
+                st = store.status()
+                out.append({"id": f"storage/{self.name}/{store.sid}", "type": "storage",
+                            "storage": store.sid, "node": self.name, "status": "available",
+                            "plugintype": store.type, "content": store.content,
+                            "shared": 0, "disk": st["used"], "maxdisk": st["total"]})
+        return out
+
+
+def parse_pct_config(text: str) -> tuple[dict[str, str], list[tuple[str, str]],
+                                         dict[str, dict[str, str]]]:
+    """pve-container LXC/Config.pm parse_pct_config: ``#`` description lines (URL-encoded),
+    ``key: value``, raw ``lxc.key: value`` or ``lxc.key = value``, ``[snapshot]`` sections;
+    ``[pve:pending]`` is skipped (the stand-in keeps no pending changes)."""
+    conf: dict[str, str] = {}
+    lxc: list[tuple[str, str]] = []
+    snaps: dict[str, dict[str, str]] = {}
+    section: dict[str, str] | None = conf
+    descr: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = re.fullmatch(r"\[([a-z][a-z0-9_\-]+|pve:pending)\]\s*", line, re.I)
+        if m:
+            section = None if m.group(1) == "pve:pending" else snaps.setdefault(m.group(1), {})
+            continue
+        if section is None:
+            continue
+        if line.startswith("#"):
+            descr.setdefault(id(section), []).append(urllib.parse.unquote(line[1:]))
+            continue
+        m = re.fullmatch(r"(lxc\.[a-z0-9_\-.]+)(?::|\s*=)\s*(.*?)\s*", line, re.I)
+        if m:
+            if section is conf:
+                lxc.append((m.group(1), m.group(2)))
+            continue
+        m = re.fullmatch(r"([a-z][a-z_\-]*\d*):\s*(.*?)\s*", line)
+        if m:
+            section[m.group(1)] = m.group(2)
+    for sec in [conf, *snaps.values()]:
+        if id(sec) in descr:
+            sec["description"] = "\n".join(descr[id(sec)])
+    return conf, lxc, snaps
 
 
 def classify_mountpoint(vol: str) -> str:

@@ -49,6 +49,9 @@ class Options:
     auth_fail_delay: float = 0.0
     host: str = "127.0.0.1"
     port: int = 0
+    #: LXC's lxcpath for the CTs; None: a private one in the stand-in's folder. ``/var/lib/lxc``
+    #: makes ``lxc-attach -n <vmid>`` work without ``-P``, as on a node.
+    lxcpath: Path | None = None
 
 
 def make_cert(folder: Path, node: str) -> tuple[Path, Path]:
@@ -109,7 +112,8 @@ class StandIn:
                              vlan_filtering=self.vlan_filtering,
                              task_delay=self.opts.task_delay,
                              nextid_range=self.opts.nextid_range,
-                             version={"9.1": "9.1.3", "9.2": "9.2.0"}[self.opts.schema_version])
+                             version={"9.1": "9.1.3", "9.2": "9.2.0"}[self.opts.schema_version],
+                             lxcpath=self.opts.lxcpath)
             local = self.node.storages["local"]
             make_template(local.template_dir / TEMPLATE_NAME)  # type: ignore[union-attr]
             auth = Auth(tokens={self.opts.token_id: self.token_secret},
