@@ -11,7 +11,9 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -367,3 +369,122 @@ def test_config_file_edited_on_the_node_is_the_truth(pve_standin_nozfs: StandInH
     r = http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/status/current")
     assert (r.status_code, r.reason) == (500, f"Configuration file 'nodes/{pve.node}/lxc/"
                                               f"{vmid}.conf' does not exist")
+
+
+def test_ten_concurrent_creates_get_ten_vmids_by_retrying(
+        pve_standin_nozfs: StandInHandle) -> None:
+    """What a client must do (nextid does not reserve): take nextid, create, and on
+    "already exists" take the next one. Ten at once end with ten distinct CTs."""
+    pve = pve_standin_nozfs
+
+    def create(_: int) -> tuple[int, int]:
+        for attempt in range(50):
+            vmid = int(http(pve, "GET", "/cluster/nextid").json()["data"])
+            r = http(pve, "POST", f"/nodes/{pve.node}/lxc",
+                     data={"vmid": vmid, "ostemplate": pve.template, "rootfs": "local:0"})
+            if r.status_code == 200:
+                assert wait_task(pve, r.json()["data"])["exitstatus"] == "OK"
+                return vmid, attempt
+            assert r.reason == f"CT {vmid} already exists on node '{pve.node}'", r.reason
+        raise AssertionError("no vmid after 50 attempts")
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(create, range(10)))
+    vmids = sorted(v for v, _ in results)
+    assert len(set(vmids)) == 10
+    listed = sorted(ct["vmid"] for ct in http(pve, "GET", f"/nodes/{pve.node}/lxc")
+                    .json()["data"])
+    assert listed == vmids
+    for vmid in vmids:
+        assert wait_task(pve, http(pve, "DELETE", f"/nodes/{pve.node}/lxc/{vmid}")
+                         .json()["data"])["exitstatus"] == "OK"
+    assert http(pve, "GET", f"/nodes/{pve.node}/storage/local/content",
+                params={"content": "rootdir"}).json()["data"] == []
+
+
+def test_hostile_values_do_not_reach_outside(pve_standin_nozfs: StandInHandle) -> None:
+    pve = pve_standin_nozfs
+    vmid = int(http(pve, "GET", "/cluster/nextid").json()["data"])
+    assert wait_task(pve, http(pve, "POST", f"/nodes/{pve.node}/lxc", data={
+        "vmid": vmid, "ostemplate": pve.template, "rootfs": "local:0"}).json()["data"]
+    )["exitstatus"] == "OK"
+    # A volume name that climbs out of the storage is no volume.
+    r = http(pve, "PUT", f"/nodes/{pve.node}/lxc/{vmid}/config",
+             data={"rootfs": "local:../../../../.."})
+    assert r.status_code == 400 and r.json()["errors"] == {
+        "rootfs": "invalid format - format error\nrootfs.volume: invalid format - "
+                  "local:../../../../.. contains illegal character sequences\n\n"}
+    r = http(pve, "PUT", f"/nodes/{pve.node}/lxc/{vmid}/config", data={"rootfs": "local:/etc"})
+    assert r.status_code == 200
+    st = wait_task(pve, http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/start")
+                   .json()["data"])
+    assert st["exitstatus"] == "volume 'local:/etc' does not exist"
+    # A template path likewise.
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc", data={
+        "vmid": vmid + 1, "ostemplate": "local:vztmpl/../../../../etc/passwd", "rootfs": "local:0"})
+    st = wait_task(pve, r.json()["data"])
+    assert st["exitstatus"].startswith(f"unable to create CT {vmid + 1} - volume ")
+    assert http(pve, "GET", f"/nodes/{pve.node}/lxc").json()["data"][0]["vmid"] == vmid
+
+
+def test_task_durations_are_configurable() -> None:
+    from tests.pvestandin.fixture import standin_skip_reason
+    from tests.pvestandin.server import Options, ThreadedStandIn
+
+    reason = standin_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with ThreadedStandIn(Options(task_delay={"vzcreate": 1.0},
+                                 nextid_range=(990000, 991000))) as standin:
+        headers = {"Authorization": f"PVEAPIToken={standin.opts.token_id}="
+                                    f"{standin.token_secret}"}
+        r = requests.post(standin.url + "/nodes/pve/lxc", headers=headers,
+                          verify=str(standin.ca_file), timeout=30,
+                          data={"vmid": 990000, "ostemplate": "local:vztmpl/none.tar.gz",
+                                "rootfs": "local:0"})
+        upid = r.json()["data"]
+        status = requests.get(standin.url + f"/nodes/pve/tasks/{upid}/status", headers=headers,
+                              verify=str(standin.ca_file), timeout=30).json()["data"]
+        assert status["status"] == "running" and "exitstatus" not in status
+        deadline = time.monotonic() + 30
+        while status["status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+            status = requests.get(standin.url + f"/nodes/pve/tasks/{upid}/status",
+                                  headers=headers, verify=str(standin.ca_file),
+                                  timeout=30).json()["data"]
+        assert status["exitstatus"].startswith("unable to create CT 990000 - volume")
+        folder = standin.folder
+    assert not folder.exists()
+
+
+def test_cli_prints_its_coordinates_and_cleans_up_on_sigterm() -> None:
+    from tests.pvestandin.fixture import standin_skip_reason
+
+    reason = standin_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.pvestandin", "--no-zfs"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    try:
+        env: dict[str, str] = {}
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            key, _, value = line.strip().partition("=")
+            env[key] = value
+            if key == "PVE_CONF_DIR":
+                break
+        assert set(env) >= {"PVE_URL", "PVE_AUTH_HEADER", "PVE_CA_FILE", "PVE_TOKEN_ID",
+                            "PVE_TOKEN_SECRET", "PVE_TEMPLATE", "PVE_NODE", "PVE_LXCPATH"}
+        r = requests.get(env["PVE_URL"] + "/version", verify=env["PVE_CA_FILE"], timeout=30,
+                         headers={"Authorization": env["PVE_AUTH_HEADER"]})
+        assert r.status_code == 200 and r.json()["data"]["release"] == "9.2"
+        folder = os.path.dirname(env["PVE_CA_FILE"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not os.path.exists(folder)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -168,6 +168,11 @@ def lxc_config(vmid: int, conf: dict[str, str], lxc_raw: list[tuple[str, str]],
             lines.append(f"lxc.environment.runtime = {item}")
     for k, v in lxc_raw:
         lines.append(f"{k} = {v}")
+    for line in lines:
+        # A value with a line break would add LXC keys of the caller's choosing (PVE 9.1's
+        # entrypoint pattern lets \x0a through: proxmox-api.md / shared/pve-api README).
+        if "\n" in line or "\r" in line:
+            raise TaskFailed(f"refusing a line break in the LXC config: {line.splitlines()[0]!r}")
     return "\n".join(lines) + "\n"
 
 

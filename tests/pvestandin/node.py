@@ -419,9 +419,12 @@ class Node:
                 raise TaskFailed(f"CT {vmid} already running")
             if ct.conf.get("template") == "1":
                 raise TaskFailed("cannot start template")  # unverified wording
-            vol = self._volume(ct.conf.get("rootfs", ""))
+            if "rootfs" not in ct.conf:
+                raise TaskFailed("missing 'rootfs' configuration")  # update_lxc_config
+            vol = self._volume(ct.conf["rootfs"])
             if vol is None:
-                raise TaskFailed("missing 'rootfs' configuration")
+                volid = parse_prop(ct.conf["rootfs"], "volume")["volume"]
+                raise TaskFailed(f"volume '{volid}' does not exist")
             for k in sorted(k for k in ct.conf if re.fullmatch(r"net\d+", k)):
                 net = parse_prop(ct.conf[k], "")
                 br = net.get("bridge")

@@ -49,6 +49,11 @@ async def run(*argv: str, timeout: float = 120) -> str:
     return out.decode(errors="replace")
 
 
+#: Volume names the stand-in's plugins make and accept (pve-storage parse_volname).
+DIR_VOLNAME = re.compile(r"(\d+)/subvol-\1-disk-\d+\.subvol")
+ZFS_VOLNAME = re.compile(r"(subvol|basevol)-\d+-disk-\d+")
+
+
 @dataclass
 class Volume:
     storage: str
@@ -88,10 +93,16 @@ class DirStorage:
         return Volume(self.sid, name, path, 0)
 
     def volume(self, name: str) -> Volume | None:
+        # Only names this plugin makes (DirPlugin/Plugin.pm parse_volname): a name from a
+        # request must not reach outside the storage ("local:../../..").
+        if not DIR_VOLNAME.fullmatch(name):
+            return None
         path = self.path / "images" / name
         return Volume(self.sid, name, path, 0) if path.is_dir() else None
 
     async def free(self, name: str) -> None:
+        if not DIR_VOLNAME.fullmatch(name):
+            raise TaskFailed(f"unable to parse directory volume name '{name}'")
         path = self.path / "images" / name
         shutil.rmtree(path, ignore_errors=True)
         with_parent = path.parent
@@ -154,6 +165,8 @@ class ZfsPoolStorage:
         return vol
 
     def volume(self, name: str) -> Volume | None:
+        if not ZFS_VOLNAME.fullmatch(name):  # ZFSPoolPlugin.pm parse_volname
+            return None
         ds = f"{self.pool}/{name}"
         mnt = self._get(ds, "mountpoint")
         if mnt is None:
@@ -169,6 +182,8 @@ class ZfsPoolStorage:
         return r.stdout.strip() if r.returncode == 0 else None
 
     async def free(self, name: str) -> None:
+        if not ZFS_VOLNAME.fullmatch(name):
+            raise TaskFailed(f"unable to parse zfs volume name '{name}'")
         ds = f"{self.pool}/{name}"
         # zfs-fuse answers "dataset is busy" for a while after a CT used the dataset (the
         # FUSE mount still has users; environment.md section 3): unmount, retry, up to ~10 s.
