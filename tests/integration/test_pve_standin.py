@@ -9,6 +9,7 @@ concurrent creates and locks answering with Proxmox's texts. Unmodified proxmoxe
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import re
 import signal
@@ -488,3 +489,49 @@ def test_cli_prints_its_coordinates_and_cleans_up_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_root_ticket_bind_mount_entrypoint_env_and_exec(pve_standin_nozfs: StandInHandle,
+                                                        tmp_path: Any) -> None:
+    """What a backend on the node leans on: root@pam may bind-mount a host folder; the
+    entrypoint and env options reach the init; lxc-attach runs commands in the CT."""
+    pve = pve_standin_nozfs
+    node = pve.standin.node
+    assert node is not None
+    login = requests.post(pve.url + "/access/ticket", verify=pve.ca_file, timeout=30, data={
+        "username": "root@pam", "password": pve.standin.root_password}).json()["data"]
+    session = requests.Session()
+    # verify per call: an environment CA bundle (REQUESTS_CA_BUNDLE) would win over
+    # session.verify in requests' settings merge.
+    session.request = functools.partial(session.request, verify=pve.ca_file,  # type: ignore
+                                        timeout=30)
+    session.cookies.set("PVEAuthCookie", login["ticket"])
+    session.headers["CSRFPreventionToken"] = login["CSRFPreventionToken"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello").write_text("from the host\n")
+    vmid = int(session.get(pve.url + "/cluster/nextid").json()["data"])
+    r = session.post(pve.url + f"/nodes/{pve.node}/lxc", data={
+        "vmid": vmid, "ostemplate": pve.template, "rootfs": "local:0",
+        "mp0": f"{shared},mp=/mnt/shared", "entrypoint": "/bin/sleep 3600",
+        "env": "GREETING=hi\0OTHER=2", "unprivileged": 0, "console": 0})
+    assert r.status_code == 200, r.text
+    assert wait_task(pve, r.json()["data"])["exitstatus"] == "OK"
+    st = wait_task(pve, session.post(pve.url + f"/nodes/{pve.node}/lxc/{vmid}/status/start")
+                   .json()["data"])
+    log = session.get(pve.url + f"/nodes/{pve.node}/tasks/{st['upid']}/log").json()["data"]
+    assert st["exitstatus"] == "OK", (log, node.lxc.stderr_path(vmid).read_text()[:2000])
+    pid = session.get(pve.url + f"/nodes/{pve.node}/lxc/{vmid}/status/current"
+                      ).json()["data"]["pid"]
+    assert open(f"/proc/{pid}/cmdline", "rb").read() == b"/bin/sleep\x003600\x00"
+    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    assert b"GREETING=hi" in environ and b"OTHER=2" in environ
+    out = subprocess.run(["lxc-attach", "-P", str(node.lxc.lxcpath), "-n", str(vmid), "--",
+                          "/bin/cat", "/mnt/shared/hello"], capture_output=True, text=True,
+                         timeout=30)
+    assert (out.returncode, out.stdout) == (0, "from the host\n"), out.stderr
+    assert wait_task(pve, session.post(pve.url + f"/nodes/{pve.node}/lxc/{vmid}/status/stop")
+                     .json()["data"])["exitstatus"] == "OK"
+    assert wait_task(pve, session.delete(pve.url + f"/nodes/{pve.node}/lxc/{vmid}")
+                     .json()["data"])["exitstatus"] == "OK"
+    assert (shared / "hello").read_text() == "from the host\n"  # bind mounts are not freed

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import platform
 import signal
@@ -62,6 +63,17 @@ def _v1(controller: str) -> Path | None:
     p = CGROUP_V1 / controller
     return p if (p / "cgroup.procs").exists() and not (CGROUP_V1 / "cgroup.controllers").exists() \
         else None
+
+
+@functools.lru_cache(maxsize=1)
+def lxc_major() -> int:
+    """LXC's major version (``lxc-start --version``), 0 when unknown."""
+    try:
+        out = subprocess.run(["lxc-start", "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+        return int(out.strip().split(".")[0])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return 0
 
 
 def parse_prop(text: str, default_key: str) -> dict[str, str]:
@@ -104,6 +116,9 @@ def lxc_config(vmid: int, conf: dict[str, str], lxc_raw: list[tuple[str, str]],
         lines += ["lxc.idmap = u 0 100000 65536", "lxc.idmap = g 0 100000 65536"]
     if conf.get("console", "1") == "0":
         lines.append("lxc.console.path = none")
+        # stand-in: with no console, LXC 5 does not make /dev/<tty.dir> and then fails on
+        # "Failed to create .../lxc/tty1"; the ttys go straight to /dev instead.
+        lines.append("lxc.tty.dir =")
         lines.append("lxc.cgroup.devices.deny = c 5:1 rwm" if _v1("devices")
                      else "lxc.cgroup2.devices.deny = c 5:1 rwm")
     # PVE::LXC::Config get_tty_count: 'tty' (default 2); cmode console means 0 extra ttys?
@@ -163,9 +178,12 @@ def lxc_config(vmid: int, conf: dict[str, str], lxc_raw: list[tuple[str, str]],
     entrypoint = conf.get("entrypoint")
     if entrypoint:
         lines.append(f"lxc.init.cmd = {entrypoint}")
+    # stand-in: lxc.environment.runtime is LXC 6 (PVE 9 ships LXC 6); on LXC 5 the same
+    # variables go to lxc.environment, which also reaches lxc-attach.
+    env_key = "lxc.environment.runtime" if lxc_major() >= 6 else "lxc.environment"
     for item in (conf.get("env") or "").split("\0"):
         if item:
-            lines.append(f"lxc.environment.runtime = {item}")
+            lines.append(f"{env_key} = {item}")
     for k, v in lxc_raw:
         lines.append(f"{k} = {v}")
     for line in lines:
