@@ -535,3 +535,40 @@ def test_root_ticket_bind_mount_entrypoint_env_and_exec(pve_standin_nozfs: Stand
     assert wait_task(pve, session.delete(pve.url + f"/nodes/{pve.node}/lxc/{vmid}")
                      .json()["data"])["exitstatus"] == "OK"
     assert (shared / "hello").read_text() == "from the host\n"  # bind mounts are not freed
+
+
+def test_schema_91_entrypoint_newline_cannot_inject_lxc_keys() -> None:
+    """PVE 9.1's entrypoint pattern admits a line feed (its \\x10 typo; fixed in 9.2). The
+    9.1 stand-in accepts the value as a 9.1 node does, but the start refuses to write it."""
+    from tests.pvestandin.fixture import standin_skip_reason
+    from tests.pvestandin.server import TEMPLATE_NAME, Options, ThreadedStandIn
+
+    reason = standin_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    hostile = "/bin/sleep 60\nlxc.hook.pre-start = /bin/false"
+    with ThreadedStandIn(Options(schema_version="9.1", nextid_range=(992000, 993000))) as s:
+        def call(method: str, path: str, **kw: Any) -> requests.Response:
+            return requests.request(method, s.url + path, verify=str(s.ca_file), timeout=30,
+                                    headers={"Authorization": f"PVEAPIToken={s.opts.token_id}="
+                                                              f"{s.token_secret}"}, **kw)
+        assert call("GET", "/version").json()["data"]["release"] == "9.1"
+        r = call("POST", "/nodes/pve/lxc", data={
+            "vmid": 992000, "ostemplate": f"local:vztmpl/{TEMPLATE_NAME}", "rootfs": "local:0",
+            "entrypoint": hostile})
+        assert r.status_code == 200, r.text
+        upid = r.json()["data"]
+        deadline = time.monotonic() + 60
+        while call("GET", f"/nodes/pve/tasks/{upid}/status").json()["data"]["status"] \
+                == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        upid = call("POST", "/nodes/pve/lxc/992000/status/start").json()["data"]
+        while (st := call("GET", f"/nodes/pve/tasks/{upid}/status").json()["data"])[
+                "status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert st["exitstatus"] == ("refusing a line break in the LXC config: "
+                                    "'lxc.init.cmd = /bin/sleep 60'")
+        assert call("GET", "/nodes/pve/lxc/992000/status/current").json()["data"][
+            "status"] == "stopped"

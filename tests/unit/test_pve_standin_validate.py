@@ -80,3 +80,13 @@ def test_router_comes_from_the_schema() -> None:
 def test_upid_shape() -> None:
     assert UPID_RE.fullmatch("UPID:pve1:0001A2B3:00C0FFEE:6650A1B2:vzcreate:101:shim@pve!x:")
     assert not UPID_RE.fullmatch("UPID:pve1:0001A2B3:00C0FFEE:6650A1B2:vzcreate:101:shim@pve")
+
+
+@pytest.mark.skipif(schema_dir() is None, reason="PVE API schema files not found")
+def test_entrypoint_line_feed_is_refused_by_92_and_let_through_by_91() -> None:
+    value = {"entrypoint": "/bin/sleep 60\nlxc.hook.pre-start = /bin/false"}
+    for version, errors in (("9.2", {"entrypoint": "value does not match the regex pattern"}),
+                            ("9.1", {})):
+        create = Router(load_paths(version)).match("/nodes/pve/lxc")[2]["POST"]  # type: ignore[index]
+        props = {"entrypoint": create.properties["entrypoint"]}
+        assert validate(value, props) == errors, version
