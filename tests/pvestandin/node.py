@@ -32,8 +32,10 @@ from tests.pvestandin.validate import parse_size
 
 #: PVE::LXC::Config's new-disk syntax (``STORAGE:SIZE_IN_GiB`` or a bare size).
 NEW_DISK_RE = re.compile(r"(?:([^/:\s]+):)?(\d+(?:\.\d+)?)")
-#: Valid lock values (pve-container src/PVE/LXC/Config.pm, 'lock' enum).
+#: The one identity the root-only rules let through (LXC.pm check_ct_modify_config_perm).
 ROOT = "root@pam"
+#: Characters a description line keeps as they are in the config file.
+DESCR_SAFE = " !\"$&'()*+,-./:;<=>?@[\\]^_`{|}~"
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,9 @@ class Node:
         ``[snapshot]`` sections)."""
         def section(conf: dict[str, str], lxc: list[tuple[str, str]]) -> str:
             out = ""
-            for line in (conf.get("description") or "").split("\n") if "description" in conf \
-                    else []:
-                out += "#" + urllib.parse.quote(line, safe=" !\"$&'()*+,-./:;<=>?@[\\]^_`{|}~") \
-                    + "\n"
+            if "description" in conf:  # URL-encoded like PVE::Tools::encode_text
+                for line in conf["description"].split("\n"):
+                    out += "#" + urllib.parse.quote(line, safe=DESCR_SAFE) + "\n"
             for k in sorted(conf):
                 if k != "description":
                     out += f"{k}: {conf[k]}\n"
