@@ -572,3 +572,68 @@ def test_schema_91_entrypoint_newline_cannot_inject_lxc_keys() -> None:
                                     "'lxc.init.cmd = /bin/sleep 60'")
         assert call("GET", "/nodes/pve/lxc/992000/status/current").json()["data"][
             "status"] == "stopped"
+
+
+def test_template_and_linked_clones_on_zfs(pve_standin: StandInHandle) -> None:
+    """One template CT per image, each container a linked clone (issue 14's O(1) rootfs):
+    the template's volume becomes basevol-…@__base__, clones are `zfs clone`s of it, and the
+    base cannot go while clones use it."""
+    pve = pve_standin
+    assert pve.pool is not None
+    px = proxmox(pve)
+    node = px.nodes(pve.node)
+    tmpl = int(px.cluster.nextid.get())
+    st = Tasks.blocking_status(px, node.lxc.post(vmid=tmpl, ostemplate=pve.template,
+                                                 rootfs="local-zfs:1"), polling_interval=0.1)
+    assert st["exitstatus"] == "OK"
+    (pve.standin.node.storages["local-zfs"].volume(  # type: ignore[union-attr]
+        f"subvol-{tmpl}-disk-0").path / "root/marker").write_text("from the image\n")
+    assert node.lxc(tmpl).template.post() is None  # returns null; the worker runs on
+    deadline = time.monotonic() + 60
+    while node.lxc(tmpl).config.get().get("template") != 1:
+        assert time.monotonic() < deadline, [(t["type"], t.get("status"))
+                                             for t in node.tasks.get(vmid=tmpl)]
+        time.sleep(0.05)
+    conf = node.lxc(tmpl).config.get()
+    assert conf["rootfs"] == f"local-zfs:basevol-{tmpl}-disk-0,size=1G"
+    tasks = node.tasks.get(vmid=tmpl)
+    assert tasks[0]["type"] == "vztemplate" and tasks[0]["status"] == "OK"
+    st = Tasks.blocking_status(px, node.lxc(tmpl).status.start.post(), polling_interval=0.1)
+    assert st["exitstatus"] == "you can't start a CT if it's a template"
+    clones = []
+    for _ in range(2):
+        newid = int(px.cluster.nextid.get())
+        upid = node.lxc(tmpl).clone.post(newid=newid, hostname=f"c{newid}")
+        assert re.fullmatch(upid_re("vzclone", tmpl), upid)
+        assert Tasks.blocking_status(px, upid, polling_interval=0.1)["exitstatus"] == "OK"
+        clones.append(newid)
+        conf = node.lxc(newid).config.get()
+        assert conf["rootfs"] == (f"local-zfs:basevol-{tmpl}-disk-0/subvol-{newid}-disk-0,"
+                                  "size=1G")
+        assert "template" not in conf and "lock" not in conf and conf["hostname"] == f"c{newid}"
+    ds = f"{pve.standin.zfs_parent}/subvol-{clones[0]}-disk-0"
+    origin = subprocess.run(["zfs", "get", "-H", "-o", "value", "origin", ds],
+                            capture_output=True, text=True).stdout.strip()
+    assert origin == f"{pve.standin.zfs_parent}/basevol-{tmpl}-disk-0@__base__"
+    # The clone runs and sees the image's files.
+    st = Tasks.blocking_status(px, node.lxc(clones[0]).status.start.post(), polling_interval=0.1)
+    assert st["exitstatus"] == "OK"
+    out = subprocess.run(["lxc-attach", "-P", str(pve.standin.node.lxc.lxcpath),  # type: ignore
+                          "-n", str(clones[0]), "--", "/bin/cat", "/root/marker"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout == "from the image\n", out.stderr
+    # A linked clone of a CT that is no template is refused.
+    with pytest.raises(ResourceException) as exc:
+        node.lxc(clones[1]).clone.post(newid=clones[1] + 100, full=0)
+    assert exc.value.content == (f"Linked clone feature for 'local-zfs:basevol-{tmpl}-disk-0/"
+                                 f"subvol-{clones[1]}-disk-0' is not available")
+    # The template cannot go while clones use its base.
+    st = Tasks.blocking_status(px, node.lxc(tmpl).delete(), polling_interval=0.1)
+    assert st["exitstatus"] == f"base volume 'basevol-{tmpl}-disk-0' is still in use by " \
+                               "linked cloned"
+    assert node.lxc(tmpl).config.get()["template"] == 1
+    for vmid in clones:
+        Tasks.blocking_status(px, node.lxc(vmid).delete(force=1), polling_interval=0.1)
+    st = Tasks.blocking_status(px, node.lxc(tmpl).delete(), polling_interval=0.1)
+    assert st["exitstatus"] == "OK"
+    assert node.lxc.get() == [] and node.storage("local-zfs").content.get() == []

@@ -311,6 +311,15 @@ class Api:
         typed = self.node.typed_conf(ct.conf, props)
         return [{"key": k, "value": typed[k]} for k in sorted(typed)]
 
+    async def h_POST_nodes_node_lxc_vmid_template(self, p: dict[str, Any], c: Caller,
+                                                  m: Method) -> Any:
+        await self.node.template(int(p["vmid"]), c)
+        return None
+
+    async def h_POST_nodes_node_lxc_vmid_clone(self, p: dict[str, Any], c: Caller, m: Method
+                                               ) -> Any:
+        return await self.node.clone(int(p["vmid"]), p, c)
+
     async def h_GET_cluster_resources(self, p: dict[str, Any], c: Caller, m: Method) -> Any:
         return await self.node.resources(p.get("type"))
 

@@ -419,7 +419,7 @@ class Node:
             if self.running(vmid):
                 raise TaskFailed(f"CT {vmid} already running")
             if ct.conf.get("template") == "1":
-                raise TaskFailed("cannot start template")  # unverified wording
+                raise TaskFailed("you can't start a CT if it's a template")  # Status.pm
             if "rootfs" not in ct.conf:
                 raise TaskFailed("missing 'rootfs' configuration")  # update_lxc_config
             vol = self._volume(ct.conf["rootfs"])
@@ -534,6 +534,139 @@ class Node:
                             task.log.append(f"removed volume {volid}")
                 self._forget(vmid)
         return self.worker("vzdestroy", vmid, caller, body)
+
+    # -- templates and clones (API2/LXC.pm template, clone_vm; LXC.pm template_create) ----
+
+    async def template(self, vmid: int, caller: Caller) -> None:
+        """POST {vmid}/template: checks under the flock, then a ``vztemplate`` worker whose
+        UPID the API does not return (``returns: null``): clients watch ``template: 1``."""
+        async with self.flock(vmid):
+            ct = self.load(vmid)
+            if ct.conf.get("lock"):
+                raise die(f"CT is locked ({ct.conf['lock']})")
+            if ct.snapshots:
+                raise die("unable to create template, because CT contains snapshots")
+            if ct.conf.get("template") == "1":
+                raise die("you can't convert a template to a template")
+            if self.running(vmid):
+                raise die("you can't convert a CT to template if the CT is running")
+            for store, _name in self._volumes(ct):
+                if isinstance(store, DirStorage):
+                    raise die(f"Directory storage '{store.sid}' does not support container "
+                              "templates!")
+
+            async def body(task: Task) -> None:
+                async with self.flock(vmid):
+                    for k in sorted(ct.conf):
+                        if k == "rootfs" or re.fullmatch(r"mp\d+", k):
+                            mp = parse_prop(ct.conf[k], "volume")
+                            sid, _, name = mp["volume"].partition(":")
+                            store = self.storages[sid]
+                            assert isinstance(store, ZfsPoolStorage)
+                            base = await store.create_base(name)
+                            ct.conf[k] = ct.conf[k].replace(mp["volume"], f"{sid}:{base}", 1)
+                    ct.conf["template"] = "1"
+                    self.save(ct)
+                    shutil.rmtree(self.lxc.ct_dir(vmid), ignore_errors=True)
+            self.worker("vztemplate", vmid, caller, body)
+
+    async def clone(self, vmid: int, p: dict[str, Any], caller: Caller) -> str:
+        """POST {vmid}/clone: linked (the default for templates) or full; the source holds
+        ``lock: disk`` and the new CT ``lock: create`` while the ``vzclone`` worker runs."""
+        newid = int(p["newid"])
+        storage = p.get("storage")
+        snapname = p.get("snapname")
+        if p.get("target") and p["target"] != self.name:
+            raise die(f"no such cluster node '{p['target']}'")  # check_node_exists
+        async with self.flock(vmid):
+            src = self.load(vmid)
+            if src.conf.get("lock"):
+                raise die(f"CT is locked ({src.conf['lock']})")
+            is_template = src.conf.get("template") == "1"
+            full = str(p["full"]) == "1" if "full" in p else not is_template
+            if storage is not None and not full:
+                raise die("parameter 'storage' not allowed for linked clones")
+            if snapname and snapname not in src.snapshots:
+                raise die(f"snapshot '{snapname}' does not exist")
+            if newid in self.cts:
+                raise die(f"CT {newid} already exists on node '{self.name}'")
+            base_conf = src.snapshots[snapname] if snapname else src.conf
+            if full and self.running(vmid) and not snapname:
+                raise die("Cannot do full clones on a running container without snapshots")
+            newconf: dict[str, str] = {}
+            mounts: dict[str, dict[str, str]] = {}
+            for k, v in base_conf.items():
+                if re.fullmatch(r"unused\d+", k) or k in ("snaptime", "snapstate", "parent"):
+                    continue
+                if k == "rootfs" or re.fullmatch(r"mp\d+", k):
+                    mp = parse_prop(v, "volume")
+                    if classify_mountpoint(mp["volume"]) != "volume":
+                        raise die(f"unable to clone mountpint '{k}' (type "
+                                  f"{classify_mountpoint(mp['volume'])})")
+                    if not full and not is_template:
+                        raise die(f"Linked clone feature for '{mp['volume']}' is not "
+                                  "available")
+                    mounts[k] = mp
+                    newconf[k] = v
+                elif re.fullmatch(r"net\d+", k):
+                    net = re.sub(r"hwaddr=[^,]*", "hwaddr=BC:24:11:" + ":".join(
+                        f"{random.randrange(256):02X}" for _ in range(3)), v)
+                    newconf[k] = net
+                else:
+                    newconf[k] = v
+            newconf.pop("template", None)
+            newconf["lock"] = "create"
+            for k in ("hostname", "description"):
+                if p.get(k):
+                    newconf[k] = str(p[k])
+            src.conf["lock"] = "disk"
+            self.save(src)
+            new = CT(newid, newconf)
+            self.cts[newid] = new
+            self.save(new)
+
+        async def body(task: Task) -> None:
+            made: list[tuple[DirStorage | ZfsPoolStorage, str]] = []
+            try:
+                for index, (k, mp) in enumerate(sorted(mounts.items(),
+                                                       key=lambda kv: kv[0] != "rootfs")):
+                    sid, _, name = mp["volume"].partition(":")
+                    store = self.storages[sid]
+                    if full:
+                        target = self.storages[storage or sid]
+                        task.log.append(f"create full clone of mountpoint {k} ({mp['volume']})")
+                        srcvol = store.volume(name)
+                        if srcvol is None:
+                            raise TaskFailed(f"volume '{mp['volume']}' does not exist")
+                        vol = await target.alloc(newid, srcvol.size, index)
+                        made.append((target, vol.name))
+                        await run("cp", "-a", "--", f"{srcvol.path}/.", str(vol.path))
+                        newvolid = vol.volid
+                    else:
+                        assert isinstance(store, ZfsPoolStorage)
+                        task.log.append(f"create linked clone of mount point {k} "
+                                        f"({mp['volume']})")
+                        newname = await store.clone(name, newid, index)
+                        made.append((store, newname))
+                        newvolid = f"{sid}:{newname}"
+                    async with self.flock(newid):
+                        new.conf[k] = new.conf[k].replace(mp["volume"], newvolid, 1)
+                        self.save(new)
+                async with self.flock(newid):
+                    new.conf.pop("lock", None)
+                    self.save(new)
+            except TaskFailed as e:
+                self._forget(newid)
+                for store, name in made:
+                    with contextlib.suppress(TaskFailed):
+                        await store.free(name)
+                raise TaskFailed(f"clone failed: {e}") from None
+            finally:
+                async with self.flock(vmid):
+                    if src.conf.get("lock") == "disk":
+                        src.conf.pop("lock")
+                        self.save(src)
+        return self.worker("vzclone", vmid, caller, body)
 
     # -- config --------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ async def run(*argv: str, timeout: float = 120) -> str:
 
 #: Volume names the stand-in's plugins make and accept (pve-storage parse_volname).
 DIR_VOLNAME = re.compile(r"(\d+)/subvol-\1-disk-\d+\.subvol")
-ZFS_VOLNAME = re.compile(r"(subvol|basevol)-\d+-disk-\d+")
+ZFS_VOLNAME = re.compile(r"(?:(basevol-\d+-disk-\d+)/)?((?:subvol|basevol)-\d+-disk-\d+)")
 
 
 @dataclass
@@ -142,7 +142,14 @@ def _status(sid: str, typ: str, content: str, total: int, used: int, avail: int
 
 
 class ZfsPoolStorage:
-    """``local-zfs``: one dataset per CT volume, under ``pool`` (a zfs-fuse dataset here)."""
+    """``local-zfs``: one dataset per CT volume, under ``pool`` (a zfs-fuse dataset here).
+
+    Volume names (pve-storage ``ZFSPoolPlugin.pm`` ``parse_volname``): ``subvol-<vmid>-disk-<n>``;
+    a template's ``basevol-<vmid>-disk-<n>`` (``create_base``: rename, then snapshot
+    ``@__base__``); a linked clone's ``basevol-<b>-disk-<n>/subvol-<vmid>-disk-<m>``
+    (``clone_image``: ``zfs clone …@__base__`` with the base's refquota). The dataset is always
+    the last part.
+    """
 
     type = "zfspool"
     content = "images,rootdir"
@@ -151,8 +158,18 @@ class ZfsPoolStorage:
         self.sid = sid
         self.pool = pool
 
+    def dataset(self, name: str) -> str | None:
+        m = ZFS_VOLNAME.fullmatch(name)
+        return f"{self.pool}/{m.group(2)}" if m else None
+
+    def _ds(self, name: str) -> str:
+        ds = self.dataset(name)
+        if ds is None:
+            raise TaskFailed(f"unable to parse zfs volume name '{name}'")
+        return ds
+
     async def alloc(self, vmid: int, size: int, index: int) -> Volume:
-        name = f"subvol-{vmid}-disk-{index}"
+        name = self._free_name(vmid, index)
         argv = ["zfs", "create"]
         if size:
             # ZFSPoolPlugin.pm zfs_create_subvol: refquota = size (in KiB there; bytes here).
@@ -164,10 +181,25 @@ class ZfsPoolStorage:
         # Datasets are created mode 0755 root; PVE does no chmod either.
         return vol
 
+    def _free_name(self, vmid: int, index: int) -> str:
+        """Plugin.pm find_free_diskname: the first unused disk number (from ``index``)."""
+        taken = set(self._datasets())
+        n = index
+        while (f"{self.pool}/subvol-{vmid}-disk-{n}" in taken
+               or f"{self.pool}/basevol-{vmid}-disk-{n}" in taken):
+            n += 1
+        return f"subvol-{vmid}-disk-{n}"
+
+    def _datasets(self) -> list[str]:
+        import subprocess
+        r = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", self.pool],
+                           capture_output=True, text=True, timeout=30)
+        return r.stdout.split()
+
     def volume(self, name: str) -> Volume | None:
-        if not ZFS_VOLNAME.fullmatch(name):  # ZFSPoolPlugin.pm parse_volname
+        ds = self.dataset(name)
+        if ds is None:
             return None
-        ds = f"{self.pool}/{name}"
         mnt = self._get(ds, "mountpoint")
         if mnt is None:
             return None
@@ -182,9 +214,12 @@ class ZfsPoolStorage:
         return r.stdout.strip() if r.returncode == 0 else None
 
     async def free(self, name: str) -> None:
-        if not ZFS_VOLNAME.fullmatch(name):
-            raise TaskFailed(f"unable to parse zfs volume name '{name}'")
-        ds = f"{self.pool}/{name}"
+        ds = self._ds(name)
+        if "/basevol-" in "/" + ds.rsplit("/", 1)[1]:
+            # pve-storage Storage.pm vdisk_free: a base with linked clones stays.
+            base = f"{ds}@__base__"
+            if any(self._get(other, "origin") == base for other in self._datasets()):
+                raise TaskFailed(f"base volume '{name}' is still in use by linked cloned")
         # zfs-fuse answers "dataset is busy" for a while after a CT used the dataset (the
         # FUSE mount still has users; environment.md section 3): unmount, retry, up to ~10 s.
         for attempt in range(20):
@@ -201,11 +236,50 @@ class ZfsPoolStorage:
                     raise
                 await asyncio.sleep(0.5)
 
+    async def create_base(self, name: str) -> str:
+        """ZFSPoolPlugin.pm create_base: subvol-… becomes basevol-…, snapshot @__base__."""
+        m = ZFS_VOLNAME.fullmatch(name)
+        if m is None or m.group(1) or not m.group(2).startswith("subvol-"):
+            raise TaskFailed("create_base not possible with base image")
+        newname = "basevol-" + m.group(2)[len("subvol-"):]
+        old, new = f"{self.pool}/{m.group(2)}", f"{self.pool}/{newname}"
+        # zfs-fuse: a rename remounts, and a recently used FUSE mount is "busy" for a while
+        # (see free): unmount first, retry, mount again.
+        for attempt in range(20):
+            with contextlib.suppress(TaskFailed):
+                if self._get(old, "mounted") == "yes":
+                    await run("zfs", "umount", "-f", old)
+            try:
+                await run("zfs", "rename", old, new)
+                break
+            except TaskFailed:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.5)
+        if self._get(new, "mounted") != "yes":
+            await run("zfs", "mount", new)
+        await run("zfs", "snapshot", f"{new}@__base__")
+        return newname
+
+    async def clone(self, name: str, vmid: int, index: int) -> str:
+        """ZFSPoolPlugin.pm clone_image: a linked clone of a base, with its refquota."""
+        m = ZFS_VOLNAME.fullmatch(name)
+        if m is None or m.group(1) or not m.group(2).startswith("basevol-"):
+            raise TaskFailed("clone_image only works on base images")
+        base = f"{self.pool}/{m.group(2)}"
+        size = self._get(base, "refquota") or "0"
+        newname = self._free_name(vmid, index)
+        argv = ["zfs", "clone"]
+        if size not in ("0", "none", "-"):
+            argv += ["-o", f"refquota={size}"]
+        await run(*argv, f"{base}@__base__", f"{self.pool}/{newname}")
+        return f"{m.group(2)}/{newname}"
+
     async def snapshot(self, name: str, snap: str) -> None:
-        await run("zfs", "snapshot", f"{self.pool}/{name}@{snap}")
+        await run("zfs", "snapshot", f"{self._ds(name)}@{snap}")
 
     async def delete_snapshot(self, name: str, snap: str) -> None:
-        await run("zfs", "destroy", f"{self.pool}/{name}@{snap}")
+        await run("zfs", "destroy", f"{self._ds(name)}@{snap}")
 
     async def rollback_possible(self, name: str, snap: str) -> None:
         """ZFSPoolPlugin.pm volume_rollback_is_possible: only to the most recent snapshot."""
@@ -218,24 +292,26 @@ class ZfsPoolStorage:
 
     async def rollback(self, name: str, snap: str) -> None:
         await self.rollback_possible(name, snap)
-        await run("zfs", "rollback", f"{self.pool}/{name}@{snap}")
+        await run("zfs", "rollback", f"{self._ds(name)}@{snap}")
 
     async def snapshots(self, name: str) -> list[str]:
         out = await run("zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r",
-                        f"{self.pool}/{name}")
+                        self._ds(name))
         # zfs-fuse lacks `-s createtxg`; `zfs list` lists a dataset's snapshots oldest first.
         return [line.split("@", 1)[1] for line in out.split() if "@" in line]
 
     def content_list(self) -> list[dict[str, object]]:
-        import subprocess
-        r = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", self.pool],
-                           capture_output=True, text=True, timeout=30)
         out: list[dict[str, object]] = []
-        for ds in r.stdout.split():
+        for ds in self._datasets():
             m = re.fullmatch(re.escape(self.pool) + r"/(subvol|basevol)-(\d+)-disk-\d+", ds)
             if not m:
                 continue
             name = ds.split("/")[-1]
+            origin = self._get(ds, "origin") or ""
+            om = re.fullmatch(re.escape(self.pool) + r"/(basevol-\d+-disk-\d+)@__base__",
+                              origin)
+            if om:
+                name = f"{om.group(1)}/{name}"
             vol = self.volume(name)
             out.append({"volid": f"{self.sid}:{name}", "content": "rootdir", "format": "subvol",
                         "size": vol.size if vol else 0, "vmid": int(m.group(2)),
