@@ -637,3 +637,46 @@ def test_template_and_linked_clones_on_zfs(pve_standin: StandInHandle) -> None:
     st = Tasks.blocking_status(px, node.lxc(tmpl).delete(), polling_interval=0.1)
     assert st["exitstatus"] == "OK"
     assert node.lxc.get() == [] and node.storage("local-zfs").content.get() == []
+
+
+def test_template_upload_through_proxmoxer(pve_standin_nozfs: StandInHandle,
+                                           tmp_path: Any) -> None:
+    """An image's rootfs reaches the node as a vztmpl upload (multipart, imgcopy task) and a
+    CT is created from it."""
+    import hashlib
+    import shutil
+    import tarfile
+
+    pve = pve_standin_nozfs
+    px = proxmox(pve)
+    node = px.nodes(pve.node)
+    local = pve.standin.node.storages["local"]  # type: ignore[union-attr]
+    src = tmp_path / "myimage_1.0.tar.gz"
+    shutil.copy(local.template_dir / pve.template.split("/", 1)[1], src)  # type: ignore
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    with open(src, "rb") as f:
+        upid = node.storage("local").upload.post(content="vztmpl", filename=f,
+                                                 checksum=digest,
+                                                 **{"checksum-algorithm": "sha256"})
+    st = Tasks.blocking_status(px, upid, polling_interval=0.1)
+    assert (st["type"], st["exitstatus"]) == ("imgcopy", "OK")
+    volids = [i["volid"] for i in node.storage("local").content.get(content="vztmpl")]
+    assert "local:vztmpl/myimage_1.0.tar.gz" in volids
+    with open(src, "rb") as f:
+        upid = node.storage("local").upload.post(content="vztmpl", filename=f,
+                                                 checksum="00" * 32,
+                                                 **{"checksum-algorithm": "sha256"})
+    st = Tasks.blocking_status(px, upid, polling_interval=0.1)
+    assert st["exitstatus"] == f"checksum mismatch: got '{digest}' != expect '{'00' * 32}'"
+    with tarfile.open(tmp_path / "bad.zip", "w"):
+        pass
+    with open(tmp_path / "bad.zip", "rb") as f, pytest.raises(ResourceException) as exc:
+        node.storage("local").upload.post(content="vztmpl", filename=f)
+    assert exc.value.status_code == 400 and exc.value.errors == {
+        "filename": "wrong file extension"}
+    vmid = int(px.cluster.nextid.get())
+    st = Tasks.blocking_status(px, node.lxc.post(
+        vmid=vmid, ostemplate="local:vztmpl/myimage_1.0.tar.gz", rootfs="local:0"),
+        polling_interval=0.1)
+    assert st["exitstatus"] == "OK"
+    assert not list((pve.standin.node.root / "var/tmp").iterdir())  # type: ignore[union-attr]

@@ -17,17 +17,21 @@ import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from tests.pvestandin.errors import ApiError, die, param_exc, perm_exc
 from tests.pvestandin.node import Caller, Node
 from tests.pvestandin.schema import Method, Router
+from tests.pvestandin.tasks import Task, TaskFailed
 from tests.pvestandin.validate import validate
 
 HEADERS = {"Server": "pve-api-daemon/3.0", "Cache-Control": "max-age=0", "Pragma": "no-cache"}
 JSON_TYPE = "application/json;charset=UTF-8"
+#: The file of a multipart upload, while its request runs.
+UPLOAD_KEY = web.RequestKey("pve_upload", Path)
 
 
 @dataclass
@@ -115,7 +119,27 @@ class Api:
     async def params(self, request: web.Request, path_params: dict[str, str]
                      ) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        if request.method in ("POST", "PUT"):
+        if request.method in ("POST", "PUT") and request.content_type == "multipart/form-data":
+            # pveproxy streams an upload's file part to /var/tmp/pveupload-<hex> and passes
+            # the handler 'tmpfilename' plus the client's 'filename' (pve-http-server
+            # AnyEvent.pm file upload handling; proxmox-api.md §4, upload).
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader) or part.name is None:
+                    continue
+                if part.filename is not None:
+                    tmp_dir = self.node.root / "var/tmp"
+                    tmp_dir.mkdir(parents=True, exist_ok=True)
+                    name = f"pveupload-{secrets.token_hex(16)}"
+                    with open(tmp_dir / name, "wb") as f:
+                        while chunk := await part.read_chunk(1 << 20):
+                            f.write(chunk)
+                    params[part.name] = part.filename
+                    params["tmpfilename"] = f"/var/tmp/{name}"
+                    request[UPLOAD_KEY] = tmp_dir / name
+                else:
+                    params[part.name] = (await part.read()).decode("utf-8", "replace")
+        elif request.method in ("POST", "PUT"):
             ctype = request.content_type
             raw = await request.read()
             if raw:
@@ -188,6 +212,9 @@ class Api:
                           f"info for: {params['node']}: Name or service not known")
             data = await handler(params, caller, info)
         except ApiError as e:
+            upload = request.get(UPLOAD_KEY)
+            if upload is not None:  # pveproxy removes an upload no worker took over
+                upload.unlink(missing_ok=True)
             return error_response(e)
         resp = _reply(200, data)
         if isinstance(resp.body, bytes) and len(resp.body) > 1024 \
@@ -423,6 +450,44 @@ class Api:
         if p.get("vmid"):
             items = [i for i in items if str(i.get("vmid")) == str(p["vmid"])]
         return items
+
+    async def h_POST_nodes_node_storage_storage_upload(self, p: dict[str, Any], c: Caller,
+                                                       m: Method) -> Any:
+        """pve-storage src/PVE/API2/Storage/Status.pm upload: an ``imgcopy`` worker moves the
+        uploaded file into the storage's template (or iso) folder, checking the checksum."""
+        store = self._storage(str(p["storage"]))
+        content, filename = str(p["content"]), str(p["filename"])
+        tmp = p.get("tmpfilename")
+        if tmp is None:
+            raise param_exc({"tmpfilename": "missing upload file"})  # unverified wording
+        tmp_path = self.node.root / str(tmp).lstrip("/")
+        if content not in store.content.split(","):
+            raise die(f"storage '{store.sid}' does not support '{content}' content")
+        if content != "vztmpl":
+            raise ApiError(501, f"upload of '{content}' is not implemented by the stand-in")
+        if not re.fullmatch(r"[^/]+\.tar(\.(gz|xz|zst|bz2))?", filename):
+            raise param_exc({"filename": "wrong file extension"})
+        dest = store.template_dir / filename
+        algo, want = p.get("checksum-algorithm"), p.get("checksum")
+
+        async def body(task: Task) -> None:
+            import hashlib
+            import shutil
+            try:
+                if algo:
+                    h = hashlib.new(str(algo))
+                    with open(tmp_path, "rb") as f:
+                        while chunk := f.read(1 << 20):
+                            h.update(chunk)
+                    got = h.hexdigest()
+                    if got != str(want).lower():
+                        raise TaskFailed(f"checksum mismatch: got '{got}' != expect '{want}'")
+                    task.log.append(f"calculated checksum: {got}")
+                task.log.append(f"target file: {dest}")
+                shutil.move(str(tmp_path), dest)
+            finally:
+                tmp_path.unlink(missing_ok=True)
+        return self.node.tasks.start("imgcopy", "", c.authid, body).upid
 
     async def h_GET_nodes_node_network(self, p: dict[str, Any], c: Caller, m: Method) -> Any:
         items = self.node.network()

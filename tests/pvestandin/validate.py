@@ -406,6 +406,11 @@ def check_object(path: str, schema: dict[str, Any], value: dict[str, Any], addit
         check_prop(value.get(k), sub, f"{path}.{k}" if path else k, errors)
     for k in value:
         if k in schema:
+            requires = schema[k].get("requires")
+            if isinstance(requires, str) and value.get(requires) is None:
+                add_error(errors, f"{path}.{requires}" if path else requires,
+                          f"missing property - '{f'{path}.{k}' if path else k}' requires this "
+                          "property")
             continue
         if not additional:
             add_error(errors, f"{path}.{k}" if path else k,

@@ -90,3 +90,11 @@ def test_entrypoint_line_feed_is_refused_by_92_and_let_through_by_91() -> None:
         create = Router(load_paths(version)).match("/nodes/pve/lxc")[2]["POST"]  # type: ignore[index]
         props = {"entrypoint": create.properties["entrypoint"]}
         assert validate(value, props) == errors, version
+
+
+def test_requires() -> None:
+    props = {"checksum": {"type": "string", "optional": 1, "requires": "checksum-algorithm"},
+             "checksum-algorithm": {"type": "string", "optional": 1, "requires": "checksum"}}
+    assert validate({"checksum": "abc"}, props) == {
+        "checksum-algorithm": "missing property - 'checksum' requires this property"}
+    assert validate({"checksum": "abc", "checksum-algorithm": "sha256"}, props) == {}
