@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.harness import leaks
 from tests.harness.zfs import TestPool, ZfsFuse, test_pool, zfs_fuse_fixture  # noqa: F401
 from tests.pvestandin.schema import schema_dir
 from tests.pvestandin.server import TEMPLATE_NAME, Options, StandIn, ThreadedStandIn
@@ -85,6 +86,15 @@ def _run(opts: Options, pool: TestPool | None) -> Iterator[StandInHandle]:
     threaded = ThreadedStandIn(opts)
     with threaded as standin:
         yield StandInHandle(standin, threaded, pool)
+    # The stand-in's own clean-up is part of what the tests check: nothing of it stays.
+    folder = str(standin.folder)
+    left = [f"process {pid}: {cmd}"
+            for pid, cmd in leaks.processes_mentioning([folder]).items()]
+    left += [f"mount {m}" for m in leaks.mounts_under([folder])]
+    left += [f"folder {folder}"] if os.path.exists(folder) else []
+    left += [f"bridge {b}" for b in standin.bridges.values()
+             if os.path.exists(f"/sys/class/net/{b}")]
+    assert not left, f"the PVE stand-in left: {left}"
 
 
 @pytest.fixture(name="pve_standin")
