@@ -377,12 +377,38 @@ class Api:
                                         p.get("start") in ("1", True), c)
 
     async def h_GET_nodes_node_tasks(self, p: dict[str, Any], c: Caller, m: Method) -> Any:
-        tasks = list(self.node.tasks.tasks.values())
+        """pve-manager PVE/API2/Tasks.pm node_tasks: newest first; ``source`` archive (the
+        default: finished tasks), active or all; then the filters, then start/limit."""
+        tasks = list(reversed(self.node.tasks.tasks.values()))
+        source = p.get("source", "archive")
+        if source == "archive":
+            tasks = [t for t in tasks if not t.running]
+        elif source == "active":
+            tasks = [t for t in tasks if t.running]
         if p.get("vmid"):
             tasks = [t for t in tasks if t.id == str(p["vmid"])]
-        if p.get("source", "archive") == "active":
-            tasks = [t for t in tasks if t.running]
-        return [t.list_entry() for t in reversed(tasks)]
+        if p.get("typefilter"):
+            tasks = [t for t in tasks if t.type == p["typefilter"]]
+        if p.get("userfilter"):
+            tasks = [t for t in tasks if str(p["userfilter"]) in t.user]
+        if p.get("errors") in ("1", True):
+            tasks = [t for t in tasks if t.exitstatus not in (None, "OK")]
+        if p.get("statusfilter"):
+            want = {x.lower() for x in re.split(r"[\0,;\s]+", str(p["statusfilter"])) if x}
+
+            def kind(t: Any) -> str:
+                if t.exitstatus == "OK":
+                    return "ok"
+                if t.exitstatus and t.exitstatus.startswith("WARNINGS"):
+                    return "warning"
+                return "unknown" if t.exitstatus in (None, "unexpected status") else "error"
+            tasks = [t for t in tasks if kind(t) in want]
+        if p.get("since"):
+            tasks = [t for t in tasks if t.starttime >= int(p["since"])]
+        if p.get("until"):
+            tasks = [t for t in tasks if t.starttime <= int(p["until"])]
+        start, limit = int(p.get("start", 0)), int(p.get("limit", 50))
+        return [t.list_entry() for t in tasks[start:start + limit]]
 
     def _task(self, upid: str) -> Any:
         from tests.pvestandin.tasks import UPID_RE
