@@ -680,3 +680,67 @@ def test_template_upload_through_proxmoxer(pve_standin_nozfs: StandInHandle,
         polling_interval=0.1)
     assert st["exitstatus"] == "OK"
     assert not list((pve.standin.node.root / "var/tmp").iterdir())  # type: ignore[union-attr]
+
+
+def test_missing_privileges_and_injected_failures(pve_standin_nozfs: StandInHandle) -> None:
+    """The failure cases a backend must word: 403 naming the path and privilege (from the
+    schema's permissions), a 500's reason phrase, a failed task's exit status; and after each
+    the stand-in holds nothing."""
+    from tests.pvestandin.app import Fault
+
+    pve = pve_standin_nozfs
+    node, api = pve.standin.node, pve.standin.api
+    assert node is not None and api is not None
+    vmid = int(http(pve, "GET", "/cluster/nextid").json()["data"])
+    create = {"vmid": vmid, "ostemplate": pve.template, "rootfs": "local:0",
+              "net0": "name=eth0,bridge=vmbr0,tag=20"}
+    # A token with only VM.Audit (privsep=1 with one ACL).
+    api.auth.token_privs[pve.token_id] = frozenset({"VM.Audit"})
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc", data=create)
+    assert (r.status_code, r.reason) == (403, f"Permission check failed (/vms/{vmid}, "
+                                              "VM.Allocate)")
+    api.auth.token_privs[pve.token_id] = frozenset({
+        "VM.Allocate", "Datastore.AllocateSpace", "VM.Config.Disk", "VM.Config.Network"})
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc", data=create)
+    assert r.reason == "Permission check failed (/sdn/zones/localnetwork/vmbr0/20, SDN.Use)"
+    assert pve.leftovers() == []
+    del api.auth.token_privs[pve.token_id]
+    # A worker that dies: create cleans up after itself.
+    node.inject_task_failure("vzcreate", "unable to open file - Read-only file system")
+    st = wait_task(pve, http(pve, "POST", f"/nodes/{pve.node}/lxc", data=create).json()["data"])
+    assert st["exitstatus"] == (f"unable to create CT {vmid} - unable to open file - "
+                                "Read-only file system")
+    assert pve.leftovers() == []
+    assert wait_task(pve, http(pve, "POST", f"/nodes/{pve.node}/lxc", data=create)
+                     .json()["data"])["exitstatus"] == "OK"
+    node.inject_task_failure("vzstart", f"startup for container '{vmid}' failed")
+    st = wait_task(pve, http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/start")
+                   .json()["data"])
+    assert st["exitstatus"] == f"startup for container '{vmid}' failed"
+    assert http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/status/current").json()["data"][
+        "status"] == "stopped"
+    # Without privileges to power it, the token is told which one it lacks.
+    api.auth.token_privs[pve.token_id] = frozenset({"VM.Audit"})
+    r = http(pve, "POST", f"/nodes/{pve.node}/lxc/{vmid}/status/start")
+    assert r.reason == f"Permission check failed (/vms/{vmid}, VM.PowerMgmt)"
+    del api.auth.token_privs[pve.token_id]
+    # An injected 500: the reason phrase is the message's first line.
+    api.faults.append(Fault("GET", rf"/nodes/{pve.node}/lxc/{vmid}/status/current", 500,
+                            "got timeout\nmore detail"))
+    r = http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/status/current")
+    assert (r.status_code, r.reason) == (500, "got timeout")
+    assert r.json() == {"data": None, "message": "got timeout\nmore detail\n"}
+    assert http(pve, "GET", f"/nodes/{pve.node}/lxc/{vmid}/status/current").status_code == 200
+    # A lock an operator left (backup) refuses the delete; `pct unlock` is a node-side edit.
+    conf = node.root / "etc/pve/lxc" / f"{vmid}.conf"
+    conf.write_text(conf.read_text() + "lock: backup\n")
+    r = http(pve, "DELETE", f"/nodes/{pve.node}/lxc/{vmid}")
+    assert (r.status_code, r.reason) == (500, "CT is locked (backup)")
+    assert pve.leftovers() == [f"CT {vmid} (lock: backup)",
+                               f"volume local:{vmid}/subvol-{vmid}-disk-0.subvol"]
+    conf.write_text(conf.read_text().replace("lock: backup\n", ""))
+    assert wait_task(pve, http(pve, "DELETE", f"/nodes/{pve.node}/lxc/{vmid}").json()["data"]
+                     )["exitstatus"] == "OK"
+    assert pve.leftovers() == []
+    calls = [c for c in api.calls if c[1].endswith("/status/start")]
+    assert len(calls) == 2

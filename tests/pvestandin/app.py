@@ -24,6 +24,7 @@ from aiohttp import BodyPartReader, web
 
 from tests.pvestandin.errors import ApiError, die, param_exc, perm_exc
 from tests.pvestandin.node import Caller, Node
+from tests.pvestandin.perms import check_schema
 from tests.pvestandin.schema import Method, Router
 from tests.pvestandin.tasks import Task, TaskFailed
 from tests.pvestandin.validate import validate
@@ -35,10 +36,24 @@ UPLOAD_KEY = web.RequestKey("pve_upload", Path)
 
 
 @dataclass
+class Fault:
+    """Tests: answer ``times`` requests matching ``method`` and ``path`` (a regex on the path
+    below /api2/json) with ``status`` and ``message`` (500: a handler's die)."""
+
+    method: str
+    path: str
+    status: int
+    message: str
+    times: int = 1
+
+
+@dataclass
 class Auth:
     """Known credentials: API tokens (``user@realm!name`` → secret) and user passwords."""
 
     tokens: dict[str, str] = field(default_factory=dict)
+    #: Privileges of a token (perms.py); a token not listed has all of them.
+    token_privs: dict[str, frozenset[str]] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
     tickets: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # ticket → user,csrf,t
     fail_delay: float = 0.0  # real nodes wait 3 s before a 401 (pve-manager HTTPServer.pm)
@@ -69,6 +84,7 @@ class Api:
         self.router = router
         self.auth = auth
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request, for tests
+        self.faults: list[Fault] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)
@@ -91,7 +107,7 @@ class Api:
             tokenid, sep, secret = value.rpartition("=")
             if sep and self.auth.tokens.get(tokenid) is not None \
                     and secrets.compare_digest(self.auth.tokens[tokenid], secret):
-                return Caller(tokenid, token=True)
+                return Caller(tokenid, token=True, privs=self.auth.token_privs.get(tokenid))
             return await self._unauthorized("Authentication failed!")
         ticket = None
         m = re.match(r"PVEAuthCookie=(.+)$", header)
@@ -188,6 +204,10 @@ class Api:
                 return got  # authentication runs before routing (proxmox-api.md §3.3a)
             caller = got
         self.node.refresh()
+        for fault in self.faults:
+            if fault.times > 0 and fault.method == method and re.fullmatch(fault.path, rel):
+                fault.times -= 1
+                return error_response(ApiError(fault.status, fault.message))
         found = self.router.match(rel)
         if found is None or method not in found[2]:
             return _reply(501, reason=f"Method '{method} {rel}' not implemented",
@@ -203,6 +223,8 @@ class Api:
             errors = validate(params, info.properties, info.additional)
             if errors:
                 raise param_exc(errors)
+            if caller is not None:
+                check_schema(caller.privs, info.permissions, params)
             handler = getattr(self, "h_" + _handler_name(method, spath), None)
             if handler is None:
                 raise ApiError(501, f"Method '{method} {rel}' not implemented")

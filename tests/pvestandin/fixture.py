@@ -63,6 +63,12 @@ class StandInHandle:
     def template(self) -> str:
         return f"local:vztmpl/{TEMPLATE_NAME}"
 
+    def leftovers(self) -> list[str]:
+        """CTs, locks, volumes, running CTs and running tasks the stand-in still holds."""
+        node = self.standin.node
+        assert node is not None
+        return self.call(node.leftovers())
+
     def auth_header(self) -> str:
         return f"PVEAPIToken={self.token_id}={self.token_secret}"
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from tests.pvestandin.errors import die, param_exc, perm_exc
 from tests.pvestandin.lxc import LxcRunner, host_arch, lxc_config, parse_prop
+from tests.pvestandin.perms import check_privs
 from tests.pvestandin.storage import DirStorage, Volume, ZfsPoolStorage, run
 from tests.pvestandin.tasks import Task, TaskFailed, Tasks
 from tests.pvestandin.validate import parse_size
@@ -42,6 +43,8 @@ DESCR_SAFE = " !\"$&'()*+,-./:;<=>?@[\\]^_`{|}~"
 class Caller:
     authid: str       # user@realm or user@realm!tokenid
     token: bool
+    #: Privileges on every path; None: all (root@pam, or a token configured so). perms.py.
+    privs: frozenset[str] | None = None
 
     @property
     def user(self) -> str:
@@ -89,6 +92,7 @@ class Node:
         # On a node /etc/pve/lxc is a symlink to the local node's folder (pmxcfs).
         (root / "etc/pve/lxc").symlink_to(f"nodes/{name}/lxc")
         self._mtimes: dict[int, int] = {}
+        self.task_faults: dict[str, list[str]] = {}
 
     # -- config files and locks ----------------------------------------------------------
 
@@ -179,25 +183,66 @@ class Node:
 
     def worker(self, wtype: str, vmid: int, caller: Caller,
                body: Callable[[Task], Awaitable[None]]) -> str:
-        return self.tasks.start(wtype, str(vmid), caller.authid, body).upid
+        if wtype in ("vzcreate", "vzclone"):
+            run_body = body  # these call fault() inside their own clean-up scope
+        else:
+            async def run_body(task: Task) -> None:
+                self.fault(task)
+                await body(task)
+        return self.tasks.start(wtype, str(vmid), caller.authid, run_body).upid
+
+    def inject_task_failure(self, wtype: str, message: str, times: int = 1) -> None:
+        """Tests: the next ``times`` workers of ``wtype`` fail with ``message`` (as a node's
+        worker dies), after the pre-checks and with the worker's own clean-up."""
+        self.task_faults.setdefault(wtype, []).extend([message] * times)
+
+    def fault(self, task: Task) -> None:
+        queue = self.task_faults.get(task.type)
+        if queue:
+            raise TaskFailed(queue.pop(0))
 
     # -- permissions a token may not have (pve-container LXC.pm check_ct_modify_config_perm)
 
-    def check_root_only(self, caller: Caller, new: dict[str, Any], unprivileged: bool,
-                        old: dict[str, str] | None = None, delete: Sequence[str] = ()) -> None:
+    def check_modify_perm(self, caller: Caller, new: dict[str, Any], unprivileged: bool,
+                          vmid: int, old: dict[str, str] | None = None,
+                          delete: Sequence[str] = ()) -> None:
+        """pve-container LXC.pm check_ct_modify_config_perm: root@pam may do anything; any
+        other caller (tokens of root@pam included) needs the option's privilege on
+        /vms/<vmid> and may not touch the root-only options."""
         if caller.authid == ROOT:
             return
+        vms = f"/vms/{vmid}"
         keys = [(k, False) for k in new] + [(k, True) for k in delete]
         for k, deleting in keys:
-            if k == "rootfs" or re.fullmatch(r"mp\d+", k):
+            if k in ("cores", "cpuunits", "cpulimit"):
+                check_privs(caller.privs, vms, ["VM.Config.CPU"])
+            elif k == "rootfs" or re.fullmatch(r"mp\d+", k):
+                check_privs(caller.privs, vms, ["VM.Config.Disk"])
                 if deleting:
                     continue
                 vol = parse_prop(str(new[k]), "volume").get("volume", "")
                 kind = classify_mountpoint(vol)
                 if kind != "volume":
                     raise perm_exc(f"mount point type {kind} is only allowed for root@pam")
+                m = NEW_DISK_RE.fullmatch(vol)
+                if m:
+                    sid = m.group(1) or str(new.get("storage", "local"))
+                    check_privs(caller.privs, f"/storage/{sid}", ["Datastore.AllocateSpace"])
+            elif k in ("memory", "swap"):
+                check_privs(caller.privs, vms, ["VM.Config.Memory"])
+            elif re.fullmatch(r"net\d+", k):
+                check_privs(caller.privs, vms, ["VM.Config.Network"])
+                if not deleting:
+                    # pve-guest-common GuestHelpers.pm check_vnet_access
+                    net = parse_prop(str(new[k]), "")
+                    path = f"/sdn/zones/localnetwork/{net.get('bridge', '')}"
+                    if "tag" in net:
+                        path += f"/{net['tag']}"
+                    check_privs(caller.privs, path, ["SDN.Use"])
             elif re.fullmatch(r"dev\d+", k):
                 raise perm_exc("configuring device passthrough is only allowed for root@pam")
+            elif k in ("nameserver", "searchdomain", "hostname"):
+                check_privs(caller.privs, vms, ["VM.Config.Network"])
             elif k == "features":
                 if not unprivileged:
                     raise perm_exc("changing feature flags for privileged container is only "
@@ -208,8 +253,14 @@ class Node:
                 if changed - {"nesting"}:
                     raise perm_exc("changing feature flags (except nesting) is only allowed "
                                    "for root@pam")
+                if changed:
+                    check_privs(caller.privs, vms, ["VM.Allocate"])
             elif k == "hookscript":
                 raise perm_exc("changing the hookscript is only allowed for root@pam")
+            elif k in ("unprivileged", "storage", "vmid", "node", "ostemplate"):
+                continue  # create_vm parameters, not options (checked by create_vm itself)
+            else:
+                check_privs(caller.privs, vms, ["VM.Config.Options"])
 
     # -- read-only endpoints -------------------------------------------------------------
 
@@ -294,7 +345,13 @@ class Node:
         p["unprivileged"] = "1" if unprivileged else "0"
         if storage not in self.storages:
             raise die(f"storage '{storage}' does not exist")
-        self.check_root_only(caller, p, unprivileged)
+        # create_vm: VM.Allocate on the CT, Sys.Modify on / for a privileged one, then the
+        # per-option checks.
+        if caller.authid != ROOT:
+            check_privs(caller.privs, f"/vms/{vmid}", ["VM.Allocate"])
+            if not unprivileged:
+                check_privs(caller.privs, "/", ["Sys.Modify"])
+        self.check_modify_perm(caller, {**p, "storage": storage}, unprivileged, vmid)
         if "rootfs" not in p:
             p["rootfs"] = f"{storage}:4"  # create_vm: default disk is <storage>:4 (GiB)
         for k in [k for k in p if k == "rootfs" or re.fullmatch(r"mp\d+", k)]:
@@ -323,6 +380,7 @@ class Node:
         async def body(task: Task) -> None:
             made: list[Volume] = []
             try:
+                self.fault(task)
                 async with self.flock(vmid):
                     await self._create_body(task, ct, p, storage, tstore, tname, made)
             except TaskFailed as e:
@@ -628,6 +686,7 @@ class Node:
         async def body(task: Task) -> None:
             made: list[tuple[DirStorage | ZfsPoolStorage, str]] = []
             try:
+                self.fault(task)
                 for index, (k, mp) in enumerate(sorted(mounts.items(),
                                                        key=lambda kv: kv[0] != "rootfs")):
                     sid, _, name = mp["volume"].partition(":")
@@ -688,7 +747,7 @@ class Node:
                 raise die("detected modified configuration - file changed by other user? "
                           "Try again.")
             unpriv = ct.conf.get("unprivileged") == "1"
-            self.check_root_only(caller, p, unpriv, ct.conf, delete)
+            self.check_modify_perm(caller, p, unpriv, vmid, ct.conf, delete)
             for k in delete:
                 if k in p:
                     raise param_exc({k: "can't set and delete the same option"})
@@ -873,6 +932,18 @@ class Node:
                 item["bridge_vlan_aware"] = 1
                 item["bridge_vids"] = "2-4094"
             out.append(item)
+        return out
+
+    async def leftovers(self) -> list[str]:
+        """What the node still holds: CTs, locks, CT volumes, running CTs and tasks (tests:
+        "after every failure the stand-in holds no CT, volume, lock or running task")."""
+        out = [f"CT {vmid}" + (f" (lock: {ct.conf['lock']})" if "lock" in ct.conf else "")
+               for vmid, ct in sorted(self.cts.items())]
+        out += [f"running CT {vmid}" for vmid in sorted(self.lxc.procs) if self.running(vmid)]
+        out += [f"running task {t.upid}" for t in self.tasks.active()]
+        for store in self.storages.values():
+            out += [f"volume {item['volid']}" for item in store.content_list()
+                    if item["content"] == "rootdir"]
         return out
 
     async def shutdown(self) -> None:

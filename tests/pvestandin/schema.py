@@ -77,6 +77,7 @@ class Method:
     allowtoken: bool
     protected: bool
     returns: dict[str, Any]
+    permissions: dict[str, Any]
 
 
 class Router:
@@ -95,7 +96,8 @@ class Router:
                     # pve-common JSONSchema.pm $method_schema: allowtoken defaults to 1.
                     allowtoken=bool(info.get("allowtoken", 1)),
                     protected=bool(info.get("protected", 0)),
-                    returns=info.get("returns") or {})
+                    returns=info.get("returns") or {},
+                    permissions=info.get("permissions") or {})
             regex = "^" + re.sub(r"\\\{([a-z_]+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$"
             self.routes.append((re.compile(regex), path, methods))
 

@@ -46,6 +46,8 @@ class Options:
     task_delay: dict[str, float] = field(default_factory=dict)
     nextid_range: tuple[int, int] = (100, 1000000)
     token_id: str = "root@pam!standin"
+    #: The token's privileges (on every path); None: all, like a privsep=0 token of root@pam.
+    token_privs: frozenset[str] | None = None
     auth_fail_delay: float = 0.0
     host: str = "127.0.0.1"
     port: int = 0
@@ -117,6 +119,8 @@ class StandIn:
             local = self.node.storages["local"]
             make_template(local.template_dir / TEMPLATE_NAME)  # type: ignore[union-attr]
             auth = Auth(tokens={self.opts.token_id: self.token_secret},
+                        token_privs=({self.opts.token_id: self.opts.token_privs}
+                                     if self.opts.token_privs is not None else {}),
                         passwords={"root@pam": self.root_password},
                         fail_delay=self.opts.auth_fail_delay)
             self.api = Api(self.node, Router(load_paths(self.opts.schema_version)), auth)
