@@ -220,11 +220,13 @@ class Api:
                 raise perm_exc(f"URI '{rel}' not available with API token, need proper "
                                "ticket.\n")
             params = await self.params(request, path_params)
+            # HTTPServer.pm rest_handler checks the declared permissions first, then the
+            # handler validates its parameters (RESTHandler.pm handle).
+            if caller is not None:
+                check_schema(caller.privs, info.permissions, params)
             errors = validate(params, info.properties, info.additional)
             if errors:
                 raise param_exc(errors)
-            if caller is not None:
-                check_schema(caller.privs, info.permissions, params)
             handler = getattr(self, "h_" + _handler_name(method, spath), None)
             if handler is None:
                 raise ApiError(501, f"Method '{method} {rel}' not implemented")
@@ -233,7 +235,9 @@ class Api:
                 raise die(f"hostname lookup '{params['node']}' failed - failed to get address "
                           f"info for: {params['node']}: Name or service not known")
             data = await handler(params, caller, info)
-        except ApiError as e:
+        except Exception as e:  # a stand-in bug still answers like a node's die, visibly
+            if not isinstance(e, ApiError):
+                e = ApiError(500, f"internal error in stand-in: {e!r}")
             upload = request.get(UPLOAD_KEY)
             if upload is not None:  # pveproxy removes an upload no worker took over
                 upload.unlink(missing_ok=True)
