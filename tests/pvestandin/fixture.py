@@ -9,6 +9,7 @@ Skips, with the reason, where the stand-in cannot run (not root, no LXC, no sche
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Coroutine, Iterator
@@ -88,7 +89,10 @@ def standin_skip_reason() -> str | None:
     return None
 
 
-def _run(opts: Options, pool: TestPool | None) -> Iterator[StandInHandle]:
+@contextlib.contextmanager
+def running_standin(opts: Options, pool: TestPool | None = None) -> Iterator[StandInHandle]:
+    """A stand-in with any options (e.g. ``lxcpath``, ``task_delay``, ``token_privs``; with
+    ``zfs_pool=pool.name`` for ``local-zfs``), stopped and checked for leftovers at the end."""
     threaded = ThreadedStandIn(opts)
     with threaded as standin:
         yield StandInHandle(standin, threaded, pool)
@@ -109,7 +113,9 @@ def pve_standin_fixture(zfs_fuse: ZfsFuse) -> Iterator[StandInHandle]:  # noqa: 
     if reason:
         pytest.skip(reason)
     with test_pool(prefix="pvs") as pool:
-        yield from _run(Options(zfs_pool=pool.name, nextid_range=_random_range()), pool)
+        with running_standin(Options(zfs_pool=pool.name, nextid_range=random_range()),
+                             pool) as handle:
+            yield handle
 
 
 @pytest.fixture(name="pve_standin_nozfs")
@@ -117,10 +123,11 @@ def pve_standin_nozfs_fixture() -> Iterator[StandInHandle]:
     reason = standin_skip_reason()
     if reason:
         pytest.skip(reason)
-    yield from _run(Options(nextid_range=_random_range()), None)
+    with running_standin(Options(nextid_range=random_range())) as handle:
+        yield handle
 
 
-def _random_range() -> tuple[int, int]:
+def random_range() -> tuple[int, int]:
     """A per-run VMID range (datacenter.cfg ``next-id: lower=…,upper=…``) so that two stand-ins
     on one host never name the same veth (veth<vmid>i<n>) or cgroup (lxc/<vmid>)."""
     import random
