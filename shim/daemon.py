@@ -35,6 +35,7 @@ def remove_socket(path: str) -> None:
 
 def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str) -> None:
     from shim import log as shimlog
+    from shim import proctitle
 
     try:
         shimlog.setup(flags.debug, shimlog.open_log_fifo(bundle / "log"))
@@ -42,12 +43,31 @@ def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str) ->
     except BaseException:
         remove_socket(socket_path)
         raise
+    proctitle.set_title(proctitle.daemon_title(flags.namespace, flags.id, flags.address))
+    write_pid_file(bundle)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS") or f"{flags.address}.ttrpc"
     try:
         asyncio.run(serve(flags, sock, socket_path, ttrpc_address))
     except Exception:
         log.exception("shim daemon failed")
         raise
+
+
+PID_FILE = "shim.pid"
+
+
+def write_pid_file(bundle: Path) -> None:
+    """``<bundle>/shim.pid``: the daemon's PID, as the runc shim's ``start`` writes it
+    (shim.WritePidFile: a temporary file renamed into place, so a reader never sees half of
+    it). containerd does not read it (shim-protocol.md 2.2); operators and tools do. It goes
+    with the bundle, which containerd removes."""
+    tmp = bundle / f".{PID_FILE}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(tmp, bundle / PID_FILE)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", bundle / PID_FILE, exc)
 
 
 def protect_from_oom() -> int | None:
@@ -84,7 +104,9 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
 async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_address: str,
                  remove_once: Callable[[], None]) -> None:
     from network.provisioner import NetworkProvisioner  # [network] shim-managed networks
+    from runtime import oplog
     from runtime.lxc.backend import LxcBackend
+    from runtime.oplog import OpLog
     from runtime.reaper import Reaper
     from runtime.store import Store, state_root
     from runtime.supervisor import Supervisor
@@ -114,7 +136,8 @@ async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addr
     # Like the runc shim (ttrpc.UnixSocketRequireSameUser, shim-protocol.md §1.1): only peers
     # of our own uid and gid, on top of the socket file's 0600.
     server = Server(error_mapper=to_status, check_peer_credentials=True)
-    methods = TaskService(supervisor, store).methods()
+    methods = TaskService(supervisor, store,
+                          OpLog(oplog.path_under(root), source="task")).methods()
     server.register_service(SERVICE, methods)
     # containerd 2.x speaks task v3 to shims that ask for it; its messages and numbers are
     # those of v2 (shim-protocol.md section 8), so the same handlers serve both names.

@@ -1,7 +1,9 @@
 """``proxmox-lxcri``: the operator's command line over the shim's state root.
 
-This release lists what the shims on this node run; the OCI runtime commands (create, start,
-state, kill, delete …) arrive with the OCI fidelity work.
+``list`` shows what the shims on this node run and ``events`` the lifecycle event log
+(shim/events_cli.py); the storage commands (checkpoint, restore, checkpoints, images, storage)
+come from storage/cli.py and the OCI runtime commands (create, start, state, kill, delete, run,
+spec …) from shim/oci_cli.py. docs/cli.md describes them all.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     ls.set_defaults(func=cmd_list)
     sub.add_parser("version", help="print the version").set_defaults(
         func=lambda a: print(f"proxmox-lxcri {VERSION}") or 0)
+    from shim import events_cli  # the lifecycle event log
+
+    events_cli.register(sub)
     from storage import cli as storage_cli  # [storage] checkpoint, restore, images …
 
     storage_cli.register(sub)

@@ -2,7 +2,8 @@
 
 Protobuf stops here: requests become plain values for :class:`runtime.supervisor.Supervisor`,
 results become response messages, and errdefs errors become status codes (``shim.status_map``)
-in the ttrpc server. RPCs this release does not implement answer Unimplemented (code 12), as the
+in the ttrpc server. Each RPC is logged and each lifecycle RPC recorded in the event log here
+(shim/observe.py). RPCs this release does not implement answer Unimplemented (code 12), as the
 runtime v2 README requires.
 """
 
@@ -23,10 +24,12 @@ from protos.containerd.types.task import task_pb2
 from runtime import config as runtime_config
 from runtime import oci
 from runtime.errdefs import InvalidArgument, NotImplementedErr
+from runtime.oplog import OpLog
 from runtime.store import Store
 from runtime.supervisor import Supervisor
 from runtime.types import CreateConfig, ExecConfig, Mount, Status, Stdio
 from shim.events import timestamp
+from shim.observe import observed
 from shim.ttrpc import Method, RequestContext
 
 SERVICE = "containerd.task.v2.Task"
@@ -121,9 +124,11 @@ def process_details(exec_id: str) -> Any:
 
 
 class TaskService:
-    def __init__(self, supervisor: Supervisor, store: Store) -> None:
+    def __init__(self, supervisor: Supervisor, store: Store, oplog: OpLog | None = None) -> None:
         self.sup = supervisor
         self.store = store
+        # The lifecycle event log (runtime/oplog.py); None records nothing.
+        self.oplog = oplog or OpLog(None, source="task")
 
     def methods(self) -> dict[str, Method[Any, Any]]:
         """The registration table: RPC name → (request type, handler)."""
@@ -147,7 +152,9 @@ class TaskService:
             "Connect": (pb.ConnectRequest, s.connect),
             "Shutdown": (pb.ShutdownRequest, s.shutdown),
         }
-        return {name: Method(req, handler) for name, (req, handler) in table.items()}
+        # Each handler logs its line and records its lifecycle event here, at the edge.
+        return {name: Method(req, observed(name, handler, self.oplog, self.sup.namespace))
+                for name, (req, handler) in table.items()}
 
     @staticmethod
     def unimplemented(what: str) -> Callable[[Any, RequestContext], Awaitable[Message]]:

@@ -18,16 +18,42 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 import os
 import socket
 import sys
+from pathlib import Path
 
 IDLE_EXIT = 600.0
 _MAX_MSG = 1 << 16
 
 
+log = logging.getLogger("shim.zygote")
+
+#: The zygote's log under the state root (containerd reads no log of the zygote's own): logfmt,
+#: bounded (shim/log.py rotates it to ``zygote.log.1`` at 1 MiB).
+LOG_FILE = "zygote.log"
+
+
+def log_path() -> Path:
+    from runtime import paths
+
+    return Path(paths.root()) / "runtime" / LOG_FILE
+
+
 def main() -> None:
-    serve(sys.argv[1])
+    from shim import log as shimlog
+    from shim import proctitle
+
+    path = sys.argv[1]
+    shimlog.setup_file(log_path())
+    key = os.path.basename(path).removeprefix("zygote-").removesuffix(".sock")
+    proctitle.set_title(proctitle.zygote_title(key), comm=proctitle.ZYGOTE_COMM)
+    try:
+        serve(path)
+    except Exception:
+        log.exception("zygote %s failed", path)
+        raise
 
 
 def serve(path: str) -> None:
@@ -61,6 +87,8 @@ def _preload() -> None:
 
     import_asyncio_without_tls()
 
+    import setproctitle  # noqa: F401  (shim/proctitle.py, for each daemon's title)
+
     import network.provisioner  # noqa: F401
     import runtime.lxc.backend  # noqa: F401
     import shim.daemon  # noqa: F401
@@ -80,21 +108,33 @@ def _handle(conn: socket.socket, server: socket.socket) -> None:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
         payload = json.loads(data)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        log.error("bad request: %s", exc)
         for fd in fds:
             os.close(fd)
         return
-    if len(fds) != 1:
+    if len(fds) != 1 or not isinstance(payload, dict):
+        log.error("bad request: %d file descriptors, payload %s", len(fds),
+                  type(payload).__name__)
         for fd in fds:
             os.close(fd)
         return
     listen_fd = fds[0]
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        log.error("cannot fork a daemon: %s", exc)
+        os.close(listen_fd)
+        return
     if pid == 0:
         server.close()  # the daemon must not keep the zygote's socket
         _become_daemon(conn, listen_fd, payload)
     os.close(listen_fd)
-    os.waitpid(pid, 0)  # the intermediate child exits once the daemon is forked
+    _, status = os.waitpid(pid, 0)  # the intermediate child exits once the daemon is forked
+    if status != 0:
+        log.error("starting the daemon for %s failed (status %#x)", payload.get("socket_path"),
+                  status)
+        return  # no "ok": `start` then forks the daemon itself
     try:
         conn.sendall(b"ok")
     except OSError:
@@ -126,8 +166,6 @@ def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, objec
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        from pathlib import Path
-
         from shim.daemon import run
         from shim.flags import Flags
 
@@ -135,5 +173,8 @@ def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, objec
         run(flags=Flags.from_dict(flags), bundle=Path(bundle), sock=listen,
             socket_path=str(payload["socket_path"]))
         code = 0
+    except BaseException:
+        # Before run() took over logging this reaches the zygote's log; after, containerd's.
+        log.exception("daemon for bundle %s failed", payload.get("bundle"))
     finally:
         os._exit(code)
