@@ -1,7 +1,8 @@
 """``proxmox-lxcri``: the operator's command line over the shim's state root.
 
 ``list`` shows what the shims on this node run and ``events`` the lifecycle event log
-(shim/events_cli.py); the storage commands (checkpoint, restore, checkpoints, images, storage)
+(shim/events_cli.py), ``health`` and ``metrics`` check and measure the node (shim/node_cli.py);
+the storage commands (checkpoint, restore, checkpoints, images, storage)
 come from storage/cli.py and the OCI runtime commands (create, start, state, kill, delete, run,
 spec …) from shim/oci_cli.py. docs/cli.md describes them all.
 """

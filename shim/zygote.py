@@ -146,7 +146,10 @@ def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, objec
     try:
         conn.close()
         os.setsid()
-        if os.fork():  # re-parent the daemon to init, like a shim `start` forks it
+        daemon = os.fork()
+        if daemon:  # re-parent the daemon to init, like a shim `start` forks it
+            log.info("daemon %d started for bundle %s", daemon, payload.get("bundle"),
+                     extra={"daemon_pid": daemon})
             code = 0
             return
         env, bundle, flags = payload["env"], str(payload["bundle"]), payload["flags"]
