@@ -6,7 +6,6 @@ passes ``-debug`` to the shim) and the session's containerd at level info."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -55,7 +54,8 @@ def ps(pid: int) -> str:
     return " ".join(out.split())  # ps pads the comm column
 
 
-def cli(ctd: PrivateContainerd, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cli(ctd: PrivateContainerd, *args: str,
+        timeout: float = 30) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-c", "from shim.operator_cli import main; main()",
             "--root", str(ctd.lxcri_root), *args]
     return subprocess.run(argv, capture_output=True, text=True, env=ctd.env, timeout=timeout,
