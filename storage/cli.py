@@ -7,9 +7,12 @@
     proxmox-lxcri images prune
     proxmox-lxcri storage [--json]          pool health, dataset usage, operation metrics
 
-They act on ``<pool>/containers/<ID>`` of the pool the configuration names (``--config``, else
-``$PROXMOX_LXCRI_CONFIG`` or /etc/proxmox-lxcri/config.toml), directly through ZFS: a
-checkpoint or restore of a running container needs nothing from its shim. The init's PID, for
+They act on ``<pool>/containers/<ID>`` directly through ZFS: a checkpoint or restore of a
+running container needs nothing from its shim. The pool of a container a shim put on ZFS is the
+one its storage state records (``<state root>/containers/<ns>/<ID>/storage.json``, written by
+storage/provisioner.py), whatever config file the shim read it from; otherwise, and for the
+commands without a container, the pool the configuration names (``--config``, else
+``$PROXMOX_LXCRI_CONFIG`` or /etc/proxmox-lxcri/config.toml). The init's PID, for
 CRIU, comes from the shim's state snapshot. Commands run with ``subprocess`` in a worker thread
 (:class:`~storage.runner.ThreadRunner`): this is not the daemon.
 """
@@ -25,18 +28,21 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from runtime import config as runtime_config
-from runtime.errdefs import ErrdefsError, FailedPrecondition
+from runtime.errdefs import ErrdefsError, FailedPrecondition, InvalidArgument
 from runtime.lxc.criu_stdio import KEYS_FILE
 from storage import metrics
 from storage import settings as storage_settings
 from storage.drivers import open_driver
+from storage.layout import check_pool
 from storage.runner import ThreadRunner
 from storage.service import ZfsStorage
-from storage.settings import StorageSettings
+from storage.settings import DRIVERS, StorageSettings
+from storage.state import read_state
 from storage.zfs_parse import format_size
 
 Handler = Callable[[argparse.Namespace, ZfsStorage, StorageSettings], Coroutine[Any, Any, int]]
@@ -50,24 +56,72 @@ def _events_path() -> Path:
     return _state_root() / "runtime" / "events.log"
 
 
+def _container_dirs(id: str, namespace: str | None = None) -> list[Path]:
+    """The shim state directories of container ``id`` (one per namespace that has it). The id
+    comes from the command line: never a path or a pattern."""
+    if not id or id in (".", "..") or "/" in id or "\0" in id:
+        raise InvalidArgument(f"{id!r} is not a container id")
+    base = _state_root() / "containers"
+    if namespace is not None:
+        if not namespace or namespace in (".", "..") or "/" in namespace or "\0" in namespace:
+            raise InvalidArgument(f"{namespace!r} is not a namespace")
+        spaces = [base / namespace]
+    else:
+        try:
+            spaces = sorted(p for p in base.iterdir() if p.is_dir())
+        except OSError:
+            spaces = []
+    return [d for d in (ns / id for ns in spaces) if d.is_dir()]
+
+
+def _recorded_storage(id: str, namespace: str | None) -> tuple[str, str] | None:
+    """(pool, driver) the storage state of container ``id`` records, or None. Two namespaces
+    that both have an ``id`` on different pools need ``--namespace``."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for d in _container_dirs(id, namespace):
+        state = read_state(d)
+        if not state or not isinstance(state.get("pool"), str):
+            continue
+        pool = check_pool(state["pool"])
+        driver = state.get("driver")
+        found.setdefault((pool, driver if driver in DRIVERS else "auto"), []).append(d.parent.name)
+    if len(found) > 1:
+        spaces = sorted(ns for names in found.values() for ns in names)
+        raise FailedPrecondition(f"container {id} exists in namespaces {', '.join(spaces)} on "
+                                 "different pools: name one with --namespace")
+    return next(iter(found), None)
+
+
 def _open(args: argparse.Namespace) -> tuple[ZfsStorage, StorageSettings]:
     raw = runtime_config.load(Path(args.config) if args.config else None)
     settings = storage_settings.from_section(runtime_config.section(raw, "storage"))
+    id = getattr(args, "id", None)
+    recorded = _recorded_storage(id, getattr(args, "namespace", None)) if id else None
+    if recorded is not None:
+        # The container lives where its shim put it; the configuration's other settings
+        # (checkpoint_keep, criu …) still apply.
+        pool, driver = recorded
+        settings = replace(settings, pool=pool,
+                           driver=driver if settings.pool != pool else settings.driver)
     if settings.pool is None:
-        raise FailedPrecondition("no ZFS pool configured ([storage] zfs_pool in "
-                                 f"{args.config or runtime_config.default_path()})")
+        where = f"{args.config or runtime_config.default_path()}"
+        if id:
+            raise FailedPrecondition(
+                f"container {id} has no ZFS dataset recorded under {_state_root()}/containers "
+                f"and no ZFS pool is configured ([storage] zfs_pool in {where})")
+        raise FailedPrecondition(f"no ZFS pool configured ([storage] zfs_pool in {where})")
     runner = ThreadRunner()
     storage = ZfsStorage(open_driver(runner, settings.driver), runner, settings.pool,
                          metrics.EventLog(_events_path()))
     return storage, settings
 
 
-def _init_pid(id: str) -> int | None:
-    """The container's init PID from the shim's state snapshot (any namespace)."""
-    base = _state_root() / "containers"
-    for state in base.glob(f"*/{id}/state.json"):
+def _init_pid(id: str, namespace: str | None = None) -> int | None:
+    """The container's init PID from the shim's state snapshot (any namespace, or the one
+    given)."""
+    for d in _container_dirs(id, namespace):
         try:
-            data = json.loads(state.read_text())
+            data = json.loads((d / "state.json").read_text())
         except (OSError, ValueError):
             continue
         pid = int(data.get("pid") or 0)
@@ -98,7 +152,7 @@ def shim_container_dumper(id: str) -> Callable[[Path], Coroutine[Any, Any, None]
     """For a container the shim runs, a "dumper" that refuses with the way to do it: its
     processes can only be dumped by the shim, through LXC (the Task API's Checkpoint), not by a
     plain ``criu dump`` of its PID from here. None for any other container."""
-    if not any((_state_root() / "containers").glob(f"*/{id}/state.json")):
+    if not any((d / "state.json").exists() for d in _container_dirs(id)):
         return None
 
     async def refuse(images: Path) -> None:
@@ -113,7 +167,7 @@ def shim_container_dumper(id: str) -> Callable[[Path], Coroutine[Any, Any, None]
 async def cmd_checkpoint(args: argparse.Namespace, storage: ZfsStorage,
                          settings: StorageSettings) -> int:
     use_criu = True if args.criu else (False if args.no_criu else None)
-    pid = _init_pid(args.id)
+    pid = _init_pid(args.id, args.namespace)
     started = time.monotonic()
     cp = await storage.checkpoint(args.id, settings, pid=pid, use_criu=use_criu,
                                   leave_running=not args.exit,
@@ -235,9 +289,14 @@ def register(sub: Any) -> None:
         p.set_defaults(func=_wrap(handler))
         return p
 
+    def container(p: Any) -> None:
+        p.add_argument("id")
+        p.add_argument("--namespace", help="the container's containerd namespace, when the id "
+                                           "is in several (default: any)")
+
     p = parser("checkpoint", "checkpoint a container: ZFS snapshot (+ CRIU where it works)",
                cmd_checkpoint)
-    p.add_argument("id")
+    container(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--criu", action="store_true",
                       help="also dump the processes; fail if CRIU does not work here")
@@ -246,13 +305,13 @@ def register(sub: Any) -> None:
 
     p = parser("restore", "roll a container back to a checkpoint (default: the latest)",
                cmd_restore)
-    p.add_argument("id")
+    container(p)
     p.add_argument("--snapshot", metavar="NAME", help="checkpoint name, e.g. checkpoint-1764139200")
     p.add_argument("--processes", action="store_true",
                    help="also resume the processes a CRIU checkpoint dumped")
 
     p = parser("checkpoints", "list (or delete) a container's checkpoints", cmd_checkpoints)
-    p.add_argument("id")
+    container(p)
     p.add_argument("--delete", metavar="NAME", help="delete this checkpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -300,3 +300,48 @@ def test_delete_after_a_killed_shim_leaves_nothing(env: Env, unique_id: str) -> 
         time.sleep(0.1)
     assert env.of_container(unique_id) == []
     assert mounts_of(env.dataset(unique_id)) == []
+
+
+def test_cli_finds_the_pool_from_the_containers_state(env: Env, unique_id: str,
+                                                      tmp_path: Path) -> None:
+    """``checkpoint``, ``checkpoints`` and ``restore`` without ``--config``: the pool is the
+    one the shim recorded for the container, not one the operator has to repeat."""
+    empty = tmp_path / "config.toml"
+    empty.write_text("# no [storage] section: no pool configured\n")
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([sys.executable, "-c", "from shim.operator_cli import main; main()",
+                            *args], capture_output=True, text=True, timeout=60,
+                           env={**env.ctd.env, "PROXMOX_LXCRI_CONFIG": str(empty)},
+                           cwd=Path(__file__).resolve().parents[2])
+        assert not check or r.returncode == 0, (args, r.returncode, r.stderr)
+        return r
+
+    env.run(unique_id, "sleep", "60", detach=True)
+    env.wait_status(unique_id, "RUNNING")
+    root = Path(env.zget("mountpoint", env.dataset(unique_id)))
+    (root / "data").write_text("one")
+    name = cli("checkpoint", unique_id, "--no-criu").stdout.split("\t")[0]
+    assert name.startswith("checkpoint-")
+    snapshots = subprocess.run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r",
+                                env.dataset(unique_id)], capture_output=True, text=True,
+                               check=True).stdout.split()
+    assert f"{env.dataset(unique_id)}@{name}" in snapshots
+    listed = json.loads(cli("checkpoints", unique_id, "--json").stdout)
+    assert [c["name"] for c in listed] == [name]
+    (root / "data").write_text("two")
+    assert cli("restore", unique_id).stdout.startswith(f"restored {name}")
+    assert (root / "data").read_text() == "one"
+    ns = cli("checkpoints", unique_id, "--namespace", env.ctd.namespace, "--json").stdout
+    assert [c["name"] for c in json.loads(ns)] == [name]
+
+    # Without state and without a configured pool, the error says both.
+    r = cli("checkpoint", f"{unique_id}-none", check=False)
+    assert r.returncode == 1
+    assert f"container {unique_id}-none has no ZFS dataset recorded" in r.stderr
+    assert "no ZFS pool is configured" in r.stderr
+    # An id is a name, never a pattern or a path.
+    r = cli("checkpoints", "*", check=False)
+    assert r.returncode == 1 and "container * has no ZFS dataset recorded" in r.stderr
+    r = cli("checkpoints", "../x", check=False)
+    assert r.returncode == 1 and "is not a container id" in r.stderr
