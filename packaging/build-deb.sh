@@ -57,7 +57,7 @@ install -D -m 644 "$REPO/packaging/deb/config.toml" "$STAGE/etc/proxmox-lxcri/co
 DOC=$STAGE/usr/share/doc/$NAME
 install -D -m 644 "$REPO/packaging/containerd-runtime.toml" "$DOC/examples/containerd-runtime.toml"
 install -D -m 644 "$REPO/packaging/runtimeclass.yaml" "$DOC/examples/runtimeclass.yaml"
-for f in README.md docs/configuration.md docs/cli.md; do
+for f in README.md docs/configuration.md docs/cli.md docs/operations.md; do
     gzip -9n < "$REPO/$f" > "$DOC/$(basename "$f").gz"
 done
 install -m 644 "$REPO/LICENSE" "$DOC/copyright"

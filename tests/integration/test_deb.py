@@ -34,20 +34,31 @@ def installed() -> bool:
 
 
 def shim_processes(folder: Path) -> dict[int, str]:
-    """PID -> cmdline of processes started for the containerd in ``folder``."""
+    """PID -> cmdline of the shim daemons and the zygote started for the containerd in
+    ``folder`` (they show in ``ps`` under those names, shim/proctitle.py)."""
     out = {}
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         try:
             env = (p / "environ").read_bytes()
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmd = (p / "cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(
+                errors="replace")
         except OSError:
             continue
-        if str(folder).encode() in env and "containerd-shim" not in cmd.split(" ")[0] \
-                and "shim" in cmd:
+        if str(folder).encode() in env and cmd.startswith(
+                ("containerd-shim-proxmox-v2 ", "proxmox-lxcri-zygote ")):
             out[int(p.name)] = cmd
     return out
+
+
+def runs_from_prefix(pid: int) -> bool:
+    """The process has the package's modules loaded (e.g. setproctitle's and protobuf's
+    extension modules from its private site-packages)."""
+    try:
+        return f" {PREFIX}/" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -99,12 +110,13 @@ def test_package_runs_a_container_and_purges_clean(installed_deb: Path,
                     "deb-hello", "sh", "-c", "echo hello from the package; exit 7",
                     check=False, timeout=60)
         assert (r.returncode, r.stdout) == (7, "hello from the package\n"), r.stderr
-        # A detached task, to see which shim serves it: the package's interpreter.
+        # A detached task, to see which shim serves it: one running the package's code.
         ctd.ctr("run", "-d", "--runtime", "io.containerd.proxmox.v2", busybox_image.ref,
                 "deb-sleep", "sleep", "60", timeout=60)
         shims = shim_processes(ctd.folder)
-        assert shims and all(c.startswith(f"{PREFIX}/bin/python") for c in shims.values()), \
-            shims
+        assert any(c.startswith("containerd-shim-proxmox-v2 -namespace default -id deb-sleep ")
+                   for c in shims.values()), shims
+        assert all(runs_from_prefix(p) for p in shims), shims
         ctd.remove_container("deb-sleep")
     finally:
         ctd.cleanup()

@@ -58,7 +58,7 @@ def shim_processes(ctd: PrivateContainerd) -> dict[int, str]:
     server that outlives tasks by design (shim/zygote.py)."""
     found = leaks.processes_mentioning([str(ctd.folder)], env=True)
     return {pid: cmd for pid, cmd in found.items()
-            if pid != ctd.pid and "shim.zygote" not in cmd}
+            if pid != ctd.pid and not cmd.startswith("proxmox-lxcri-zygote ")}
 
 
 def leftovers(ctd: PrivateContainerd, ids: list[str]) -> list[str]:
