@@ -96,7 +96,8 @@ def _open(args: argparse.Namespace) -> tuple[ZfsStorage, StorageSettings]:
     raw = runtime_config.load(Path(args.config) if args.config else None)
     settings = storage_settings.from_section(runtime_config.section(raw, "storage"))
     id = getattr(args, "id", None)
-    recorded = _recorded_storage(id, getattr(args, "namespace", None)) if id else None
+    recorded = (_recorded_storage(id, getattr(args, "container_namespace", None)) if id
+                else None)
     if recorded is not None:
         # The container lives where its shim put it; the configuration's other settings
         # (checkpoint_keep, criu …) still apply.
@@ -167,7 +168,7 @@ def shim_container_dumper(id: str) -> Callable[[Path], Coroutine[Any, Any, None]
 async def cmd_checkpoint(args: argparse.Namespace, storage: ZfsStorage,
                          settings: StorageSettings) -> int:
     use_criu = True if args.criu else (False if args.no_criu else None)
-    pid = _init_pid(args.id, args.namespace)
+    pid = _init_pid(args.id, args.container_namespace)
     started = time.monotonic()
     cp = await storage.checkpoint(args.id, settings, pid=pid, use_criu=use_criu,
                                   leave_running=not args.exit,
@@ -291,8 +292,11 @@ def register(sub: Any) -> None:
 
     def container(p: Any) -> None:
         p.add_argument("id")
-        p.add_argument("--namespace", help="the container's containerd namespace, when the id "
-                                           "is in several (default: any)")
+        # Its own dest: the OCI commands' global --namespace defaults to "cli", which is not
+        # where the shim's containers are.
+        p.add_argument("--namespace", dest="container_namespace", metavar="NS",
+                       help="the container's containerd namespace, when the id is in several "
+                            "(default: any)")
 
     p = parser("checkpoint", "checkpoint a container: ZFS snapshot (+ CRIU where it works)",
                cmd_checkpoint)

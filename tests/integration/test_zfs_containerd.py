@@ -334,6 +334,8 @@ def test_cli_finds_the_pool_from_the_containers_state(env: Env, unique_id: str,
     assert (root / "data").read_text() == "one"
     ns = cli("checkpoints", unique_id, "--namespace", env.ctd.namespace, "--json").stdout
     assert [c["name"] for c in json.loads(ns)] == [name]
+    r = cli("checkpoints", unique_id, "--namespace", "elsewhere", check=False)
+    assert r.returncode == 1 and f"container {unique_id} has no ZFS dataset" in r.stderr
 
     # Without state and without a configured pool, the error says both.
     r = cli("checkpoint", f"{unique_id}-none", check=False)
