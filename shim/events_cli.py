@@ -4,8 +4,8 @@
 
 One line per event, oldest first::
 
-    2026-12-06T12:50:33.994Z task    create      ok      201.3ms default/c1 pid=4242
-    2026-12-06T12:50:40.102Z task    kill        FAILED    0.2ms default/c1 signal=9 error="…"
+    2026-12-06T12:50:33.994Z task    create      ok       201.3ms default/c1 pid=4242
+    2026-12-06T12:50:40.102Z task    kill        FAILED     0.2ms default/c1 signal=9 error="…"
 
 ``--json`` prints the events as stored, one JSON object per line. ``--follow`` goes on printing
 events as they are written (surviving the log's rotation) until interrupted; it first prints
@@ -29,9 +29,8 @@ _FIXED = ("ts", "source", "event", "ok", "seconds", "namespace", "container_id",
 def _when(ts: object) -> str:
     if not isinstance(ts, int | float):
         return "-"
-    whole = int(ts)
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-            + f".{int((ts - whole) * 1000):03d}Z")
+    whole, ms = divmod(int(round(ts * 1000)), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{ms:03d}Z"
 
 
 def _ms(seconds: object) -> str:
