@@ -87,8 +87,6 @@ def _preload() -> None:
 
     import_asyncio_without_tls()
 
-    import setproctitle  # noqa: F401  (shim/proctitle.py, for each daemon's title)
-
     import network.provisioner  # noqa: F401
     import runtime.lxc.backend  # noqa: F401
     import shim.daemon  # noqa: F401
