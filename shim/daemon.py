@@ -131,7 +131,7 @@ async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addr
                             provisioners=(
                                 # [storage] first: the rootfs is a ZFS dataset where a pool is
                                 # configured; its commands run through the daemon's reaper.
-                                StorageProvisioner(reaper, root / "runtime" / "events.log"),
+                                StorageProvisioner(reaper, oplog.path_under(root)),
                                 NetworkProvisioner(root / "network")))
     # Like the runc shim (ttrpc.UnixSocketRequireSameUser, shim-protocol.md §1.1): only peers
     # of our own uid and gid, on top of the socket file's 0600.
