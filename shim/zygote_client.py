@@ -119,6 +119,10 @@ def spawn(path: str) -> None:
         os.close(null)
         # A fresh interpreter: nothing of `start` stays open (above all the task's listening
         # socket, which is close-on-exec) and its command line names no task.
-        os.execv(sys.executable, [sys.executable, "-c", _MAIN, path])
+        # The last argument is room: the zygote and the daemons it forks rename themselves
+        # for `ps` (shim/proctitle.py) within the argv area they inherit, and a daemon's name
+        # (a CRI id has 64 characters, then the namespace and containerd's socket) can be
+        # longer than this command line.
+        os.execv(sys.executable, [sys.executable, "-c", _MAIN, path, " " * 160])
     finally:
         os._exit(code)

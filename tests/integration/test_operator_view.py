@@ -65,7 +65,8 @@ def cli(ctd: PrivateContainerd, *args: str,
 @pytest.fixture(scope="module")
 def debug_ctd(busybox_image: BusyboxImage) -> Iterator[PrivateContainerd]:
     """A private containerd at log level debug, with no zygote yet for its state root."""
-    ctd = PrivateContainerd()
+    # A long namespace and (below) a 64-character id: whole names must still fit.
+    ctd = PrivateContainerd(namespace="operator-view-with-a-long-namespace")
     config = ctd.config_path.read_text()
     assert 'level = "info"' in config
     ctd.config_path.write_text(config.replace('level = "info"', 'level = "debug"'))
@@ -112,7 +113,8 @@ def assert_named_shim(ctd: PrivateContainerd, pid: int, id: str) -> None:
 def test_shims_and_zygote_are_named_in_ps(debug_ctd: PrivateContainerd,
                                           busybox_image: BusyboxImage, unique_id: str) -> None:
     ctd = debug_ctd
-    first, second = f"{unique_id}-fb", f"{unique_id}-zy"
+    # The second id as long as a CRI one (64 characters): its whole name still shows.
+    first, second = f"{unique_id}-fb", f"{unique_id}-zy".ljust(64, "0")
     try:
         # No zygote serves this fresh state root yet: `start` forks the daemon itself (the
         # fallback) and starts a zygote for the next task.
