@@ -1,8 +1,14 @@
 """The narrow seam between the lifecycle core and a container technology.
 
 A backend knows nothing about protobuf or ttrpc; the core knows nothing about LXC or Proxmox.
-Optional capabilities (exec, pause, stats, update, checkpoint) are separate small Protocols,
-checked with ``isinstance`` at the edge so that a backend lacking one answers NotImplemented.
+What is the same for every backend stays out of it: the bundle's validation against the OCI
+spec, the OCI hooks and the task state are the supervisor's (:mod:`runtime.supervisor`), the
+task record is :class:`runtime.store.TaskRecord`, and which backend serves a task is
+:mod:`runtime.registry`'s, keyed on the name the record keeps.
+
+Optional capabilities (exec, pause, stats, update, checkpoint, restore, attach) are separate
+small Protocols, checked with ``isinstance`` at the edge so that a backend lacking one answers
+NotImplemented. docs/design-notes.md ("The backend seam") says why the line runs here.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from runtime.cgroups import Stats
-from runtime.types import CreateConfig, ExecConfig
+from runtime.types import CreateConfig, ExecConfig, RestoreSource
 
 
 @runtime_checkable
@@ -45,26 +51,32 @@ class ContainerHandle(Protocol):
 
     async def delete(self) -> None:
         """Release everything once the init has exited (or was never started): kill what
-        remains, close IO, unmount the rootfs, remove the backend's files. Idempotent."""
+        remains, close IO, unmount the rootfs, remove the backend's files. Idempotent.
+        (The poststop hooks are the supervisor's, after this.)"""
         ...
 
 
 class Backend(Protocol):
-    """Creates containers. One instance per daemon."""
+    """Creates containers. One instance per daemon (or per OCI CLI command)."""
 
+    #: The registry's key for this backend (runtime.registry), stored in each task's record.
     name: str
 
     async def create(self, config: CreateConfig) -> ContainerHandle:
         """Create the container with its init held before the user's program runs.
 
-        On failure nothing is left behind (mounts, LXC container, files, processes) and an
-        errdefs error names the problem.
+        ``config.spec`` has passed :func:`runtime.oci.check_spec` (the supervisor validates
+        before anything is made); the backend still refuses what it cannot express, with an
+        errdefs error naming the field. On failure nothing is left behind (mounts, backend
+        objects, files, processes) and an errdefs error names the problem.
         """
         ...
 
 
 class Cleanup(Protocol):
-    """What the short-lived ``delete`` action calls: standard library only, synchronous."""
+    """A backend's half of the short-lived ``delete`` action (runtime.registry serves it,
+    keyed on the backend name in the task's record): standard library only, synchronous,
+    idempotent, well within containerd's 5 s. Also what ``proxmox-lxcri delete`` calls."""
 
     def __call__(self, state_dir: Path, bundle: Path) -> tuple[int, int]:
         """Stop and remove whatever is left of a container; returns (pid, exit status)."""
@@ -72,8 +84,44 @@ class Cleanup(Protocol):
 
 
 # -- optional capabilities ----------------------------------------------------------------------
-# Checked with isinstance() on a ContainerHandle by the supervisor; a backend without one
-# answers NotImplemented for the RPCs that need it.
+# Checked with isinstance() on a ContainerHandle (or on the Backend) by the supervisor; a
+# backend without one answers NotImplemented for the RPCs that need it.
+
+
+@runtime_checkable
+class Restorer(Protocol):
+    """A backend that creates a container from process images (``CreateConfig.restore``)."""
+
+    async def restore(self, config: CreateConfig, source: RestoreSource) -> ContainerHandle:
+        """Like :meth:`Backend.create`, but the container's processes are restored from
+        ``source`` instead of its program starting; they stay stopped until ``start``
+        (the OCI "created" state). An unknown ``source.format`` is InvalidArgument."""
+        ...
+
+
+@runtime_checkable
+class Checkpointable(Protocol):
+    """A running container whose processes the backend can dump (the process half of the
+    Task API's Checkpoint; storage snapshots the filesystem around it)."""
+
+    async def checkpoint(self, images: Path, *, leave_running: bool) -> None:
+        """Dump every process of the container into ``images`` (a new directory) in a form
+        :meth:`Restorer.restore` reads. Without ``leave_running`` they end after the dump and
+        the task exits with 137, like runc's ``checkpoint --exit``. A container that was not
+        created ``checkpointable`` raises FailedPrecondition saying why."""
+        ...
+
+
+@runtime_checkable
+class Attachable(Protocol):
+    """A backend that can take up a container it made in another process, from what it
+    persisted in the container's state dir: the OCI CLI runs each command in its own process
+    (create, then start, kill, exec, pause… each later)."""
+
+    def attach(self, state_dir: Path) -> ContainerHandle:
+        """A handle on the container: ``wait`` ends when its init does; ``start`` releases a
+        created one. NotFound when nothing of it is left."""
+        ...
 
 
 @runtime_checkable
@@ -144,4 +192,14 @@ class Updatable(Protocol):
 class OomWatchable(Protocol):
     def watch_oom(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` each time the kernel's OOM killer kills in the container."""
+        ...
+
+
+@runtime_checkable
+class Monitored(Protocol):
+    @property
+    def monitor_pid(self) -> int:
+        """A host process, not in the container, that exits with the container's status (the
+        OCI CLI's ``--pid-file`` names it, so that a subreaper that waits for it learns the
+        status; 0 if there is none)."""
         ...

@@ -8,9 +8,11 @@ snapshot, never half of one. Standard library only: the ``delete`` action import
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,66 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+#: ``TaskRecord.owner`` of the containers the OCI CLI (``proxmox-lxcri create``) made; a
+#: shim's tasks have none.
+CLI_OWNER = "proxmox-lxcri"
+
+
+@dataclass
+class TaskRecord:
+    """One task's ``state.json``: the same record for a shim's task and for a container of
+    the OCI CLI, so that ``delete``, ``list`` and the CLI read either one the same way."""
+
+    id: str
+    namespace: str
+    bundle: str
+    #: The backend that made it (runtime.registry's key); "" in a record from before it was
+    #: known, which the registry treats as "try every backend".
+    backend: str = ""
+    #: runtime.types.Status value: created, running, paused, stopped.
+    status: str = "created"
+    #: Host PID of the container's init.
+    pid: int = 0
+    exit_status: int | None = None
+    exited_at: float | None = None
+    #: The shim daemon serving it; 0 for the OCI CLI's containers (no daemon watches them).
+    shim_pid: int = 0
+    #: CLI_OWNER for the OCI CLI's containers, "" for a shim's.
+    owner: str = ""
+    #: The process the OCI CLI's ``--pid-file`` names (the backend's monitor), 0 if none.
+    monitor_pid: int = 0
+    #: RFC 3339 creation time (the OCI CLI's ``state`` shows it).
+    created: str = ""
+    oci_version: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskRecord:
+        """Tolerant of unknown keys (a newer writer) and of a missing optional one; a value
+        of the wrong type is dropped to its default rather than trusted."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            kind = {"id": str, "namespace": str, "bundle": str, "backend": str, "status": str,
+                    "owner": str, "created": str, "oci_version": str, "pid": int,
+                    "shim_pid": int, "monitor_pid": int, "annotations": dict}.get(f.name)
+            if kind is not None and not isinstance(value, kind):
+                continue
+            if f.name in ("exit_status",) and not isinstance(value, int | None):
+                continue
+            if f.name == "exited_at" and not isinstance(value, int | float | None):
+                continue
+            values[f.name] = value
+        for key in ("id", "namespace", "bundle"):
+            values.setdefault(key, "")
+        return cls(**values)
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -57,6 +119,17 @@ class Store:
     def load(self, namespace: str, id: str) -> dict[str, Any] | None:
         data = read_json(self.container_dir(namespace, id) / "state.json")
         return data if isinstance(data, dict) else None
+
+    def save_record(self, record: TaskRecord) -> None:
+        self.save(record.namespace, record.id, record.to_json())
+
+    def load_record(self, namespace: str, id: str) -> TaskRecord | None:
+        data = self.load(namespace, id)
+        if data is None:
+            return None
+        record = TaskRecord.from_json(data)
+        record.namespace, record.id = record.namespace or namespace, record.id or id
+        return record
 
     def remove(self, namespace: str, id: str) -> None:
         shutil.rmtree(self.container_dir(namespace, id), ignore_errors=True)

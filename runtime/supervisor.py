@@ -8,6 +8,12 @@ TaskCreate → TaskStart → TaskExit → TaskDelete (runtime v2 README, shim-pr
 
 No lock is held across a backend call: a container id is *reserved* in the table before the
 slow create, so a concurrent duplicate create fails fast and State of other tasks never waits.
+
+What every backend shares lives here, not in the backends (runtime.backend, DESIGN.md 5): the
+bundle is validated against the OCI spec before anything is made, and the OCI hooks run at
+their lifecycle points around the backend's calls (:func:`create_container`,
+:func:`start_container`, :func:`deleted`). The OCI CLI (shim.oci_cli), whose commands each
+run in their own process, drives backends through the same functions.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from runtime import events as ev
+from runtime import hooks, oci
 from runtime.backend import (
     Backend,
+    Checkpointable,
     ContainerHandle,
     Execer,
     OomWatchable,
     Pausable,
     ProcessHandle,
+    Restorer,
     StatsSource,
     Terminal,
     Updatable,
@@ -45,8 +54,9 @@ from runtime.errdefs import (
 )
 from runtime.process import Process, ProcessState
 from runtime.provision import Provisioner
+from runtime.reaper import Reaper
 from runtime.state import Op
-from runtime.store import Store
+from runtime.store import Store, TaskRecord
 from runtime.types import CreateConfig, ExecConfig, ExitStatus, Status
 
 log = logging.getLogger(__name__)
@@ -57,7 +67,68 @@ class CheckpointingProvisioner(Protocol):
     """[storage] A provisioner that can checkpoint what it made (storage.provisioner)."""
 
     async def checkpoint(self, config: CreateConfig, pid: int | None, directory: Path, *,
-                         leave_running: bool, target: object = None) -> object: ...
+                         leave_running: bool, target: Checkpointable | None = None
+                         ) -> object: ...
+
+
+# -- what every backend shares: validation and hooks ---------------------------------------------
+
+
+def validate(config: CreateConfig) -> None:
+    """The bundle against config.md, before anything is made: InvalidArgument naming the first
+    field that breaks it. (A backend may still refuse what it cannot express.)"""
+    oci.check_spec(config.spec)
+
+
+def hook_points(reaper: Reaper | None, config: CreateConfig) -> hooks.HookPoints | None:
+    """The spec's hooks, run through ``reaper``; None when there are none, or for a task
+    restored from a checkpoint (its processes are past every hook's point)."""
+    if config.restore is not None or not (config.spec.get("hooks") or {}):
+        return None
+    if reaper is None:
+        raise FailedPrecondition("hooks: this supervisor has no process reaper to run them")
+    return hooks.HookPoints(reaper, config.spec, config.id, str(config.bundle))
+
+
+async def create_container(backend: Backend, config: CreateConfig,
+                           points: hooks.HookPoints | None) -> ContainerHandle:
+    """The backend's create (or restore), then prestart, createRuntime and createContainer
+    with the init held (runtime.md "Lifecycle" steps 4-5). A hook's failure stops and deletes
+    the container, so nothing is left behind, and is the create's error."""
+    if config.restore is not None:
+        if not isinstance(backend, Restorer):
+            raise NotImplementedErr(f"the {backend.name} backend cannot restore processes "
+                                    "from a checkpoint")
+        return await backend.restore(config, config.restore)
+    handle = await backend.create(config)
+    if points:
+        try:
+            await points.created(handle.pid)
+        except BaseException:
+            await handle.delete()
+            raise
+    return handle
+
+
+async def start_container(handle: ContainerHandle, points: hooks.HookPoints | None) -> None:
+    """startContainer (in the container, before its program runs; a failure stops it:
+    runtime.md "Lifecycle" step 7), the backend's start, then poststart (warnings only)."""
+    if points:
+        try:
+            await points.start_container(handle.pid)
+        except ErrdefsError:
+            with contextlib.suppress(NotFound):
+                handle.kill(signal.SIGKILL)
+            raise
+    await handle.start()
+    if points:
+        await points.poststart(handle.pid)
+
+
+async def deleted(points: hooks.HookPoints | None) -> None:
+    """poststop, once the backend removed the container (failures are warnings)."""
+    if points:
+        await points.poststop()
 
 
 #: How long an exited init waits for its execs' exits before publishing its own anyway.
@@ -81,6 +152,8 @@ class Container:
     deleting: bool = False
     monitor: asyncio.Task[None] | None = field(default=None, repr=False)
     execs: dict[str, Exec] = field(default_factory=dict)
+    #: The spec's OCI hooks (None: none, or a restored task).
+    points: hooks.HookPoints | None = None
     #: Set as soon as the init is reaped: no exec may start after that (runc refuses too).
     init_reaped: bool = False
     #: Execs started and not yet reported exited; the init's exit waits for zero, so exec
@@ -96,8 +169,11 @@ class Container:
 class Supervisor:
     def __init__(self, backend: Backend, sink: ev.EventSink, store: Store, namespace: str,
                  on_empty: Callable[[], None] | None = None,
-                 provisioners: tuple[Provisioner, ...] = ()) -> None:
+                 provisioners: tuple[Provisioner, ...] = (),
+                 reaper: Reaper | None = None) -> None:
+        """``reaper`` runs the spec's OCI hooks (a task with hooks needs one)."""
         self.backend = backend
+        self.reaper = reaper
         self.provisioners = provisioners
         self.sink = sink
         self.store = store
@@ -138,12 +214,14 @@ class Supervisor:
     async def create(self, config: CreateConfig) -> int:
         if config.id in self._containers:
             raise AlreadyExists(f"container {config.id}")
+        validate(config)  # config.md, before any provisioner or the backend makes anything
         c = Container(config, Process(config.id, "", config.stdio))
         self._containers[config.id] = c  # the reservation
         try:
             config = c.config = await self._prepare(config)
             try:
-                handle = await self.backend.create(config)
+                c.points = hook_points(self.reaper, config)
+                handle = await create_container(self.backend, config, c.points)
             except BaseException:
                 await self._release(config)
                 raise
@@ -172,7 +250,7 @@ class Supervisor:
         assert c.handle is not None
         p.start_settled.clear()
         try:
-            await c.handle.start()
+            await start_container(c.handle, c.points)
             p.started = True
             if p.status is Status.CREATED:
                 p.commit(Op.START)
@@ -241,6 +319,7 @@ class Supervisor:
                     pass
                 await p.wait()
             await c.handle.delete()
+            await deleted(c.points)
             await self._release(c.config)
         except BaseException:
             c.deleting = False
@@ -279,7 +358,10 @@ class Supervisor:
             await c.handle.pause()
         try:
             await checkpointer.checkpoint(c.config, c.init.pid if running else None, directory,
-                                          leave_running=not exit, target=c.handle)
+                                          leave_running=not exit,
+                                          target=(c.handle if isinstance(c.handle,
+                                                                         Checkpointable)
+                                                  else None))
             if exit and c.init.exit is None:
                 assert c.handle is not None
                 try:
@@ -491,16 +573,12 @@ class Supervisor:
     def _persist(self, c: Container) -> None:
         p = c.init
         try:
-            self.store.save(self.namespace, c.id, {
-                "id": c.id,
-                "namespace": self.namespace,
-                "bundle": str(c.config.bundle),
-                "backend": self.backend.name,
-                "pid": p.pid,
-                "status": p.status.value,
-                "exit_status": p.exit.status if p.exit else None,
-                "exited_at": p.exit.exited_at if p.exit else None,
-                "shim_pid": os.getpid(),
-            })
+            self.store.save_record(TaskRecord(
+                id=c.id, namespace=self.namespace, bundle=str(c.config.bundle),
+                backend=self.backend.name, pid=p.pid, status=p.status.value,
+                exit_status=p.exit.status if p.exit else None,
+                exited_at=p.exit.exited_at if p.exit else None, shim_pid=os.getpid(),
+                oci_version=str(c.config.spec.get("ociVersion", "")),
+                annotations=oci.spec_annotations(c.config.spec)))
         except OSError as exc:  # a snapshot is an aid for recovery, never a reason to fail
             log.warning("cannot persist state of %s: %s", c.id, exc)

@@ -46,12 +46,24 @@ class CreateConfig:
     options: dict[str, Any] = field(default_factory=dict)
     #: The operator's configuration (raw TOML mapping, see :mod:`runtime.config`).
     settings: dict[str, Any] = field(default_factory=dict)
-    #: [storage] Run the container with the in-container init, so that CRIU can dump it
-    #: (set by the storage provisioner where CRIU checkpoints are wanted and work).
-    own_init: bool = False
-    #: [storage] CRIU images to restore the container's processes from, instead of starting
-    #: its program (a task created from a checkpoint with process images).
-    restore_images: Path | None = None
+    #: Create the container so that its processes can be checkpointed later (the handle is
+    #: then :class:`runtime.backend.Checkpointable`). Set by the storage provisioner where
+    #: process checkpoints are wanted and work; how a backend achieves it is its own affair.
+    checkpointable: bool = False
+    #: Where the task's processes come from instead of starting its program (a task created
+    #: from a checkpoint with process images); only a :class:`runtime.backend.Restorer`
+    #: backend accepts it.
+    restore: RestoreSource | None = None
+
+
+@dataclass(frozen=True)
+class RestoreSource:
+    """Process images a task is restored from, as a :class:`runtime.backend.Checkpointable`
+    handle wrote them (the checkpoint's ``images`` directory)."""
+
+    images: Path
+    #: The images' format: a backend refuses one it cannot read.
+    format: str = "criu"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """The shim daemon: the composition root.
 
-The only module that names concrete implementations (the LXC backend, the remote publisher,
-the ttrpc server). It serves ``containerd.task.v2.Task`` on the socket ``start`` bound, until
-``Shutdown`` arrives with no task left, or SIGTERM/SIGINT (which leave containers running, as
-the runc shim does), or the idle watch (shim/idle.py) finds it has had nothing to serve for a
-while. Whichever it is, the socket file goes first.
+The only module that names concrete implementations (the remote publisher, the ttrpc
+server; the backend comes from :mod:`runtime.registry` by name). It serves
+``containerd.task.v2.Task`` on the socket ``start`` bound, until ``Shutdown`` arrives with no
+task left, or SIGTERM/SIGINT (which leave containers running, as the runc shim does), or the
+idle watch (shim/idle.py) finds it has had nothing to serve for a while. Whichever it is, the
+socket file goes first.
 """
 
 from __future__ import annotations
@@ -104,8 +105,7 @@ async def serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addre
 async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_address: str,
                  remove_once: Callable[[], None]) -> None:
     from network.provisioner import NetworkProvisioner  # [network] shim-managed networks
-    from runtime import oplog
-    from runtime.lxc.backend import LxcBackend
+    from runtime import oplog, registry
     from runtime.oplog import OpLog
     from runtime.reaper import Reaper
     from runtime.store import Store, state_root
@@ -125,7 +125,10 @@ async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addr
     publisher = RemotePublisher(ttrpc_address, flags.namespace)
     publisher.start()
     stop = asyncio.Event()
-    supervisor = Supervisor(LxcBackend(reaper, root / "lxc"), publisher, store, flags.namespace,
+    # The backend by name (runtime.registry), the name every task's record keeps for the
+    # `delete` action; the LXC backend unless a later configuration chooses another.
+    backend = registry.open_backend(registry.DEFAULT, registry.BackendContext(reaper, root))
+    supervisor = Supervisor(backend, publisher, store, flags.namespace, reaper=reaper,
                             on_empty=stop.set,
                             # [network] after storage's provisioner (it needs the final spec).
                             provisioners=(

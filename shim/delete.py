@@ -102,16 +102,19 @@ def _delete_leftovers(flags: Flags) -> int:
     spec's poststop hooks."""
     from pathlib import Path
 
-    from runtime.lxc.cleanup import cleanup
+    from runtime import registry
+    from runtime.errdefs import ErrdefsError
     from runtime.store import Store, state_root
 
     bundle = Path(flags.bundle) if flags.bundle else Path.cwd()
     store = Store(state_root())
-    state = store.load(flags.namespace, flags.id) or {}
+    record = store.load_record(flags.namespace, flags.id)
     state_dir = store.container_dir(flags.namespace, flags.id)
     try:
-        pid, status = cleanup(state_dir, bundle)
-    except OSError as exc:
+        # The backend that made the task cleans it up (runtime.registry, keyed on the name in
+        # its record); without a record, every backend looks for what is its.
+        pid, status = registry.cleanup_any(record.backend if record else "", state_dir, bundle)
+    except (OSError, ErrdefsError) as exc:
         sys.stderr.write(f"cleanup of {flags.id} failed: {exc}\n")
         return 1
     # [network] the container's processes are gone: release its shim-managed network
@@ -130,11 +133,10 @@ def _delete_leftovers(flags: Flags) -> int:
         except OSError as exc:
             sys.stderr.write(f"storage cleanup of {flags.id} failed: {exc}\n")
     _poststop_hooks(flags.id, str(bundle))
-    if not pid:
-        pid = int(state.get("pid") or 0)
-    recorded = state.get("exit_status")
-    if recorded is not None and status == 0:
-        status = int(recorded)
+    if not pid and record is not None:
+        pid = record.pid
+    if record is not None and record.exit_status is not None and status == 0:
+        status = record.exit_status
     store.remove(flags.namespace, flags.id)
     sys.stdout.buffer.write(encode_delete_response(pid, status, time.time()))
     sys.stdout.flush()

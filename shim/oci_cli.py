@@ -24,29 +24,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import datetime
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runtime import errdefs, hooks, oci
-from runtime.lxc import cgroup, cleanup, gate, resources, state
-from runtime.lxc.backend import LxcBackend, lxc_name
+from runtime import errdefs, oci, registry, supervisor
+from runtime.backend import (
+    Attachable,
+    Backend,
+    ContainerHandle,
+    Execer,
+    Monitored,
+    Pausable,
+)
+from runtime.lxc import resources
+from runtime.lxc.backend import lxc_name
 from runtime.reaper import Reaper
-from runtime.store import Store, state_root
-from runtime.types import CreateConfig
+from runtime.store import CLI_OWNER, Store, TaskRecord, state_root
+from runtime.types import CreateConfig, ExecConfig
 
 log = logging.getLogger("proxmox-lxcri")
 
-OWNER = "proxmox-lxcri"
 DEFAULT_NAMESPACE = "cli"
 #: The commands this module adds (``list`` is the operator CLI's, over the same state).
 COMMANDS = ("create", "start", "state", "kill", "delete", "run", "ps", "exec", "pause",
@@ -115,53 +121,78 @@ class Ctx:
         self.root = Path(args.root) if args.root else state_root()
         self.namespace: str = args.namespace
         self.store = Store(self.root)
-        self.lxcpath = self.root / "lxc"
 
     def dir(self, id: str) -> Path:
         lxc_name(self.namespace, id)  # validates the id (containerd's rule)
         return self.store.container_dir(self.namespace, id)
 
-    def record(self, id: str) -> dict[str, Any]:
-        rec = self.store.load(self.namespace, id)
+    def record(self, id: str) -> TaskRecord:
+        rec = self.store.load_record(self.namespace, self.check_id(id))
         if rec is None:
             raise errdefs.NotFound(f"container {id} does not exist")
         return rec
+
+    def check_id(self, id: str) -> str:
+        self.dir(id)
+        return id
 
     def spec(self, id: str) -> dict[str, Any]:
         data = json.loads((self.dir(id) / "config.json").read_text())
         assert isinstance(data, dict)
         return data
 
+    def config(self, id: str, rec: TaskRecord) -> CreateConfig:
+        """The container's CreateConfig as its hooks see it (spec saved by create)."""
+        path = self.dir(id) / "config.json"
+        spec = self.spec(id) if path.exists() else {}
+        return CreateConfig(id=id, namespace=self.namespace, bundle=Path(rec.bundle),
+                            spec=spec, state_dir=self.dir(id))
 
-def status_of(ctx: Ctx, id: str) -> tuple[str, state.PersistedState | None]:
-    """created, running, paused or stopped, from the processes themselves."""
+    def backend(self, reaper: Reaper, name: str = registry.DEFAULT, *,
+                hold: bool = False) -> Backend:
+        """The backend by name (runtime.registry): the same code the shim runs."""
+        return registry.open_backend(name or registry.DEFAULT, registry.BackendContext(
+            reaper, self.root, cli=True, hold=hold))
+
+
+def _reaper() -> Reaper:
+    reaper = Reaper()
+    reaper.install(asyncio.get_running_loop(), subreaper=False)
+    return reaper
+
+
+def attach(ctx: Ctx, id: str, rec: TaskRecord, reaper: Reaper) -> ContainerHandle | None:
+    """The backend's handle on the container (made by an earlier command), None once its
+    init is gone. Needs a running event loop."""
+    backend = ctx.backend(reaper, rec.backend)
+    if not isinstance(backend, Attachable):
+        raise errdefs.NotImplementedErr(f"the {backend.name} backend cannot serve the OCI CLI")
+    try:
+        return backend.attach(ctx.dir(id))
+    except errdefs.NotFound:
+        return None
+
+
+def status_of(rec: TaskRecord, handle: ContainerHandle | None) -> str:
+    """created, running, paused or stopped: the record's status while the init lives (this
+    CLI's commands, like the shim's supervisor, keep the record current)."""
+    if handle is None:
+        return "stopped"
+    return rec.status if rec.status in ("created", "running", "paused") else "running"
+
+
+async def _status(ctx: Ctx, id: str) -> tuple[TaskRecord, str, ContainerHandle | None]:
     rec = ctx.record(id)
-    st = state.load(ctx.dir(id))
-    if st is None or not st.pid or not state.is_alive(st.pid, st.pid_start_time):
-        return "stopped", st
-    if rec.get("status") == "created" and (ctx.dir(id) / cleanup.GATE_START).exists():
-        return "created", st
-    return ("paused" if _frozen(st) else "running"), st
-
-
-def _frozen(st: state.PersistedState) -> bool:
-    v1 = Path(f"/sys/fs/cgroup/freezer/lxc.payload.{st.name}/freezer.state")
-    with contextlib.suppress(OSError):
-        return v1.read_text().strip() == "FROZEN"
-    directory = cgroup.cgroup_dir(st.pid, st.name)
-    with contextlib.suppress(OSError):
-        return "frozen 1" in (directory / "cgroup.events").read_text() if directory else False
-    return False
+    handle = attach(ctx, id, rec, _reaper())
+    return rec, status_of(rec, handle), handle
 
 
 def oci_state(ctx: Ctx, id: str) -> dict[str, Any]:
     """The OCI state (runtime.md "State")."""
-    rec = ctx.record(id)
-    status, st = status_of(ctx, id)
-    return {"ociVersion": rec.get("ociVersion", "1.0.2"), "id": id, "status": status,
-            "pid": st.pid if st is not None and status != "stopped" else 0,
-            "bundle": rec.get("bundle", ""), "annotations": rec.get("annotations", {}),
-            "created": rec.get("created", "")}
+    rec, status, handle = asyncio.run(_status(ctx, id))
+    return {"ociVersion": rec.oci_version or "1.0.2", "id": id, "status": status,
+            "pid": handle.pid if handle is not None else 0,
+            "bundle": rec.bundle, "annotations": rec.annotations, "created": rec.created}
 
 
 # --- create / start / run ----------------------------------------------------------------------
@@ -173,8 +204,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     spec = oci.load_spec(bundle)
     if spec["process"].get("terminal") and not args.console_socket:
         raise errdefs.InvalidArgument("process.terminal: a terminal needs --console-socket")
-    monitor, pid = asyncio.run(_create(ctx, args.id, bundle, spec, args.console_socket,
-                                       hold=True))
+    monitor, pid = asyncio.run(_create(ctx, args.id, bundle, spec, args.console_socket))
     if args.pid_file:
         _write_pid_file(Path(args.pid_file), monitor)
     log.info("created %s: init pid %d, monitor pid %d", args.id, pid, monitor)
@@ -182,19 +212,21 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 async def _create(ctx: Ctx, id: str, bundle: Path, spec: dict[str, Any],
-                  console_socket: str | None, *, hold: bool) -> tuple[int, int]:
-    """Create through the LXC backend; returns (monitor pid, init pid)."""
+                  console_socket: str | None) -> tuple[int, int]:
+    """Create through the backend, with the supervisor's validation and hooks; returns
+    (monitor pid, init pid). The container stays held when this process is gone."""
     directory = ctx.dir(id)
     if ctx.store.load(ctx.namespace, id) is not None:
         raise errdefs.AlreadyExists(f"container {id}")
-    reaper = Reaper()
-    reaper.install(asyncio.get_running_loop(), subreaper=False)
-    master = _attach_console(console_socket) if console_socket else None
-    backend = LxcBackend(reaper, ctx.lxcpath, hold_gate=hold, inherit_stdio=True)
     config = CreateConfig(id=id, namespace=ctx.namespace, bundle=bundle, spec=spec,
                           state_dir=directory)
+    supervisor.validate(config)  # before the console socket learns of a pty
+    reaper = _reaper()
+    backend = ctx.backend(reaper, hold=True)
+    master = _attach_console(console_socket) if console_socket else None
     try:
-        handle = await backend.create(config)
+        handle = await supervisor.create_container(backend, config,
+                                                   supervisor.hook_points(reaper, config))
     except BaseException:
         ctx.store.remove(ctx.namespace, id)
         raise
@@ -202,12 +234,18 @@ async def _create(ctx: Ctx, id: str, bundle: Path, spec: dict[str, Any],
         if master is not None:
             os.close(master)
     (directory / "config.json").write_text(json.dumps(spec))
-    st = state.load(directory)
-    ctx.store.save(ctx.namespace, id, {
-        "owner": OWNER, "status": "created", "pid": handle.pid, "bundle": str(bundle),
-        "monitor_pid": st.monitor_pid if st else 0, "created": _now(),
-        "ociVersion": spec.get("ociVersion"), "annotations": oci.spec_annotations(spec)})
-    return (st.monitor_pid if st else 0), handle.pid
+    monitor = handle.monitor_pid if isinstance(handle, Monitored) else 0
+    ctx.store.save_record(_record(ctx, id, bundle, spec, backend.name, "created", handle.pid,
+                                  monitor))
+    return monitor or handle.pid, handle.pid
+
+
+def _record(ctx: Ctx, id: str, bundle: Path, spec: dict[str, Any], backend: str, status: str,
+            pid: int, monitor: int = 0) -> TaskRecord:
+    return TaskRecord(id=id, namespace=ctx.namespace, bundle=str(bundle), backend=backend,
+                      status=status, pid=pid, owner=CLI_OWNER, monitor_pid=monitor,
+                      created=_now(), oci_version=str(spec.get("ociVersion") or ""),
+                      annotations=oci.spec_annotations(spec))
 
 
 def _attach_console(path: str) -> int:
@@ -232,33 +270,21 @@ def _write_pid_file(path: Path, pid: int) -> None:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    ctx = Ctx(args)
-    status, st = status_of(ctx, args.id)
-    if status != "created" or st is None:
-        raise errdefs.FailedPrecondition(f"container {args.id} is {status}, not created")
-    asyncio.run(_start(ctx, args.id, st))
+    asyncio.run(_start(Ctx(args), args.id))
     return 0
 
 
-async def _start(ctx: Ctx, id: str, st: state.PersistedState) -> None:
-    reaper = Reaper()
-    reaper.install(asyncio.get_running_loop(), subreaper=False)
+async def _start(ctx: Ctx, id: str) -> None:
     rec = ctx.record(id)
-    points = hooks.HookPoints(reaper, ctx.spec(id), id, rec.get("bundle", ""))
-    if points:
-        try:
-            await points.start_container(st.pid)
-        except errdefs.ErrdefsError:
-            _signal(st, signal.SIGKILL)
-            cleanup.abort_gate(ctx.dir(id))
-            raise
-    if not gate.release(ctx.dir(id)):
-        raise errdefs.FailedPrecondition(f"container {id}: its start gate is gone")
-    ctx.store.save(ctx.namespace, id, {**rec, "status": "running"})
-    for name in (cleanup.GATE_START, cleanup.GATE_READY):
-        (ctx.dir(id) / name).unlink(missing_ok=True)
-    if points:
-        await points.poststart(st.pid)
+    reaper = _reaper()
+    handle = attach(ctx, id, rec, reaper)
+    status = status_of(rec, handle)
+    if status != "created" or handle is None:
+        raise errdefs.FailedPrecondition(f"container {id} is {status}, not created")
+    config = ctx.config(id, rec)
+    await supervisor.start_container(handle, supervisor.hook_points(reaper, config))
+    rec.status = "running"
+    ctx.store.save_record(rec)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -272,28 +298,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(ctx: Ctx, id: str, bundle: Path, spec: dict[str, Any],
                pid_file: str | None) -> int:
-    if ctx.store.load(ctx.namespace, id) is not None:
+    if ctx.store.load(ctx.namespace, ctx.check_id(id)) is not None:
         raise errdefs.AlreadyExists(f"container {id}")
-    reaper = Reaper()
-    reaper.install(asyncio.get_running_loop(), subreaper=False)
-    backend = LxcBackend(reaper, ctx.lxcpath, inherit_stdio=True)
     config = CreateConfig(id=id, namespace=ctx.namespace, bundle=bundle, spec=spec,
                           state_dir=ctx.dir(id))
+    supervisor.validate(config)
+    reaper = _reaper()
+    backend = ctx.backend(reaper)
+    points = supervisor.hook_points(reaper, config)
     try:
-        handle = await backend.create(config)
+        handle = await supervisor.create_container(backend, config, points)
     except BaseException:
         ctx.store.remove(ctx.namespace, id)
         raise
     try:
-        ctx.store.save(ctx.namespace, id, {"owner": OWNER, "status": "running",
-                                           "pid": handle.pid, "bundle": str(bundle),
-                                           "created": _now()})
+        ctx.store.save_record(_record(ctx, id, bundle, spec, backend.name, "running",
+                                      handle.pid))
         if pid_file:
             _write_pid_file(Path(pid_file), handle.pid)
-        await handle.start()
+        await supervisor.start_container(handle, points)
         return await handle.wait()
     finally:
         await handle.delete()
+        await supervisor.deleted(points)
         ctx.store.remove(ctx.namespace, id)
 
 
@@ -320,40 +347,19 @@ def parse_signal(text: str) -> int:
     raise errdefs.InvalidArgument(f"signal: {text!r} is not a signal")
 
 
-def _signal(st: state.PersistedState, sig: int) -> None:
-    """Signal the init through a pidfd, after checking it is still the recorded process."""
-    fd = os.pidfd_open(st.pid)
-    try:
-        if not state.is_alive(st.pid, st.pid_start_time):
-            raise ProcessLookupError
-        signal.pidfd_send_signal(fd, sig)
-    finally:
-        os.close(fd)
-
-
 def cmd_kill(args: argparse.Namespace) -> int:
-    ctx = Ctx(args)
     sig = parse_signal(args.signal)
-    status, st = status_of(ctx, args.id)
-    if status == "stopped" or st is None:
-        raise errdefs.NotFound(f"container {args.id}: process already finished")
-    others = []
-    if args.all:
-        directory = cgroup.cgroup_dir(st.pid, st.name)
-        others = [p for p in cgroup.procs(directory) if p != st.pid] if directory else []
-    try:
-        _signal(st, sig)
-    except ProcessLookupError:
-        raise errdefs.NotFound(f"container {args.id}: process already finished") from None
-    if status == "created" and sig not in (signal.SIGCONT, signal.SIGCHLD, signal.SIGWINCH,
-                                           signal.SIGURG, signal.SIGSTOP, signal.SIGTSTP):
-        # A held init ignores default-action signals (PID-namespace init): abort the gate,
-        # LXC then kills it, as the shim does for a created container.
-        cleanup.abort_gate(ctx.dir(args.id))
-    for pid in others:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+    asyncio.run(_kill(Ctx(args), args.id, sig, args.all))
     return 0
+
+
+async def _kill(ctx: Ctx, id: str, sig: int, all: bool) -> None:
+    """The backend's kill, as the shim's Kill calls it (a created container's gate and the
+    signals that do not end it are the backend's business)."""
+    _rec, _state, handle = await _status(ctx, id)
+    if handle is None:
+        raise errdefs.NotFound(f"container {id}: process already finished")
+    handle.kill(sig, all)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -364,36 +370,31 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if args.force:
             return 0  # runc: delete --force of a missing container succeeds
         raise
-    if rec.get("owner") != OWNER and not args.force:
+    if rec.owner != CLI_OWNER and not args.force:
         raise errdefs.FailedPrecondition(f"container {args.id} belongs to a shim; use --force")
-    status, st = status_of(ctx, args.id)
-    if status in ("running", "paused") and not args.force:
-        raise errdefs.FailedPrecondition(
-            f"cannot delete container {args.id} that is {status}: stop it or use --force")
-    if status == "paused" and st is not None:
-        _lxc_tool("lxc-unfreeze", ctx, st)  # a frozen process cannot die of SIGKILL
-    directory = ctx.dir(args.id)
-    spec = ctx.spec(args.id) if (directory / "config.json").exists() else {}
-    cleanup.cleanup(directory, Path(rec.get("bundle", "/")))
-    if spec.get("hooks"):
-        asyncio.run(_poststop(args.id, spec, rec.get("bundle", "")))
-    ctx.store.remove(ctx.namespace, args.id)
+    asyncio.run(_delete(ctx, args.id, rec, args.force))
     return 0
 
 
-async def _poststop(id: str, spec: dict[str, Any], bundle: str) -> None:
-    reaper = Reaper()
-    reaper.install(asyncio.get_running_loop(), subreaper=False)
-    await hooks.HookPoints(reaper, spec, id, bundle).poststop()
+async def _delete(ctx: Ctx, id: str, rec: TaskRecord, force: bool) -> None:
+    reaper = _reaper()
+    handle = attach(ctx, id, rec, reaper)
+    status = status_of(rec, handle)
+    if status in ("running", "paused") and not force:
+        raise errdefs.FailedPrecondition(
+            f"cannot delete container {id} that is {status}: stop it or use --force")
+    if status == "paused" and isinstance(handle, Pausable):
+        await handle.resume()  # a frozen process cannot die of SIGKILL (cgroup v1)
+    config = ctx.config(id, rec)
+    # The delete action's own clean-up, by the backend that made the container.
+    cleanup = registry.cleanup(rec.backend or registry.DEFAULT)
+    await asyncio.to_thread(cleanup, ctx.dir(id), Path(rec.bundle or "/"))
+    await supervisor.deleted(supervisor.hook_points(reaper, config))
+    ctx.store.remove(ctx.namespace, id)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    ctx = Ctx(args)
-    status, st = status_of(ctx, args.id)
-    pids: list[int] = []
-    if st is not None and status != "stopped":
-        directory = cgroup.cgroup_dir(st.pid, st.name)
-        pids = cgroup.procs(directory) if directory else [st.pid]
+    pids = asyncio.run(_pids(Ctx(args), args.id))
     if args.format == "json":
         print(json.dumps(pids))
         return 0
@@ -405,61 +406,91 @@ def cmd_ps(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _pids(ctx: Ctx, id: str) -> list[int]:
+    _rec, _state, handle = await _status(ctx, id)
+    return handle.pids() if handle is not None else []
+
+
 # --- exec / pause / resume -------------------------------------------------------------------
 
 
-def _lxc_tool(tool: str, ctx: Ctx, st: state.PersistedState, *extra: str) -> int:
-    path = shutil.which(tool)
-    if path is None:
-        raise errdefs.Unavailable(f"{tool}: not found in PATH")
-    # The caller's stdio passes through (exec's contract); the status is the tool's, which
-    # for lxc-attach is the process's own.
-    return subprocess.run([path, "-P", str(ctx.lxcpath), "-n", st.name, *extra],
-                          check=False).returncode
+def exec_process(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
+    """The OCI Process to exec, as ``runc exec`` builds it (its ``getProcess``): ``--process``
+    as it is; otherwise the container's own process (env, cwd, user…) with the command as
+    args, ``--cwd`` replacing the cwd, ``--env`` appended and ``--user uid[:gid]`` replacing
+    the ids, never a terminal. The backend then runs it exactly as the shim's Exec does."""
+    if args.process:
+        process = json.loads(Path(args.process).read_text())
+        if not isinstance(process, dict):
+            raise errdefs.InvalidArgument("process: must be a JSON object (an OCI Process)")
+    else:
+        process = copy.deepcopy(spec.get("process") or {})
+        process["args"] = list(args.command)
+        process["terminal"] = False
+        process.pop("consoleSize", None)
+        if args.cwd:
+            process["cwd"] = args.cwd
+        process["env"] = list(process.get("env") or []) + list(args.env or [])
+        if args.user:
+            uid, _, gid = args.user.partition(":")
+            user = dict(process.get("user") or {})
+            try:
+                user["uid"] = int(uid)
+                if gid:
+                    user["gid"] = int(gid)
+            except ValueError:
+                raise errdefs.InvalidArgument(
+                    f"user: {args.user!r} is not uid[:gid] (numbers)") from None
+            process["user"] = user
+    argv = process.get("args")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise errdefs.InvalidArgument("process.args: must be a non-empty list of strings")
+    return dict(process)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    """``lxc-attach`` into the running container with the caller's stdio; its exit status."""
-    ctx = Ctx(args)
-    status, st = status_of(ctx, args.id)
-    if status != "running" or st is None:
+    """Run a process in the running container with the caller's stdio; its exit status."""
+    return asyncio.run(_exec(Ctx(args), args))
+
+
+async def _exec(ctx: Ctx, args: argparse.Namespace) -> int:
+    rec, status, handle = await _status(ctx, args.id)
+    if status != "running" or handle is None:
         raise errdefs.FailedPrecondition(f"container {args.id} is {status}, not running")
-    process = json.loads(Path(args.process).read_text()) if args.process else {}
-    argv = process.get("args") or args.command
-    if not argv:
-        raise errdefs.InvalidArgument("process.args: must be a non-empty list")
-    env = process.get("env") or ctx.spec(args.id)["process"].get("env", [])
-    env = list(env) + list(args.env or [])
-    extra = ["--clear-env"] + [f"--set-var={e}" for e in env]
-    user = process.get("user") or {}
-    uid, gid = user.get("uid"), user.get("gid")
-    if args.user:
-        uid, _, g = args.user.partition(":")
-        gid = g or gid
-    if uid is not None:
-        extra += ["-u", str(uid), "-g", str(gid if gid is not None else uid)]
-    cwd = process.get("cwd") or args.cwd
-    if cwd:  # lxc-attach has no working-directory option
-        argv = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
-    return _lxc_tool("lxc-attach", ctx, st, *extra, "--", *argv)
+    if not isinstance(handle, Execer):
+        raise errdefs.NotImplementedErr(f"the {rec.backend} backend cannot exec")
+    process = exec_process(args, ctx.spec(args.id))
+    proc = await handle.exec(ExecConfig(exec_id=f"cli-{os.getpid()}", process=process))
+    try:
+        return await proc.wait()
+    finally:
+        await proc.close()
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    return _freeze(args, "lxc-freeze", "running")
+    asyncio.run(_freeze(Ctx(args), args.id, True))
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    return _freeze(args, "lxc-unfreeze", "paused")
-
-
-def _freeze(args: argparse.Namespace, tool: str, want: str) -> int:
-    ctx = Ctx(args)
-    status, st = status_of(ctx, args.id)
-    if status != want or st is None:
-        raise errdefs.FailedPrecondition(f"container {args.id} is {status}, not {want}")
-    if _lxc_tool(tool, ctx, st) != 0:
-        raise errdefs.Internal(f"{tool} {st.name} failed")
+    asyncio.run(_freeze(Ctx(args), args.id, False))
     return 0
+
+
+async def _freeze(ctx: Ctx, id: str, pause: bool) -> None:
+    """The backend's pause (the cgroup freezer, as the shim's Pause), then the record."""
+    rec, status, handle = await _status(ctx, id)
+    want = "running" if pause else "paused"
+    if status != want or handle is None:
+        raise errdefs.FailedPrecondition(f"container {id} is {status}, not {want}")
+    if not isinstance(handle, Pausable):
+        raise errdefs.NotImplementedErr(f"the {rec.backend} backend cannot pause")
+    if pause:
+        await handle.pause()
+    else:
+        await handle.resume()
+    rec.status = "paused" if pause else "running"
+    ctx.store.save_record(rec)
 
 
 # --- spec / features -------------------------------------------------------------------------

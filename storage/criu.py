@@ -135,23 +135,6 @@ async def restore(runner: CommandRunner, images: Path, *, criu: str = "criu") ->
     return int(pidfile.read_text().strip())
 
 
-async def lxc_dump(runner: CommandRunner, lxcpath: Path, name: str, images: Path, *,
-                   stop: bool, config_file: Path | None = None) -> None:
-    """Dump an LXC container with ``lxc-checkpoint`` (LXC hands CRIU the container's
-    namespaces, mounts and cgroups); ``stop`` stops it after the dump. ``config_file`` holds
-    more CRIU options, which LXC cannot pass: CRIU reads the file ``CRIU_CONFIG_FILE`` names
-    (criu(8), "Configuration files").
-
-    Its restore (``lxc-checkpoint -r``) is left to the caller: it leaves the restored
-    container's monitor running with the caller's stdout and stderr, so it must not run with
-    pipes that are read to EOF (as :meth:`CommandRunner.run` does)."""
-    images.mkdir(parents=True, exist_ok=True)
-    argv = ["lxc-checkpoint", "-P", str(lxcpath), "-n", name, "-D", str(images)]
-    if config_file is not None:
-        argv = ["env", f"CRIU_CONFIG_FILE={config_file}", *argv]
-    await _run(runner, argv + (["-s"] if stop else []), images / "dump.log", "dump")
-
-
 async def _run(runner: CommandRunner, argv: list[str], log: Path, what: str) -> None:
     try:
         r = await runner.run(argv, timeout=DUMP_TIMEOUT)

@@ -25,13 +25,15 @@ from typing import TYPE_CHECKING, Any
 from runtime import config as runtime_config
 from runtime.errdefs import ErrdefsError, FailedPrecondition, InvalidArgument, NotFound
 from runtime.oci import spec_annotations
-from runtime.types import CreateConfig, Mount
+from runtime.types import CreateConfig, Mount, RestoreSource
 from storage import settings as storage_settings
 from storage.runner import CommandRunner
 from storage.settings import StorageSettings
 from storage.state import read_state, remove_state, write_state
 
 if TYPE_CHECKING:
+    from runtime.backend import Checkpointable
+
     # The ZFS machinery (~1.9 MB of modules) loads only when a pool is configured: every shim
     # daemon builds this provisioner, most never use ZFS (DESIGN.md section 2: stay small).
     from storage import layers
@@ -121,19 +123,20 @@ class StorageProvisioner:
         assert info.mountpoint is not None
         log.info("container %s: root filesystem %s (clone of %s)", config.id, dataset, origin)
         try:
-            own_init, images = await self._criu_plan(config, settings, record)
+            checkpointable, source = await self._criu_plan(config, settings, record)
         except BaseException:
             await self.release(config)
             raise
         return replace(config, rootfs=(Mount("bind", info.mountpoint, "", ("rbind", "rw")),),
-                       own_init=own_init, restore_images=images)
+                       checkpointable=checkpointable, restore=source)
 
     async def _criu_plan(self, config: CreateConfig, settings: StorageSettings,
-                         record: CheckpointRecord | None) -> tuple[bool, Path | None]:
-        """Whether the container runs with the in-container init, which CRIU needs to dump it
-        (runtime.lxc.owninit), and the process images to restore it from, if any.
+                         record: CheckpointRecord | None) -> tuple[bool, RestoreSource | None]:
+        """Whether the backend should make the container checkpointable (for LXC: run it
+        with the in-container init, which CRIU needs to dump it), and the process images to
+        restore it from, if any.
 
-        The init is used where checkpoints would dump processes: ``criu`` is not "never" and
+        Checkpointable where checkpoints would dump processes: ``criu`` is not "never" and
         ``criu check`` passes. A checkpoint with process images restores them where CRIU
         works; elsewhere only its filesystem is restored ("auto", logged) or the create fails
         naming CRIU's reason ("always")."""
@@ -154,7 +157,7 @@ class StorageProvisioner:
                     log.warning("container %s: restoring only the filesystem of %s (CRIU "
                                 "images %s: %s)", config.id, record.snapshot, record.criu,
                                 status.reason or "missing")
-        return status.works, images
+        return status.works, (RestoreSource(images, "criu") if images is not None else None)
 
     async def _make(self, storage: ZfsStorage, config: CreateConfig, settings: StorageSettings,
                     record: CheckpointRecord | None) -> tuple[Any, str]:
@@ -215,24 +218,23 @@ class StorageProvisioner:
     # -- checkpoints (Task API) ----------------------------------------------------------------
 
     async def checkpoint(self, config: CreateConfig, pid: int | None, directory: Path, *,
-                         leave_running: bool, target: Any = None) -> Checkpoint:
-        """The Task API's Checkpoint of a container with ZFS storage. ``target`` is the
-        backend's running container; one with ``criu_target`` (an LXC container) is dumped
-        by LXC (``lxc-checkpoint``), which hands CRIU its namespaces, mounts and cgroups."""
+                         leave_running: bool,
+                         target: Checkpointable | None = None) -> Checkpoint:
+        """The Task API's Checkpoint of a container with ZFS storage: a snapshot of its
+        dataset and, where CRIU works, the processes of ``target`` (the backend's running
+        container, when it is :class:`runtime.backend.Checkpointable`), dumped by the backend
+        itself, which knows its container's namespaces, mounts and cgroups."""
         settings = settings_for(config)
         if settings.pool is None or read_state(config.state_dir) is None:
             raise FailedPrecondition(f"container {config.id} has no ZFS dataset to checkpoint "
                                      "(set [storage] zfs_pool in config.toml)")
         storage = self.storage(settings)
         dumper = None
-        criu_target = getattr(target, "criu_target", None)
-        if pid is not None and criu_target is not None:
-            from storage import criu
+        if pid is not None and target is not None:
+            handle = target
 
             async def dumper(images: Path) -> None:
-                lxcpath, name, conf = criu_target(images, stop=not leave_running)
-                await criu.lxc_dump(self.runner, lxcpath, name, images, stop=not leave_running,
-                                    config_file=conf)
+                await handle.checkpoint(images, leave_running=leave_running)
 
         record = await storage.export_checkpoint(config.id, settings, directory, pid=pid,
                                                  leave_running=leave_running, dumper=dumper)

@@ -139,7 +139,8 @@ class ZfsStorage:
         """Take a checkpoint of container ``id``: a snapshot of its dataset and, where CRIU
         is asked for (``use_criu``, else ``settings.criu``) and works, a dump of the process
         tree rooted at ``pid`` (or what ``dumper`` dumps into the directory it is given, e.g.
-        :func:`storage.criu.lxc_dump`). ``export`` marks it as held by containerd (Task API).
+        a backend's :meth:`runtime.backend.Checkpointable.checkpoint`). ``export`` marks it
+        as held by containerd (Task API).
         """
         started = time.monotonic()
         try:

@@ -16,10 +16,14 @@ behaviour): signals sent to the init's host PID are forwarded to the program. A 
 must be PID 1 itself (a system init) would need ``lxc-start``, whose status is always 0: not
 supported by this backend.
 
-Containers that may be checkpointed with CRIU (``CreateConfig.own_init``) run with
+Containers that may be checkpointed with CRIU (``CreateConfig.checkpointable``) run with
 ``lxc-start -F`` and this project's in-container init instead, which behaves the same and
-records the exit status in a file (:mod:`runtime.lxc.owninit`); a task restored from CRIU
-images is made by ``lxc-checkpoint -r`` (:mod:`runtime.lxc.restore`).
+records the exit status in a file (:mod:`runtime.lxc.owninit`); they are dumped by
+``lxc-checkpoint`` (:mod:`runtime.lxc.checkpoint`), and a task restored from CRIU images
+(``CreateConfig.restore``) is made by ``lxc-checkpoint -r`` (:mod:`runtime.lxc.restore`).
+
+The bundle's validation against the OCI spec and the OCI hooks are not this backend's: the
+supervisor runs them around its calls (runtime.supervisor), for every backend alike.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import errdefs, hooks, oci
+from runtime import errdefs
 from runtime.lxc import cgroup, cleanup, criu_stdio, owninit, resources, security, state
 from runtime.lxc import config as lxcconf
 from runtime.lxc.exec import AttachContext
@@ -46,7 +50,7 @@ from runtime.lxc.ops import ContainerOps
 from runtime.lxc.rootfs import look_path
 from runtime.reaper import Child, Reaper
 from runtime.stdio import ProcessIO, TerminalIO, open_stdio
-from runtime.types import CreateConfig, Stdio
+from runtime.types import CreateConfig, RestoreSource, Stdio
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +180,21 @@ class LxcBackend:
         self._lxc_checkpoint = shutil.which("lxc-checkpoint") or "lxc-checkpoint"
 
     async def create(self, config: CreateConfig) -> LxcContainer:
-        """Validate, prepare the rootfs, write the LXC config, spawn lxc-execute and wait for
-        the gate. On any failure everything done so far is undone (reverse order)."""
-        oci.check_spec(config.spec)  # config.md, before anything is created
+        """Prepare the rootfs, write the LXC config, spawn lxc-execute and wait for the gate.
+        On any failure everything done so far is undone (reverse order)."""
+        return await self._create(config, None)
+
+    async def restore(self, config: CreateConfig, source: RestoreSource) -> LxcContainer:
+        """[storage] The container with its processes restored from CRIU images by
+        ``lxc-checkpoint -r``, frozen until start (runtime.lxc.restore)."""
+        if source.format != "criu":
+            raise errdefs.InvalidArgument(f"restore: {source.format!r} images: the LXC "
+                                          "backend restores CRIU images only")
+        return await self._create(config, source)
+
+    async def _create(self, config: CreateConfig, source: RestoreSource | None
+                      ) -> LxcContainer:
+        # What LXC cannot express (the supervisor checked the spec against config.md).
         lxcconf.validate(config.spec)
         name = lxc_name(config.namespace, config.id)
         lxc_dir = self._lxcpath / name
@@ -188,10 +204,10 @@ class LxcBackend:
         log_file = config.state_dir / cleanup.LXC_LOG
         st = state.PersistedState(name=name, lxcpath=str(self._lxcpath),
                                   bundle=str(config.bundle))
-        apparmor_default = await self._criu_apparmor(config)
+        apparmor_default = await self._criu_apparmor(config, source)
         with contextlib.ExitStack() as undo:
             undo.callback(log_file.unlink, True)  # its ERROR lines are in the raised error
-            prepared = self._prepare(config, name, st, undo, apparmor_default)
+            prepared = self._prepare(config, name, st, undo, source, apparmor_default)
             self._lxcpath.mkdir(parents=True, exist_ok=True)
             try:
                 lxc_dir.mkdir(mode=0o700)
@@ -205,13 +221,13 @@ class LxcBackend:
                   if self._inherit_stdio and config.stdio == Stdio()
                   else open_stdio(config.stdio, config.spec["process"].get("consoleSize")))
             undo.callback(io.close)
-            if config.restore_images is not None:
+            if source is not None:
                 from runtime.lxc import restore  # its container class extends this module's
 
                 assert prepared.init_dir is not None
                 handle: LxcContainer = await restore.restore(
                     self._reaper, self._lxc_checkpoint, st, config.state_dir,
-                    config.restore_images, prepared.init_dir, io, _HOST_ENV,
+                    source.images, prepared.init_dir, io, _HOST_ENV,
                     stdio_keys(io, config))
             else:
                 gate = Gate(config.state_dir)
@@ -223,30 +239,33 @@ class LxcBackend:
                 io.spawned()
                 handle = await self._await_gate(config, st, gate, child, io, prepared.init_dir)
                 handle.criu_stdio = keys
-            handle.attach = AttachContext(self._reaper, self._lxc_attach, self._lxcpath, name,
-                                          prepared.rootfs)
+            handle.attach = self._attach_context(name, prepared.rootfs)
             undo.pop_all()
-        if config.restore_images is None:
-            await self._created_hooks(config, handle)
         return handle
 
-    async def _created_hooks(self, config: CreateConfig, handle: LxcContainer) -> None:
-        """prestart, createRuntime and createContainer, with the init held at the gate
-        (runtime.md "Lifecycle" steps 4-5). A failure stops and deletes the container, so
-        nothing is left behind, and is the create's error."""
-        handle.hooks = hooks.HookPoints(self._reaper, config.spec, config.id,
-                                        str(config.bundle))
-        try:
-            await handle.hooks.created(handle.pid)
-        except BaseException:
-            await handle.delete()
-            raise
+    def _attach_context(self, name: str, rootfs: Path) -> AttachContext:
+        return AttachContext(self._reaper, self._lxc_attach, self._lxcpath, name, rootfs,
+                             inherit_stdio=self._inherit_stdio,
+                             lxc_checkpoint=self._lxc_checkpoint)
 
-    async def _criu_apparmor(self, config: CreateConfig) -> str:
+    def attach(self, state_dir: Path) -> LxcContainer:
+        """A container this backend made in another process (the OCI CLI's later commands),
+        from its persisted state (runtime.lxc.state): NotFound when there is none."""
+        from runtime.lxc.attached import AttachedContainer  # extends this module's class
+
+        st = state.load(state_dir)
+        if st is None:
+            raise errdefs.NotFound(f"{state_dir}: no LXC container state")
+        handle = AttachedContainer(st, state_dir)
+        handle.attach = self._attach_context(st.name, Path(st.rootfs) if st.rootfs else
+                                             Path(st.bundle) / "rootfs")
+        return handle
+
+    async def _criu_apparmor(self, config: CreateConfig, source: RestoreSource | None) -> str:
         """The AppArmor profile for a spec without one: LXC's generated profile, or for a
         container CRIU may dump (or restores) LXC's fixed default, loaded if it is not yet
         (see security.CRIU_APPARMOR_PROFILE)."""
-        own = config.own_init or config.restore_images is not None
+        own = config.checkpointable or source is not None
         if not own or not _host_lsm()[0] or config.spec["process"].get("apparmorProfile"):
             return security.DEFAULT_APPARMOR_PROFILE
         profile = security.CRIU_APPARMOR_PROFILE
@@ -266,7 +285,7 @@ class LxcBackend:
         return profile
 
     def _prepare(self, config: CreateConfig, name: str, st: state.PersistedState,
-                 undo: contextlib.ExitStack,
+                 undo: contextlib.ExitStack, source: RestoreSource | None = None,
                  apparmor_default: str = security.DEFAULT_APPARMOR_PROFILE) -> _Prepared:
         """Rootfs (mounted if containerd gave mounts), program check, persisted state,
         LXC config text. Registers the undo steps."""
@@ -280,6 +299,7 @@ class LxcBackend:
             rootfs = rootfs_from_spec(config)
         if not rootfs.is_dir():
             raise errdefs.NotFound(f"root.path: rootfs {rootfs} does not exist")
+        st.rootfs = str(rootfs)
         _check_bind_sources(config.spec)
         process = config.spec["process"]
         look_path(rootfs, process["args"][0], process.get("env", []), process.get("cwd", "/"))
@@ -287,14 +307,14 @@ class LxcBackend:
         # dies before the gate reports.
         state.save(config.state_dir, st)
         init_dir = None
-        if config.own_init or config.restore_images is not None:
+        if config.checkpointable or source is not None:
             init_dir = owninit.prepare(config.state_dir, process["args"], config.stdio)
             undo.callback(shutil.rmtree, init_dir, True)
         apparmor, selinux = _host_lsm()
         params = lxcconf.Params(
             name=name, rootfs=str(rootfs),
             # A CRIU restore has no gate: its processes are past that point.
-            gate=("" if config.restore_images is not None
+            gate=("" if source is not None
                   else hook_command(config.state_dir, hold=self._hold_gate)),
             own_init_dir=str(init_dir) if init_dir is not None else "",
             path_kind=_host_path_kind if init_dir is not None else None,
@@ -404,12 +424,15 @@ class LxcContainer(ContainerOps):
         self._created_kill: int | None = None
         self._sigkilled = False
         self._exit = asyncio.get_running_loop().create_task(self._watch())
-        #: The spec's OCI hooks (set by LxcBackend.create; None: no hooks).
-        self.hooks: hooks.HookPoints | None = None
 
     @property
     def pid(self) -> int:
         return self._st.pid
+
+    @property
+    def monitor_pid(self) -> int:
+        """lxc-execute (or lxc-start), which exits with the program's status."""
+        return self._st.monitor_pid
 
     @property
     def name(self) -> str:
@@ -448,18 +471,16 @@ class LxcContainer(ContainerOps):
             raise errdefs.FailedPrecondition(f"container {self.name} has already exited")
         if self._started:
             raise errdefs.FailedPrecondition(f"container {self.name} is already started")
-        if self.hooks:
-            try:  # startContainer: a failure stops the container (runtime.md "Lifecycle" 7)
-                await self.hooks.start_container(self.pid)
-            except errdefs.ErrdefsError:
-                with contextlib.suppress(errdefs.NotFound):
-                    self.kill(signal.SIGKILL)
-                raise
         self._started = True
+        self._release_gate()
+
+    def _release_gate(self) -> None:
         if self._gate is not None:
             self._gate.release()
-        if self.hooks:
-            await self.hooks.poststart(self.pid)  # failures are warnings
+
+    def _abort_gate(self) -> None:
+        if self._gate is not None:
+            self._gate.abort()
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exit)
@@ -477,11 +498,22 @@ class LxcContainer(ContainerOps):
         if not self._started and signal not in _HARMLESS and self._created_kill is None:
             # After the signal: the aborted gate makes LXC kill the init at once.
             self._created_kill = signal
-            if self._gate is not None:
-                self._gate.abort()
+            self._abort_gate()
         for pid in others:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal)
+
+    async def checkpoint(self, images: Path, *, leave_running: bool) -> None:
+        """[storage] Dump the container's processes into ``images`` with ``lxc-checkpoint``
+        (runtime.backend.Checkpointable); without ``leave_running`` they end after the dump."""
+        from runtime.lxc import checkpoint
+
+        if self.attach is None:
+            raise errdefs.NotImplementedErr("checkpoint: the LXC tools are not available")
+        lxcpath, name, conf = self.criu_target(images, stop=not leave_running)
+        await checkpoint.dump(self.attach.reaper, lxcpath, name, images,
+                              stop=not leave_running, config_file=conf,
+                              tool=self.attach.lxc_checkpoint)
 
     def criu_target(self, images: Path, *, stop: bool) -> tuple[Path, str, Path]:
         """[storage] The (lxcpath, name) ``lxc-checkpoint`` dumps into ``images``, and the
@@ -544,8 +576,6 @@ class LxcContainer(ContainerOps):
             os.close(self._pidfd)
             self._pidfd = None
         self._deleted = True
-        if self.hooks:
-            await self.hooks.poststop()  # after the container is gone; failures are warnings
 
     async def _stop(self) -> None:
         with contextlib.suppress(errdefs.NotFound):

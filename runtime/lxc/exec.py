@@ -28,7 +28,7 @@ from runtime import errdefs
 from runtime.lxc.rootfs import look_path, resolve_in_rootfs
 from runtime.reaper import Child, Reaper
 from runtime.stdio import ProcessIO, TerminalIO, open_stdio
-from runtime.types import ExecConfig
+from runtime.types import ExecConfig, Stdio
 
 _HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 #: How long to look for the attached program under lxc-attach before giving up on its PID.
@@ -45,6 +45,11 @@ class AttachContext:
     lxcpath: Path
     name: str
     rootfs: Path
+    #: An exec without stdio paths gets the caller's stdin, stdout and stderr (the OCI CLI's
+    #: pass-through, like ``runc exec``) instead of /dev/null.
+    inherit_stdio: bool = False
+    #: lxc-checkpoint, for the container's process checkpoint (runtime.lxc.checkpoint).
+    lxc_checkpoint: str = "lxc-checkpoint"
 
 
 def attach_argv(ctx: AttachContext, process: dict[str, Any]) -> list[str]:
@@ -70,7 +75,11 @@ def attach_argv(ctx: AttachContext, process: dict[str, Any]) -> list[str]:
 
 
 async def start_exec(ctx: AttachContext, config: ExecConfig) -> LxcExec:
-    io = open_stdio(config.stdio, config.process.get("consoleSize"))
+    if ctx.inherit_stdio and config.stdio == Stdio():
+        io = ProcessIO(stdin=0, stdout=1, stderr=2)
+        io.ctty = bool(config.process.get("terminal")) and os.isatty(0)
+    else:
+        io = open_stdio(config.stdio, config.process.get("consoleSize"))
     try:
         argv = attach_argv(ctx, config.process)
         child = ctx.reaper.spawn(argv, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr,

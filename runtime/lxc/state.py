@@ -9,6 +9,7 @@ DESIGN.md section 9). Schema, version 1::
       "lxcpath": "/run/proxmox-lxcri/lxc",
       "bundle": "/run/containerd/.../web",
       "mounts": ["/run/containerd/.../web/rootfs"],   # what *we* mounted, in mount order
+      "rootfs": "/run/containerd/.../web/rootfs",     # the container's root on the host
       "pid": 4242,                      # host PID of the container's init (0 = not known yet)
       "pid_start_time": 123456,         # field 22 of /proc/<pid>/stat, guards PID reuse
       "monitor_pid": 4241,              # lxc-execute
@@ -34,6 +35,8 @@ class PersistedState:
     lxcpath: str
     bundle: str
     mounts: list[str] = field(default_factory=list)
+    #: The container's root directory on the host (exec resolves programs in it).
+    rootfs: str = ""
     pid: int = 0
     pid_start_time: int = 0
     monitor_pid: int = 0

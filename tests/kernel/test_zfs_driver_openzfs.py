@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.lxc import checkpoint as lxc_checkpoint
 from storage import criu
 from storage.driver import ZfsDriver
 from storage.layers import ImageSource
@@ -154,7 +155,7 @@ def test_criu_checkpoint_with_dataset_and_restore(pool_name: str, busybox_dir: P
         before = _wait_count(root, 3)
 
         async def dump(images: Path) -> None:
-            await criu.lxc_dump(runner, lxcpath, name, images, stop=True)
+            await lxc_checkpoint.dump(runner, lxcpath, name, images, stop=True)
 
         async def restore(images: Path) -> None:
             # Through sh(): output to files, since the restored monitor keeps our stdio.

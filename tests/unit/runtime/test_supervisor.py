@@ -14,7 +14,9 @@ from runtime.supervisor import Supervisor
 from runtime.types import CreateConfig, Status
 from tests.fakes.backend import FakeBackend
 
-SPEC = {"process": {"args": ["true"]}, "root": {"path": "rootfs"}}
+SPEC = {"ociVersion": "1.0.2",
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"}}
 
 
 def make(tmp_path: Path) -> tuple[Supervisor, FakeBackend, ev.MemorySink]:

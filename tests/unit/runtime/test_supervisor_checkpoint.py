@@ -17,7 +17,9 @@ from runtime.supervisor import Supervisor
 from runtime.types import CreateConfig, Status
 from tests.fakes.backend import FakeBackend, FakeHandle
 
-SPEC = {"process": {"args": ["true"]}, "root": {"path": "rootfs"}}
+SPEC = {"ociVersion": "1.0.2",
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"}}
 
 
 class PausableHandle(FakeHandle):

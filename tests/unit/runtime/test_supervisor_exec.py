@@ -14,7 +14,9 @@ from runtime.supervisor import Supervisor
 from runtime.types import CreateConfig, ExecConfig, Status
 from tests.fakes.backend import FakeBackend
 
-SPEC = {"process": {"args": ["sleep", "60"]}, "root": {"path": "rootfs"}}
+SPEC = {"ociVersion": "1.0.2", "process": {"args": ["sleep", "60"], "cwd": "/",
+                                           "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"}}
 
 
 async def running(tmp_path: Path) -> tuple[Supervisor, FakeBackend, ev.MemorySink]:
