@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from runtime import supervisor
+from runtime.hooks import HookPoints
 from runtime.lxc.backend import LxcBackend, LxcContainer
 from runtime.lxc.mount import mounted_under, unmount
 from runtime.reaper import Reaper
@@ -48,11 +50,39 @@ def busybox() -> Iterator[Path]:
 
 
 @dataclass
+class ProbeTask:
+    """A container driven as the shim's supervisor and the OCI CLI drive one: the backend's
+    handle, with the bundle validated first and the OCI hooks around each step."""
+
+    handle: LxcContainer
+    points: HookPoints | None
+
+    @property
+    def pid(self) -> int:
+        return self.handle.pid
+
+    async def start(self) -> None:
+        await supervisor.start_container(self.handle, self.points)
+
+    async def wait(self) -> int:
+        return await self.handle.wait()
+
+    def kill(self, signal: int, all: bool = False) -> None:
+        self.handle.kill(signal, all)
+
+    async def delete(self) -> None:
+        await self.handle.delete()
+        await supervisor.deleted(self.points)
+        self.points = None  # poststop once, as the supervisor does
+
+
+@dataclass
 class Probe:
     base: Path
     busybox: Path
     backend: LxcBackend
-    handles: list[LxcContainer] = field(default_factory=list)
+    reaper: Reaper
+    handles: list[ProbeTask] = field(default_factory=list)
 
     def spec(self, script: str, **extra: Any) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -78,16 +108,19 @@ class Probe:
             stdio=Stdio(stdout=f"file://{out}", stderr=f"file://{out}"),
             state_dir=self.base / "s")
 
-    async def create(self, spec: dict[str, Any], out: Path) -> LxcContainer:
-        handle = await self.backend.create(self.create_config(spec, out))
-        self.handles.append(handle)
-        return handle
+    async def create(self, spec: dict[str, Any], out: Path) -> ProbeTask:
+        config = self.create_config(spec, out)
+        supervisor.validate(config)
+        points = supervisor.hook_points(self.reaper, config)
+        task = ProbeTask(await supervisor.create_container(self.backend, config, points),
+                         points)
+        self.handles.append(task)
+        return task
 
     async def run(self, spec: dict[str, Any]) -> tuple[int, str]:
         """Create, start and wait for the container; its exit status and output."""
         out = self.base / f"out-{uuid.uuid4().hex[:6]}"
-        handle = await self.backend.create(self.create_config(spec, out))
-        self.handles.append(handle)
+        handle = await self.create(spec, out)
         await handle.start()
         async with asyncio.timeout(20):
             status = await handle.wait()
@@ -104,7 +137,8 @@ async def probe(busybox: Path) -> AsyncIterator[Probe]:
     base = Path(tempfile.mkdtemp(prefix="ocip-"))
     base.chmod(0o755)  # LXC needs x access to the rootfs's parents for a user namespace
     (base / "b").mkdir()
-    p = Probe(base=base, busybox=busybox, backend=LxcBackend(reaper, base / "lxc"))
+    p = Probe(base=base, busybox=busybox, backend=LxcBackend(reaper, base / "lxc"),
+              reaper=reaper)
     try:
         yield p
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -308,3 +309,99 @@ def test_delete_of_a_created_container_needs_no_force(cli: Cli) -> None:
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or
              Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
     assert "never" not in (cli.base / "create.err").read_text()
+
+
+# --- the CLI runs the shim's backend code (issue 14 section 1: the copies had drifted) --------
+
+
+def test_kill_ttin_and_ttou_leave_a_created_container_created(cli: Cli) -> None:
+    """SIGTTIN and SIGTTOU do not end a process: the shim's backend delivers them to a created
+    container and keeps it created; the CLI's own copy aborted it."""
+    id = cid()
+    assert cli("create", "--bundle", str(cli.bundle(["echo", "ran"])), id,
+               stdin=subprocess.DEVNULL).returncode == 0
+    for sig in ("TTIN", "SIGTTOU", str(int(signal.SIGTTIN))):
+        done = cli("kill", id, sig)
+        assert done.returncode == 0, done.stderr
+        assert cli.state(id)["status"] == "created"
+    assert cli("start", id).returncode == 0
+    wait_for(lambda: cli.state(id)["status"] == "stopped")
+    assert "ran" in (cli.base / "create.err").read_text() + _outputs(cli)
+    assert cli("delete", id).returncode == 0
+
+
+def _outputs(cli: Cli) -> str:
+    return "".join(p.read_text() for p in cli.base.glob("out-*"))
+
+
+def test_exec_defaults_are_the_containers_process_as_in_the_shim(cli: Cli) -> None:
+    """Without --process the exec is the container's own process with the command as args
+    (runc's getProcess; ctr exec sends the shim the same), so its user, cwd and env are the
+    container's. The CLI's copy ran as root in lxc-attach's cwd."""
+    id = cid()
+    bundle = cli.bundle(["sleep", "300"], cwd="/tmp", user={"uid": 1000, "gid": 1001},
+                        env=["PATH=/bin:/sbin:/usr/bin", "FOO=from-spec"])
+    assert cli("create", "--bundle", str(bundle), id, stdin=subprocess.DEVNULL).returncode == 0
+    assert cli("start", id).returncode == 0
+    script = 'id -u; id -g; pwd; echo "$FOO" "${BAR:-}"'
+    done = cli("exec", id, "sh", "-c", script)
+    assert (done.returncode, done.stdout.split()) == (0, ["1000", "1001", "/tmp",
+                                                          "from-spec"]), done.stderr
+    done = cli("exec", "--user", "0", "--cwd", "/", "-e", "BAR=flag", id, "sh", "-c", script)
+    assert done.stdout.split() == ["0", "1001", "/", "from-spec", "flag"], done.stderr
+    # --process is the whole process (runc): what it leaves out is the shim's default (uid 0,
+    # cwd /), not the container's.
+    process = cli.base / "process.json"
+    process.write_text(json.dumps({"args": ["/bin/sh", "-c", "id -u; pwd"], "cwd": "/"}))
+    done = cli("exec", "--process", str(process), id)
+    assert done.stdout.split() == ["0", "/"], done.stderr
+    assert cli("delete", "--force", id).returncode == 0
+
+
+def test_pause_freezes_the_cgroup_as_the_shim_does(cli: Cli) -> None:
+    """Pause and resume are the backend's cgroup freezer, as in the shim: lxc-freeze and
+    lxc-unfreeze are never called (here they would fail), and the container's cgroup is
+    frozen in every hierarchy the shim freezes."""
+    from runtime import cgroups
+
+    fake = cli.base / "fakebin"
+    fake.mkdir()
+    called = cli.base / "lxc-freeze-called"
+    for tool in ("lxc-freeze", "lxc-unfreeze"):
+        (fake / tool).write_text(f"#!/bin/sh\necho {tool} >> {called}\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    id = cid()
+    assert cli("create", "--bundle", str(cli.bundle(["sleep", "300"])), id,
+               stdin=subprocess.DEVNULL).returncode == 0
+    assert cli("start", id).returncode == 0
+    pid = cli.state(id)["pid"]
+    done = cli("pause", id, env=env)
+    assert done.returncode == 0, done.stderr
+    assert cli.state(id)["status"] == "paused"
+    assert cgroups.is_frozen(cgroups.of_pid(pid))
+    done = cli("resume", id, env=env)
+    assert done.returncode == 0, done.stderr
+    assert not cgroups.is_frozen(cgroups.of_pid(pid))
+    assert cli.state(id)["status"] == "running"
+    assert not called.exists()
+    # A paused container is thawed before a forced delete kills it.
+    assert cli("pause", id, env=env).returncode == 0
+    assert cli("delete", "--force", id).returncode == 0
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+             Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_the_cli_and_the_shim_keep_one_task_record(cli: Cli) -> None:
+    """state.json is runtime.store.TaskRecord, the shim's record too: it names the backend
+    that the delete action cleans up with."""
+    from runtime.store import CLI_OWNER, Store
+
+    id = cid()
+    assert cli("create", "--bundle", str(cli.bundle(["sleep", "300"])), id,
+               stdin=subprocess.DEVNULL).returncode == 0
+    rec = Store(cli.root).load_record("cli", id)
+    assert rec is not None
+    assert (rec.backend, rec.owner, rec.status) == ("lxc", CLI_OWNER, "created")
+    assert rec.pid == cli.state(id)["pid"] and rec.oci_version
+    assert cli("delete", id).returncode == 0

@@ -41,7 +41,7 @@ pytestmark = [
 
 
 def own(config: CreateConfig) -> CreateConfig:
-    return dataclasses.replace(config, own_init=True)
+    return dataclasses.replace(config, checkpointable=True)
 
 
 async def run_to_exit(env: Env, args: list[str], stdio: Stdio | None = None) -> int:
