@@ -69,7 +69,8 @@ def make_config(tmp_path: Path, id: str, pool: str | None, image: Path, *,
     section.update(storage or {})
     return CreateConfig(
         id=id, namespace="default", bundle=tmp_path / id,
-        spec={"process": {"args": ["/bin/sh"]}, "root": {"path": "rootfs"},
+        spec={"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+              "process": {"args": ["/bin/sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
               "annotations": annotations or {}},
         rootfs=(Mount("overlay", "overlay", "", (f"lowerdir={image}", f"upperdir={upper}",
                                                   f"workdir={work}")),),
@@ -498,7 +499,10 @@ def test_supervisor_checkpoint_without_zfs_is_not_implemented(tmp_path: Path) ->
     async def main() -> None:
         sup = Supervisor(FakeBackend(), ev.MemorySink(), Store(tmp_path), "default")
         cfg = CreateConfig(id="n1", namespace="default", bundle=tmp_path,
-                           spec={"process": {"args": ["true"]}}, state_dir=tmp_path / "n1")
+                           spec={"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+                                 "process": {"args": ["true"], "cwd": "/",
+                                             "user": {"uid": 0, "gid": 0}}},
+                           state_dir=tmp_path / "n1")
         await sup.create(cfg)
         with pytest.raises(NotImplementedErr, match="needs ZFS storage"):
             await sup.checkpoint("n1", tmp_path / "cp")

@@ -82,7 +82,8 @@ async def world(pool: str) -> AsyncIterator[World]:
     populate_busybox_rootfs(bundle / "rootfs")
     (bundle / "rootfs/counter.sh").write_text(COUNTER)
     sup = Supervisor(LxcBackend(reaper, base / "lxc"), ev.MemorySink(), Store(base / "store"),
-                     "k", provisioners=(StorageProvisioner(reaper, base / "events.log"),))
+                     "k", provisioners=(StorageProvisioner(reaper, base / "events.log"),),
+                     reaper=reaper)
     w = World(base, pool, sup, bundle)
     try:
         yield w
