@@ -2,10 +2,15 @@
 convention): create, start, state, kill, delete, run, ps, exec, pause, resume, spec, features.
 
 Containers live in the shim's state root and layout (DESIGN.md section 9):
-``<root>/containers/<namespace>/<id>/`` holds ``state.json`` (what ``list`` shows),
-``config.json`` (the spec, for the hooks of later commands) and the LXC backend's files;
-the LXC containers are under ``<root>/lxc``. The CLI's namespace is ``cli`` unless
-``--namespace`` says otherwise.
+``<root>/containers/<namespace>/<id>/`` holds ``state.json`` (the shim's record,
+:class:`runtime.store.TaskRecord`, which ``list`` shows), ``config.json`` (the spec, for the
+hooks of later commands) and the backend's files; the LXC containers are under ``<root>/lxc``.
+The CLI's namespace is ``cli`` unless ``--namespace`` says otherwise.
+
+Nothing here re-implements the shim: each command drives the backend its record names
+(:mod:`runtime.registry`), taken up with ``Backend.attach`` in every later command's process,
+and the supervisor's validation and hook functions (:mod:`runtime.supervisor`); ``delete``
+cleans up with the backend's ``Cleanup``, as the shim's ``delete`` action does.
 
 How ``create`` leaves a container behind (docs/cli.md has the whole story):
 

@@ -28,20 +28,23 @@ def _alive(pid: int) -> bool:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from runtime.store import Store, state_root
+    from runtime.store import CLI_OWNER, Store, TaskRecord, state_root
 
     rows = []
-    for ns, id, st in Store(state_root()).list():
-        status = st.get("status", "unknown")
-        if st.get("owner") == "proxmox-lxcri":
+    for ns, id, raw in Store(state_root()).list():
+        rec = TaskRecord.from_json(raw)  # the same record for shim and OCI CLI containers
+        status = rec.status or "unknown"
+        alive = status in ("running", "created", "paused") and _alive(rec.pid)
+        if rec.owner == CLI_OWNER:
             # Made by the OCI CLI: no shim watches it, so a gone process is simply stopped
             # (runc's `state` says the same until `delete`).
-            if status in ("running", "created") and not _alive(int(st.get("pid") or 0)):
+            if status in ("running", "created", "paused") and not alive:
                 status = "stopped"
-        elif status in ("running", "created") and not _alive(int(st.get("pid") or 0)):
+        elif status in ("running", "created", "paused") and not alive:
             status = "lost"  # the snapshot says alive but the process is gone (shim crash)
-        rows.append({"namespace": ns, "id": id, "pid": st.get("pid"), "status": status,
-                     "shim_pid": st.get("shim_pid"), "bundle": st.get("bundle")})
+        rows.append({"namespace": ns, "id": id, "pid": rec.pid or None, "status": status,
+                     "shim_pid": rec.shim_pid or None, "bundle": rec.bundle,
+                     "backend": rec.backend})
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         sys.stdout.write("\n")

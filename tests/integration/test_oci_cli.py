@@ -404,4 +404,6 @@ def test_the_cli_and_the_shim_keep_one_task_record(cli: Cli) -> None:
     assert rec is not None
     assert (rec.backend, rec.owner, rec.status) == ("lxc", CLI_OWNER, "created")
     assert rec.pid == cli.state(id)["pid"] and rec.oci_version
+    [row] = [r for r in json.loads(cli("list", "--json").stdout) if r["id"] == id]
+    assert (row["backend"], row["status"], row["pid"]) == ("lxc", "created", rec.pid)
     assert cli("delete", id).returncode == 0
