@@ -510,12 +510,12 @@ class LxcContainer(ContainerOps):
 
         if self.attach is None:
             raise errdefs.NotImplementedErr("checkpoint: the LXC tools are not available")
-        lxcpath, name, conf = self.criu_target(images, stop=not leave_running)
+        lxcpath, name, conf = self._criu_target(images, stop=not leave_running)
         await checkpoint.dump(self.attach.reaper, lxcpath, name, images,
                               stop=not leave_running, config_file=conf,
                               tool=self.attach.lxc_checkpoint)
 
-    def criu_target(self, images: Path, *, stop: bool) -> tuple[Path, str, Path]:
+    def _criu_target(self, images: Path, *, stop: bool) -> tuple[Path, str, Path]:
         """[storage] The (lxcpath, name) ``lxc-checkpoint`` dumps into ``images``, and the
         CRIU options file for it (the container's streams as external files, recorded next
         to the images); ``stop``: CRIU ends the processes after the dump, which then count
