@@ -43,7 +43,7 @@ async def one(backend: LxcBackend, base: Path, rootfs: Path, own: bool) -> tuple
                                                             "network")]}}
     config = CreateConfig(id=cid, namespace="bench", bundle=bundle, spec=spec,
                           rootfs=(Mount("bind", str(rootfs), "", ("rbind", "rw")),),
-                          state_dir=base / f"{cid}-state", own_init=own)
+                          state_dir=base / f"{cid}-state", checkpointable=own)
     started = time.perf_counter()
     handle = await backend.create(config)
     created = time.perf_counter() - started
