@@ -388,8 +388,10 @@ async def _delete(ctx: Ctx, id: str, rec: TaskRecord, force: bool) -> None:
     if status in ("running", "paused") and not force:
         raise errdefs.FailedPrecondition(
             f"cannot delete container {id} that is {status}: stop it or use --force")
-    if status == "paused" and isinstance(handle, Pausable):
-        await handle.resume()  # a frozen process cannot die of SIGKILL (cgroup v1)
+    if handle is not None and isinstance(handle, Pausable):
+        # A frozen process cannot die of SIGKILL (cgroup v1); thawed whoever froze it.
+        with contextlib.suppress(errdefs.ErrdefsError, OSError):
+            await handle.resume()
     config = ctx.config(id, rec)
     # The delete action's own clean-up, by the backend that made the container.
     cleanup = registry.cleanup(rec.backend or registry.DEFAULT)
