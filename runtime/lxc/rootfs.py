@@ -7,46 +7,28 @@ Go's securejoin, used by runc). Only the standard library; no LXC knowledge.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import stat
 from pathlib import Path
 
 from runtime.errdefs import NotFound
+from runtime.lxc import rootpath
 
-#: Linux's MAXSYMLINKS: more links than this in one resolution is ELOOP.
-MAX_SYMLINKS = 40
 #: Used when the spec's env has no PATH (the value runc and Docker default to).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def resolve_in_rootfs(rootfs: Path, path: str) -> Path:
-    """The host path of container path ``path``, every symlink followed inside ``rootfs``.
+    """The host path of container path ``path``, every symlink followed inside ``rootfs``
+    (:mod:`runtime.lxc.rootpath`'s rule, the one every path of the runtime follows).
 
     Missing components are kept as they are (the result may not exist). Raises ``OSError``
     (ELOOP) for a symlink loop.
     """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = rootfs.joinpath(*resolved, part)
-        if not candidate.is_symlink():
-            resolved.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise OSError(40, "too many levels of symbolic links", "/" + "/".join(resolved))
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-    return rootfs.joinpath(*resolved)
+    try:
+        return Path(rootpath.host_path(str(rootfs), path))
+    except NotADirectoryError:  # a file used as a directory: a path that does not exist
+        return rootfs.joinpath(*[p for p in path.split("/") if p not in ("", ".", "..")])
 
 
 def _is_executable(host_path: Path) -> bool:
