@@ -46,6 +46,7 @@ from runtime.lxc import config as lxcconf
 from runtime.lxc.exec import AttachContext
 from runtime.lxc.gate import Gate, hook_command
 from runtime.lxc.mount import mount_all, unmount_all
+from runtime.lxc.mountpoints import prepare as prepare_mount_points
 from runtime.lxc.ops import ContainerOps
 from runtime.lxc.rootfs import look_path
 from runtime.reaper import Child, Reaper
@@ -310,8 +311,10 @@ class LxcBackend:
         if config.checkpointable or source is not None:
             init_dir = owninit.prepare(config.state_dir, process["args"], config.stdio)
             undo.callback(shutil.rmtree, init_dir, True)
+        # Mount points are made here, inside the rootfs, never by LXC through image symlinks.
+        plan = prepare_mount_points(config.spec, rootfs, lxcconf.PROVIDED_BY_LXC)
         apparmor, selinux = _host_lsm()
-        params = lxcconf.Params(
+        params = lxcconf.Params(mount_plan=plan,
             name=name, rootfs=str(rootfs),
             # A CRIU restore has no gate: its processes are past that point.
             gate=("" if source is not None

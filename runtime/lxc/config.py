@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errdefs import InvalidArgument, NotImplementedErr
 from runtime.lxc import owninit, resources, security, setup_hooks
 from runtime.lxc import seccomp as lxc_seccomp
+from runtime.lxc.mountpoints import Plan, Target
 from runtime.lxc.resources import CgroupHost
 
 Line = tuple[str, str]
@@ -108,6 +109,12 @@ class Params:
     #: Host fact for masked paths: "dir", "file" or "" (absent) for a path of the container's
     #: /proc or /sys; None keeps the entries that fit either (see setup_hooks.path_entries).
     path_kind: Callable[[str], str] | None = None
+    #: The mount points resolved (and made) inside the rootfs by
+    #: :func:`runtime.lxc.mountpoints.prepare`; None (the pure tests) renders the spec's
+    #: destinations as they are, with ``create=``.
+    mount_plan: Plan | None = None
+    #: The command running :mod:`runtime.lxc.rootpath` in the autodev hook (shell words).
+    path_helper: str = field(default_factory=setup_hooks.path_helper)
 
 
 def lxc_config(spec: dict[str, Any], params: Params,
@@ -139,10 +146,11 @@ def lxc_config(spec: dict[str, Any], params: Params,
     lines += configure_own_init(params)
     sysctls = configure_sysctls(spec, namespaces)
     ro_in_hook = bool(sysctls) or bool(params.own_init_dir)
+    resolved = params.mount_plan.paths if params.mount_plan is not None else {}
     lines += setup_hooks.path_entries(spec, params.rootfs_mount, ro_in_hook=ro_in_hook,
-                                      path_kind=params.path_kind)
-    lines += setup_hooks.mount_hook(spec, sysctls, ro_in_hook=ro_in_hook)
-    lines += setup_hooks.autodev_hook(spec)
+                                      path_kind=params.path_kind, resolved=resolved)
+    lines += setup_hooks.mount_hook(spec, sysctls, ro_in_hook=ro_in_hook, resolved=resolved)
+    lines += setup_hooks.autodev_hook(spec, params.path_helper)
     lines += resources.configure_resources(spec, params.cgroup, notes)
     lines += configure_hooks(params)
     notes += [text for (section, key), text in _DOWNGRADED
@@ -434,19 +442,23 @@ def configure_auto_mounts(spec: dict[str, Any]) -> list[Line]:
     # proc:rw, not proc:mixed: mixed makes /proc/sys read-only on its own, which the spec did
     # not necessarily ask and which stops the sysctls; the spec's readonlyPaths (/proc/sys,
     # /proc/sysrq-trigger for containerd and CRI) are applied by the mount hook instead.
-    # sys follows the spec's /sys mount (ro unless it asks rw). cgroup:mixed gives the
-    # container its own cgroup read-write under a read-only hierarchy (cgroup:ro if the spec's
-    # /sys/fs/cgroup mount is ro, as CRI's is); ":force" because LXC otherwise skips it when the
-    # container keeps CAP_SYS_ADMIN (measured: an empty /sys/fs/cgroup; man
-    # lxc.container.conf, cgroup:mixed:force). autodev builds a minimal /dev on a tmpfs
-    # (lxc.autodev), needed with lxc.tty.max = 0.
-    sys_mode, cgroup_mode = "ro", "mixed"
+    # sys follows the spec's /sys mount (ro unless it asks rw); its nosuid, nodev, noexec are
+    # set by the mount hook (setup_hooks.remount_steps). cgroup:ro unless the spec mounts
+    # /sys/fs/cgroup writable: cgroup:mixed makes the container's own cgroup writable, where
+    # it could raise its own memory.limit_in_bytes or pids.max (issue 12; runc gives a
+    # container without a writable cgroup mount no writable cgroup file). With cgroup:mixed
+    # only the container's own cgroup is writable, the hierarchy around it stays read-only.
+    # ":force" because LXC otherwise skips it when the container keeps CAP_SYS_ADMIN
+    # (measured: an empty /sys/fs/cgroup; man lxc.container.conf, cgroup:mixed:force).
+    # autodev builds a minimal /dev on a tmpfs (lxc.autodev), needed with lxc.tty.max = 0.
+    sys_mode, cgroup_mode = "ro", "ro"
     for m in spec.get("mounts") or []:
-        dest, ro = posixpath.normpath(m["destination"]), "ro" in m.get("options", [])
-        if dest == "/sys" and not ro:
+        dest = posixpath.normpath(m["destination"])
+        writable = not setup_hooks.read_only(m.get("options") or [])
+        if dest == "/sys" and writable:
             sys_mode = "rw"
-        if dest == "/sys/fs/cgroup" and ro:
-            cgroup_mode = "ro"
+        if dest == "/sys/fs/cgroup" and writable:
+            cgroup_mode = "mixed"
     return [("lxc.mount.auto", f"proc:rw sys:{sys_mode} cgroup:{cgroup_mode}:force"),
             ("lxc.autodev", "1")]
 
@@ -454,30 +466,38 @@ def configure_auto_mounts(spec: dict[str, Any]) -> list[Line]:
 def configure_mounts(spec: dict[str, Any], params: Params) -> list[Line]:
     """Each spec mount not provided by LXC → an fstab-format ``lxc.mount.entry``."""
     lines: list[Line] = []
-    for m in spec.get("mounts", []):
+    for i, m in enumerate(spec.get("mounts", [])):
         dest = posixpath.normpath(m["destination"])
         if dest in PROVIDED_BY_LXC:
             continue
-        lines.append(("lxc.mount.entry", mount_entry(m, dest, params)))
+        target = params.mount_plan.mounts.get(i) if params.mount_plan is not None else None
+        lines.append(("lxc.mount.entry", mount_entry(m, dest, params, target)))
     return lines
 
 
-def mount_entry(m: dict[str, Any], dest: str, params: Params) -> str:
-    """One fstab line. The target is relative, so LXC mounts it under the container's rootfs;
+def mount_entry(m: dict[str, Any], dest: str, params: Params,
+                target: Target | None = None) -> str:
+    """One fstab line. The target is relative, so LXC mounts it under the container's rootfs.
+    With a ``target`` from :mod:`runtime.lxc.mountpoints` the mount point is the resolved one,
+    made already (or made by LXC with ``create=`` only inside a filesystem LXC mounted itself:
+    LXC's ``create=`` follows the image's symlinks onto the host). Without one,
     ``create=dir|file`` makes the mount point (man lxc.container.conf, lxc.mount.entry)."""
     options = list(m.get("options", []))
     mtype = m.get("type", "") or "none"
     source = m.get("source", "") or mtype
     is_bind = mtype == "bind" or "bind" in options or "rbind" in options
     flags = [o for o in options if o not in _DROP_OPTIONS]
+    create = "dir"
     if is_bind:
         mtype = "none"
         flags.insert(0, "rbind" if "rbind" in options else "bind")
-        flags.append("create=dir" if params.source_is_dir(source) else "create=file")
-    else:
-        flags.append("create=dir")
+        create = "dir" if params.source_is_dir(source) else "file"
+    if target is not None:
+        dest, create = target.path, target.create
+    if create:
+        flags.append(f"create={create}")
     return " ".join([_fstab_escape(source), _fstab_escape(dest.lstrip("/")), mtype,
-                     ",".join(flags), "0", "0"])
+                     ",".join(flags) or "defaults", "0", "0"])
 
 
 def _fstab_escape(field: str) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 from runtime import errdefs
 from runtime.lxc import config
+from runtime.lxc.mountpoints import Plan, Target
 from runtime.lxc.resources import CgroupHost
 from tests.unit.lxc.specs import CASES, CTR_DEFAULT, CTR_SECCOMP, EVERYTHING, MINIMAL, POD_MEMBER
 
@@ -33,7 +34,8 @@ def params(**overrides: Any) -> config.Params:
         gate="/bin/sh /usr/lib/lxcri/gate.sh /run/s/c1", log_file="/run/s/c1/lxc.log",
         default_hostname="c1", shim_pid=4242,
         source_is_dir=lambda path: not path.endswith("hosts"), cgroup=HYBRID,
-        seccomp_path="/var/lib/lxc/default-c1/seccomp")
+        seccomp_path="/var/lib/lxc/default-c1/seccomp",
+        path_helper="python3 -I -S /usr/lib/lxcri/rootpath.py")
     base.update(overrides)
     return config.Params(**base)
 
@@ -72,9 +74,9 @@ def test_golden_seccomp(case: str) -> None:
     _golden(GOLDEN_SECCOMP / f"{case}.seccomp", text + "".join(f"# {n}\n" for n in notes))
 
 
-def keys(spec: dict[str, Any]) -> dict[str, list[str]]:
+def keys(spec: dict[str, Any], p: config.Params | None = None) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for key, value in config.lxc_config(spec, params()):
+    for key, value in config.lxc_config(spec, p or params()):
         out.setdefault(key, []).append(value)
     return out
 
@@ -117,7 +119,8 @@ def test_hostname_defaults_to_the_container_id() -> None:
 
 def test_mounts_provided_by_lxc_are_skipped_and_binds_get_create() -> None:
     entries = [e for e in keys(copy.deepcopy(POD_MEMBER))["lxc.mount.entry"]
-               if not e.split()[1].startswith(("proc/", "sys/"))]  # masked/read-only paths
+               if not e.split()[1].startswith(("proc/", "sys/"))  # masked/read-only paths
+               and e.split()[1] not in ("dev", "sys")]  # the spec's flags for LXC's mounts
     targets = [e.split()[1] for e in entries]
     assert targets == ["dev/shm", "dev/mqueue", "run", "etc/hosts", "var/www/my\\040data"]
     assert entries[3] == "/var/lib/pod/hosts etc/hosts none rbind,rprivate,ro,create=file 0 0"
@@ -160,9 +163,49 @@ def test_readonly_root_and_paths_go_to_the_mount_hook() -> None:
     assert "/dev/null proc/kcore none bind,optional 0 0" in lines["lxc.mount.entry"]
 
 
+def test_cgroup_files_are_read_only_unless_the_spec_mounts_them_writable() -> None:
+    def auto(mounts: list[dict[str, Any]]) -> str:
+        spec = copy.deepcopy(MINIMAL)
+        spec["mounts"] = mounts
+        return keys(spec)["lxc.mount.auto"][0]
+
+    cgroup = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}
+    assert auto([]) == "proc:rw sys:ro cgroup:ro:force"  # containerd's default spec
+    assert auto([{**cgroup, "options": ["nosuid", "ro"]}]) == "proc:rw sys:ro cgroup:ro:force"
+    assert auto([{**cgroup, "options": ["rw"]}]) == "proc:rw sys:ro cgroup:mixed:force"
+    assert auto([{**cgroup, "options": ["ro", "rw"]}]) == "proc:rw sys:ro cgroup:mixed:force"
+
+
+def test_the_specs_flags_for_sys_and_dev_are_remounts_in_the_mount_hook() -> None:
+    k = keys(copy.deepcopy(CTR_DEFAULT))
+    hook = k["lxc.hook.mount"][0]
+    assert 'mount -o remount,bind,ro,nosuid,nodev,noexec "$r/sys"' in hook
+    assert 'mount -o remount,bind,rw,nosuid,strictatime "$r/dev"' in hook
+    # /proc: LXC's proc:rw already has the nosuid,nodev,noexec containerd asks.
+    assert '"$r/proc"' not in hook
+    assert not any(e.split()[1] in ("sys", "dev", "proc") for e in k["lxc.mount.entry"])
+    spec = copy.deepcopy(MINIMAL)
+    spec["mounts"] = [{"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                       "options": ["ro"]}]
+    assert "lxc.hook.mount" not in keys(spec)  # LXC's sys:ro is what it asks
+
+
+def test_a_mount_plan_names_the_resolved_target_without_create() -> None:
+    spec = copy.deepcopy(POD_MEMBER)
+    index = next(i for i, m in enumerate(spec["mounts"]) if m["destination"] == "/etc/hosts")
+    shm = next(i for i, m in enumerate(spec["mounts"]) if m["destination"] == "/dev/shm")
+    plan = Plan(mounts={index: Target("/usr/etc/hosts"), shm: Target("/dev/shm", "dir")},
+                paths={"/proc/kcore": "/proc/kcore"})
+    entries = keys(spec, params(mount_plan=plan))["lxc.mount.entry"]
+    assert "/var/lib/pod/hosts usr/etc/hosts none rbind,rprivate,ro 0 0" in entries
+    assert any(e.startswith("shm dev/shm tmpfs ") and e.endswith(",create=dir 0 0")
+               for e in entries)
+
+
 def test_readonly_paths_are_mount_entries_without_sysctls() -> None:
     lines = keys(copy.deepcopy(CTR_DEFAULT))
-    assert "lxc.hook.mount" not in lines  # no process per path on the common path
+    # No process per path on the common path (the hook only remounts /sys and /dev).
+    assert "p /proc" not in lines["lxc.hook.mount"][0]
     assert ("/usr/lib/x86_64-linux-gnu/lxc/rootfs/proc/sys proc/sys none bind,ro,optional 0 0"
             in lines["lxc.mount.entry"])
 

@@ -1,0 +1,189 @@
+"""A hostile image or spec through the real LXC backend: device nodes and mount points stay
+inside the rootfs whatever the image's symlinks (runc's behaviour: the link is followed inside
+the rootfs), the container cannot raise its own cgroup limits, and /sys and /dev carry the
+spec's nosuid, nodev, noexec (issue 12, items 3-6).
+
+Each test has its own temp dirs ("the host" directory the image's links point at) and deletes
+what it made even when it fails (the ``env`` fixture of test_lxc_backend).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import errdefs
+from runtime.lxc import cgroup
+from runtime.types import CreateConfig, Stdio
+from tests.integration import test_lxc_backend
+from tests.integration.test_lxc_backend import Env, open_reader, read_fifo_after_exit, run_and_read
+from tests.unit.lxc.test_rootpath import snapshot
+
+pytestmark = test_lxc_backend.pytestmark
+#: The fixtures of test_lxc_backend: a busybox rootfs, and one test's world.
+busybox = test_lxc_backend.busybox
+env = test_lxc_backend.env
+
+
+def hostile_config(env: Env, host: Path, script: str, **spec: Any) -> Any:
+    """A bundle whose own rootfs (root.path) holds ``evil -> <host>`` (absolute) and
+    ``rel -> ../../../../../<host>`` (relative, climbing past the root)."""
+    cfg = env.config(["sh", "-c", script], mount=False, **spec)
+    rootfs = env.bundle / "rootfs"
+    (rootfs / "evil").symlink_to(host)
+    (rootfs / "rel").symlink_to("../../../../../.." + str(host))
+    return cfg
+
+
+@pytest.fixture
+def host(env: Env) -> Path:
+    """The host directory the image's links point at, with a file that must survive."""
+    d = env.base / "host-dir"
+    d.mkdir()
+    (d / "node").write_text("precious\n")
+    return d
+
+
+@pytest.mark.asyncio
+async def test_devices_and_mount_points_through_image_links_stay_in_the_rootfs(
+        env: Env, host: Path) -> None:
+    source = env.base / "hosts-file"
+    source.write_text("127.0.0.1 box\n")
+    inner = str(host)  # where the links lead inside the container, like runc
+    script = (f"stat -c '%F %t:%T %a' /evil/node {inner}/node; "
+              f"grep -E ' {inner}/(mnt|hosts) ' /proc/mounts | cut -d' ' -f2,3; "
+              f"cat /rel/hosts")
+    cfg = hostile_config(env, host, script, mounts=[
+        {"destination": "/evil/mnt", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/rel/hosts", "type": "bind", "source": str(source),
+         "options": ["rbind", "ro"]}])
+    cfg.spec["linux"]["devices"] = [{"path": "/evil/node", "type": "c", "major": 1,
+                                     "minor": 3, "fileMode": 0o666}]
+    before = snapshot(host)
+    out = await run_and_read(env, cfg)
+    assert snapshot(host) == before  # nothing deleted, replaced or created on the host
+    lines = out.splitlines()
+    assert lines[:2] == ["character special file 1:3 666"] * 2
+    assert sorted(ln.split()[0] for ln in lines[2:4]) == [f"{inner}/hosts", f"{inner}/mnt"]
+    assert lines[4] == "127.0.0.1 box"
+    made = env.bundle / "rootfs" / inner.lstrip("/")
+    assert stat.S_ISCHR((made / "node").lstat().st_mode)
+    assert (made / "mnt").is_dir() and (made / "hosts").is_file()
+
+
+@pytest.mark.asyncio
+async def test_a_symlink_loop_in_a_mount_destination_is_a_clear_error(
+        env: Env, host: Path) -> None:
+    cfg = hostile_config(env, host, "true", mounts=[
+        {"destination": "/loop/mnt", "type": "tmpfs", "source": "tmpfs"}])
+    (env.bundle / "rootfs/loop").symlink_to("loop")
+    with pytest.raises(errdefs.InvalidArgument,
+                       match=r"mounts\[0\]\.destination: /loop/mnt: too many levels"):
+        await env.create(cfg)
+    assert snapshot(host) == {"node": (stat.S_IFREG, b"precious\n")}
+    assert not (env.lxcpath / f"lxctest-{cfg.id}").exists()
+
+
+@pytest.mark.asyncio
+async def test_a_device_through_a_loop_fails_the_create(env: Env, host: Path) -> None:
+    cfg = hostile_config(env, host, "true")
+    (env.bundle / "rootfs/loop").symlink_to("loop")
+    cfg.spec["linux"]["devices"] = [{"path": "/loop/node", "type": "p"}]
+    with pytest.raises(errdefs.InvalidArgument,
+                       match=r"linux.devices\[0\].path: /loop/node: too many levels"):
+        await env.create(cfg)
+    assert not (env.lxcpath / f"lxctest-{cfg.id}").exists()
+    assert snapshot(host) == {"node": (stat.S_IFREG, b"precious\n")}
+
+
+LIMITS = {"memory": {"limit": 64 * 1024 * 1024}, "pids": {"limit": 64}}
+#: Tries to lift both limits from inside, on cgroup v1 (this host) or v2; prints what it sees.
+RAISE = (
+    "if [ -e /sys/fs/cgroup/memory.max ]; then m=/sys/fs/cgroup/memory.max; "
+    "p=/sys/fs/cgroup/pids.max; else m=/sys/fs/cgroup/memory/memory.limit_in_bytes; "
+    "p=/sys/fs/cgroup/pids/pids.max; fi; "
+    "echo 9223372036854771712 > $m 2>/dev/null && echo raised-memory; "
+    "echo max > $p 2>/dev/null && echo raised-pids; cat $m $p")
+
+
+async def limits_seen_from_inside(env: Env, mounts: list[dict[str, Any]]) -> tuple[str, str]:
+    """(the container's output, the host's memory limit of that container after it ran)."""
+    cfg = env.config(["sh", "-c", RAISE + "; sleep 0.2"], mounts=mounts)
+    cfg.spec["linux"]["resources"] = LIMITS
+    out = env.fifo(f"out-{cfg.id}")
+    reader = open_reader(out)
+    try:
+        cfg = CreateConfig(**{**cfg.__dict__, "stdio": Stdio(stdout=str(out))})
+        handle = await env.create(cfg)
+        directory = cgroup.cgroup_dir(handle.pid, handle.name)
+        assert directory is not None
+        await handle.start()
+        assert await handle.wait() == 0
+        text = read_fifo_after_exit(reader).decode()
+    finally:
+        os.close(reader)
+    memory = directory.parent.parent / "memory" / directory.parent.name / directory.name
+    for candidate in (directory / "memory.max", memory / "memory.limit_in_bytes"):
+        if candidate.exists():
+            return text, candidate.read_text().strip()
+    return text, ""
+
+
+@pytest.mark.asyncio
+async def test_a_container_cannot_raise_its_own_limits(env: Env) -> None:
+    text, _ = await limits_seen_from_inside(env, [])  # containerd's default: no cgroup mount
+    assert "raised" not in text
+    assert text.split() == [str(64 * 1024 * 1024), "64"]
+    cri = [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}]
+    text, _ = await limits_seen_from_inside(env, cri)
+    assert "raised" not in text
+
+
+@pytest.mark.asyncio
+async def test_a_writable_cgroup_mount_lets_the_container_manage_its_cgroup(env: Env) -> None:
+    rw = [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+           "options": ["nosuid", "noexec", "nodev", "rw"]}]
+    text, _ = await limits_seen_from_inside(env, rw)
+    assert "raised-pids" in text  # asked for: cgroup:mixed, its own cgroup only
+
+
+CTR_MOUNTS = [
+    {"destination": "/proc", "type": "proc", "source": "proc",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+     "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+]
+SHOW = "awk '$5 == \"/proc\" || $5 == \"/sys\" || $5 == \"/dev\" {print $5, $6}' " \
+       "/proc/self/mountinfo"
+
+
+def flags_of(out: str) -> dict[str, set[str]]:
+    """The mount flags of the *top* mount of each path (the last line for it wins)."""
+    found: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        path, flags = line.split()
+        found[path] = set(flags.split(","))
+    return found
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("own_init", [False, True], ids=["entries", "mount-hook"])
+async def test_proc_sys_and_dev_carry_the_specs_flags(env: Env, own_init: bool) -> None:
+    cfg = env.config(["sh", "-c", SHOW + "; ls /dev/null /sys/kernel >/dev/null"],
+                     mounts=CTR_MOUNTS)
+    cfg.spec["linux"]["maskedPaths"] = ["/sys/firmware"]
+    if own_init:
+        cfg = CreateConfig(**{**cfg.__dict__, "own_init": True})
+    flags = flags_of(await run_and_read(env, cfg))
+    assert {"ro", "nosuid", "nodev", "noexec"} <= flags["/sys"]
+    assert {"nosuid", "nodev", "noexec"} <= flags["/proc"]
+    assert "nosuid" in flags["/dev"] and "rw" in flags["/dev"]
