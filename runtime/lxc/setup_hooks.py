@@ -1,6 +1,7 @@
 """Filesystem settings LXC has no key for, rendered as ``lxc.hook.mount`` / ``lxc.hook.autodev``
-shell one-liners: sysctls and domainname, a read-only root, root propagation, masked and
-read-only paths, and device nodes.
+lines: sysctls and domainname, a read-only root, root propagation, the spec's flags for /proc,
+/sys and /dev, masked and read-only paths (shell one-liners), and device nodes (made by
+:mod:`runtime.lxc.rootpath`, which resolves each path inside the rootfs).
 
 Why hooks (``man lxc.container.conf``, CONTAINER HOOKS): the mount hook runs in the container's
 new namespaces after LXC mounted the rootfs, ``lxc.mount.auto`` and ``lxc.mount.entry``, and
@@ -13,11 +14,14 @@ visible. Measured on LXC 5.0.2:
 - ``lxc.sysctl.*`` is applied after the hook, so it fails once ``/proc/sys`` is read-only (as
   ``readonlyPaths`` asks); writing ``$LXC_ROOTFS_MOUNT/proc/sys/...`` from the hook works and
   changes only the container's namespace (``/proc/sys/net`` resolves to the writer's netns);
-- the autodev hook runs after ``/dev`` is a tmpfs, so ``mknod`` there creates device nodes.
+- the autodev hook runs after ``/dev`` is a tmpfs, so ``mknod`` there creates device nodes;
+- both run with the host's root directory: a path through an image's symlink must be resolved
+  inside ``$LXC_ROOTFS_MOUNT`` (:mod:`runtime.lxc.rootpath`), never by the shell.
 
-Each hook is ``/bin/sh -c '<script>' <tag>``: LXC runs the hook string through ``sh -c`` with
-``<name> lxc mount`` appended, which become the script's ``$1``… and are ignored. ``set -e``
-makes any failure abort the container's setup. Pure: returns text.
+The mount hook is ``/bin/sh -c '<script>' <tag>``: LXC runs the hook string through ``sh -c``
+with ``<name> lxc mount`` appended, which become the script's ``$1``… and are ignored.
+``set -e`` makes any failure abort the container's setup. The autodev hook is
+``rootpath.py devices <json>`` (the appended words are ignored there too). Pure: returns text.
 """
 
 from __future__ import annotations

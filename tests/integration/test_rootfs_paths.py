@@ -49,29 +49,43 @@ def host(env: Env) -> Path:
 
 
 @pytest.mark.asyncio
-async def test_devices_and_mount_points_through_image_links_stay_in_the_rootfs(
+async def test_a_device_through_an_image_link_is_made_inside_the_rootfs(
+        env: Env, host: Path) -> None:
+    inner = str(host)  # where the link leads inside the container, like runc
+    cfg = hostile_config(env, host, f"stat -c '%F %t:%T %a' /evil/node {inner}/node")
+    cfg.spec["linux"]["devices"] = [{"path": "/evil/node", "type": "c", "major": 1,
+                                     "minor": 3, "fileMode": 0o666}]
+    before = snapshot(host)
+    try:
+        out = await run_and_read(env, cfg)
+    finally:
+        assert snapshot(host) == before  # the host's file is neither deleted nor replaced
+    assert out.splitlines() == ["character special file 1:3 666"] * 2
+    made = env.bundle / "rootfs" / inner.lstrip("/") / "node"
+    assert stat.S_ISCHR(made.lstat().st_mode)
+
+
+@pytest.mark.asyncio
+async def test_mount_points_through_image_links_are_made_inside_the_rootfs(
         env: Env, host: Path) -> None:
     source = env.base / "hosts-file"
     source.write_text("127.0.0.1 box\n")
-    inner = str(host)  # where the links lead inside the container, like runc
-    script = (f"stat -c '%F %t:%T %a' /evil/node {inner}/node; "
-              f"grep -E ' {inner}/(mnt|hosts) ' /proc/mounts | cut -d' ' -f2,3; "
+    inner = str(host)
+    script = (f"grep -E ' {inner}/(mnt|hosts) ' /proc/mounts | cut -d' ' -f2; "
               f"cat /rel/hosts")
     cfg = hostile_config(env, host, script, mounts=[
         {"destination": "/evil/mnt", "type": "tmpfs", "source": "tmpfs"},
         {"destination": "/rel/hosts", "type": "bind", "source": str(source),
          "options": ["rbind", "ro"]}])
-    cfg.spec["linux"]["devices"] = [{"path": "/evil/node", "type": "c", "major": 1,
-                                     "minor": 3, "fileMode": 0o666}]
     before = snapshot(host)
-    out = await run_and_read(env, cfg)
-    assert snapshot(host) == before  # nothing deleted, replaced or created on the host
+    try:
+        out = await run_and_read(env, cfg)
+    finally:
+        assert snapshot(host) == before  # no mount point on the host, even on failure
     lines = out.splitlines()
-    assert lines[:2] == ["character special file 1:3 666"] * 2
-    assert sorted(ln.split()[0] for ln in lines[2:4]) == [f"{inner}/hosts", f"{inner}/mnt"]
-    assert lines[4] == "127.0.0.1 box"
+    assert sorted(lines[:2]) == [f"{inner}/hosts", f"{inner}/mnt"]
+    assert lines[2] == "127.0.0.1 box"
     made = env.bundle / "rootfs" / inner.lstrip("/")
-    assert stat.S_ISCHR((made / "node").lstat().st_mode)
     assert (made / "mnt").is_dir() and (made / "hosts").is_file()
 
 

@@ -1,0 +1,114 @@
+"""A container cannot raise its own cgroup limits on a pure cgroup v2 host (Proxmox VE 8/9 are;
+this guest mounts only cgroup2), with containerd's default spec (no /sys/fs/cgroup mount) and
+with CRI's read-only one (issue 12, item 5; the v1 case is in
+tests/integration/test_rootfs_paths.py). Real LXC containers run by the project's LxcBackend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from runtime.lxc import cgroup
+from runtime.lxc.backend import LxcBackend, LxcContainer
+from runtime.lxc.mount import mounted_under, unmount
+from runtime.reaper import Reaper
+from runtime.types import CreateConfig, Mount
+from tests.harness.rootfs import populate_busybox_rootfs
+
+pytestmark = pytest.mark.kernel
+
+MEMORY, PIDS = 64 * 1024 * 1024, 64
+#: Tries to lift both limits from inside and prints what it then reads.
+RAISE = ("echo max > /sys/fs/cgroup/memory.max 2>/dev/null && echo raised-memory; "
+         "echo max > /sys/fs/cgroup/pids.max 2>/dev/null && echo raised-pids; "
+         "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max")
+
+
+class World:
+    def __init__(self, base: Path, backend: LxcBackend) -> None:
+        self.base = base
+        self.backend = backend
+        self.handles: list[LxcContainer] = []
+        self.rootfs = base / "busybox"
+        populate_busybox_rootfs(self.rootfs)
+
+    async def run(self, script: str, mounts: list[dict[str, Any]]) -> tuple[str, str, str]:
+        """(what the container printed, the host's memory.max and pids.max of it after)."""
+        cid = f"lim{uuid.uuid4().hex[:8]}"
+        out = f"/tmp/{cid}.out"
+        spec: dict[str, Any] = {
+            "ociVersion": "1.0.2",
+            "process": {"args": ["sh", "-c", f"({script}) > {out} 2>&1"],
+                        "env": ["PATH=/bin:/sbin:/usr/bin"], "cwd": "/",
+                        "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"},
+            "mounts": mounts,
+            "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount",
+                                                            "network", "cgroup")],
+                      "resources": {"memory": {"limit": MEMORY}, "pids": {"limit": PIDS}}},
+        }
+        bundle = self.base / cid
+        bundle.mkdir()
+        config = CreateConfig(id=cid, namespace="k", bundle=bundle, spec=spec,
+                              rootfs=(Mount("bind", str(self.rootfs), "", ("rbind", "rw")),),
+                              state_dir=self.base / f"{cid}-state")
+        handle = await self.backend.create(config)
+        self.handles.append(handle)
+        directory = cgroup.cgroup_dir(handle.pid, handle.name)
+        assert directory is not None
+        await handle.start()
+        assert await asyncio.wait_for(handle.wait(), 30) == 0
+        printed = (self.rootfs / out.lstrip("/")).read_text()
+        return (printed, (directory / "memory.max").read_text().strip(),
+                (directory / "pids.max").read_text().strip())
+
+
+@pytest_asyncio.fixture
+async def world() -> AsyncIterator[World]:
+    if not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        pytest.fail("the kernel test host should mount a pure cgroup2 hierarchy")
+    reaper = Reaper()
+    reaper.install(asyncio.get_running_loop(), subreaper=False)
+    base = Path(tempfile.mkdtemp(prefix="limt-"))
+    w = World(base, LxcBackend(reaper, base / "lxc"))
+    try:
+        yield w
+    finally:
+        for h in w.handles:
+            with contextlib.suppress(Exception):
+                await h.delete()
+        for point in reversed(mounted_under(base)):
+            unmount(point)
+        reaper.uninstall()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+CRI_CGROUP = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mounts", [[], [CRI_CGROUP]], ids=["containerd-default", "cri-ro"])
+async def test_a_container_cannot_raise_its_own_limits_on_cgroup2(
+        world: World, mounts: list[dict[str, Any]]) -> None:
+    printed, memory, pids = await world.run(RAISE, mounts)
+    assert "raised" not in printed
+    assert printed.split() == [str(MEMORY), str(PIDS)]  # it sees its limits, read-only
+    assert (memory, pids) == (str(MEMORY), str(PIDS))  # and the host's are unchanged
+
+
+@pytest.mark.asyncio
+async def test_a_writable_cgroup_mount_is_the_containers_own_cgroup(world: World) -> None:
+    rw = {**CRI_CGROUP, "options": ["nosuid", "noexec", "nodev", "rw"]}
+    printed, _, pids = await world.run(RAISE, [rw])
+    assert "raised-pids" in printed and pids == "max"  # asked for: cgroup:mixed
