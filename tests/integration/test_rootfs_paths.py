@@ -9,18 +9,17 @@ what it made even when it fails (the ``env`` fixture of test_lxc_backend).
 
 from __future__ import annotations
 
-import os
+import asyncio
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runtime import errdefs
-from runtime.lxc import cgroup
-from runtime.types import CreateConfig, Stdio
+from runtime import cgroups, errdefs
+from runtime.types import CreateConfig
 from tests.integration import test_lxc_backend
-from tests.integration.test_lxc_backend import Env, open_reader, read_fifo_after_exit, run_and_read
+from tests.integration.test_lxc_backend import Env, run_and_read
 from tests.unit.lxc.test_rootpath import snapshot
 
 pytestmark = test_lxc_backend.pytestmark
@@ -120,42 +119,47 @@ RAISE = (
     "if [ -e /sys/fs/cgroup/memory.max ]; then m=/sys/fs/cgroup/memory.max; "
     "p=/sys/fs/cgroup/pids.max; else m=/sys/fs/cgroup/memory/memory.limit_in_bytes; "
     "p=/sys/fs/cgroup/pids/pids.max; fi; "
-    "echo 9223372036854771712 > $m 2>/dev/null && echo raised-memory; "
-    "echo max > $p 2>/dev/null && echo raised-pids; cat $m $p")
+    "echo 9223372036854771712 2>/dev/null >$m && echo raised-memory; "
+    "echo max 2>/dev/null >$p && echo raised-pids; cat $m $p")
 
 
 async def limits_seen_from_inside(env: Env, mounts: list[dict[str, Any]]) -> tuple[str, str]:
-    """(the container's output, the host's memory limit of that container after it ran)."""
-    cfg = env.config(["sh", "-c", RAISE + "; sleep 0.2"], mounts=mounts)
+    """(the container's output, the host's memory limit of that container), read while it
+    still runs: it waits for a file the test makes once it has read the limit."""
+    cfg = env.config(["true"], mounts=mounts, mount=False)
+    tmp = env.bundle / "rootfs/tmp"
+    out, done = tmp / f"{cfg.id}.out", tmp / f"{cfg.id}.done"
+    cfg.spec["process"]["args"] = [
+        "sh", "-c", f"({RAISE}) > /tmp/{cfg.id}.tmp 2>&1; mv /tmp/{cfg.id}.tmp /tmp/{cfg.id}.out;"
+                    f" while [ ! -e /tmp/{cfg.id}.done ]; do sleep 0.05; done"]
     cfg.spec["linux"]["resources"] = LIMITS
-    out = env.fifo(f"out-{cfg.id}")
-    reader = open_reader(out)
+    handle = await env.create(cfg)
+    memory = cgroups.of_pid(handle.pid).path("memory")
+    assert memory is not None and f"lxc.payload.{handle.name}" in str(memory)
+    await handle.start()
     try:
-        cfg = CreateConfig(**{**cfg.__dict__, "stdio": Stdio(stdout=str(out))})
-        handle = await env.create(cfg)
-        directory = cgroup.cgroup_dir(handle.pid, handle.name)
-        assert directory is not None
-        await handle.start()
-        assert await handle.wait() == 0
-        text = read_fifo_after_exit(reader).decode()
+        for _ in range(600):  # the script takes milliseconds; 30 s at most
+            if out.exists():
+                break
+            await asyncio.sleep(0.05)
+        limit = memory / ("memory.max" if (memory / "memory.max").exists()
+                          else "memory.limit_in_bytes")
+        return out.read_text(), limit.read_text().strip()
     finally:
-        os.close(reader)
-    memory = directory.parent.parent / "memory" / directory.parent.name / directory.name
-    for candidate in (directory / "memory.max", memory / "memory.limit_in_bytes"):
-        if candidate.exists():
-            return text, candidate.read_text().strip()
-    return text, ""
+        done.touch()
+        assert await asyncio.wait_for(handle.wait(), 30) == 0
 
 
 @pytest.mark.asyncio
 async def test_a_container_cannot_raise_its_own_limits(env: Env) -> None:
-    text, _ = await limits_seen_from_inside(env, [])  # containerd's default: no cgroup mount
+    text, host = await limits_seen_from_inside(env, [])  # containerd's default: no mount
     assert "raised" not in text
     assert text.split() == [str(64 * 1024 * 1024), "64"]
+    assert host == str(64 * 1024 * 1024)  # the limit the host enforces is unchanged
     cri = [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}]
-    text, _ = await limits_seen_from_inside(env, cri)
-    assert "raised" not in text
+    text, host = await limits_seen_from_inside(env, cri)
+    assert "raised" not in text and host == str(64 * 1024 * 1024)
 
 
 @pytest.mark.asyncio

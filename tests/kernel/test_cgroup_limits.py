@@ -29,8 +29,8 @@ pytestmark = pytest.mark.kernel
 
 MEMORY, PIDS = 64 * 1024 * 1024, 64
 #: Tries to lift both limits from inside and prints what it then reads.
-RAISE = ("echo max > /sys/fs/cgroup/memory.max 2>/dev/null && echo raised-memory; "
-         "echo max > /sys/fs/cgroup/pids.max 2>/dev/null && echo raised-pids; "
+RAISE = ("echo max 2>/dev/null >/sys/fs/cgroup/memory.max && echo raised-memory; "
+         "echo max 2>/dev/null >/sys/fs/cgroup/pids.max && echo raised-pids; "
          "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max")
 
 
@@ -43,12 +43,15 @@ class World:
         populate_busybox_rootfs(self.rootfs)
 
     async def run(self, script: str, mounts: list[dict[str, Any]]) -> tuple[str, str, str]:
-        """(what the container printed, the host's memory.max and pids.max of it after)."""
+        """(what the container printed, the host's memory.max and pids.max of it), read
+        while it still runs: it waits for a file the test makes once it has read them."""
         cid = f"lim{uuid.uuid4().hex[:8]}"
-        out = f"/tmp/{cid}.out"
+        out, done = self.rootfs / f"tmp/{cid}.out", self.rootfs / f"tmp/{cid}.done"
+        wait = f"while [ ! -e /tmp/{cid}.done ]; do sleep 0.05; done"
         spec: dict[str, Any] = {
             "ociVersion": "1.0.2",
-            "process": {"args": ["sh", "-c", f"({script}) > {out} 2>&1"],
+            "process": {"args": ["sh", "-c", f"({script}) > /tmp/{cid}.tmp 2>&1; "
+                                             f"mv /tmp/{cid}.tmp /tmp/{cid}.out; {wait}"],
                         "env": ["PATH=/bin:/sbin:/usr/bin"], "cwd": "/",
                         "user": {"uid": 0, "gid": 0}},
             "root": {"path": "rootfs"},
@@ -67,10 +70,16 @@ class World:
         directory = cgroup.cgroup_dir(handle.pid, handle.name)
         assert directory is not None
         await handle.start()
-        assert await asyncio.wait_for(handle.wait(), 30) == 0
-        printed = (self.rootfs / out.lstrip("/")).read_text()
-        return (printed, (directory / "memory.max").read_text().strip(),
-                (directory / "pids.max").read_text().strip())
+        try:
+            for _ in range(600):  # the container's script takes milliseconds; 30 s at most
+                if out.exists():
+                    break
+                await asyncio.sleep(0.05)
+            return (out.read_text(), (directory / "memory.max").read_text().strip(),
+                    (directory / "pids.max").read_text().strip())
+        finally:
+            done.touch()
+            assert await asyncio.wait_for(handle.wait(), 30) == 0
 
 
 @pytest_asyncio.fixture
