@@ -167,7 +167,7 @@ async def test_a_writable_cgroup_mount_lets_the_container_manage_its_cgroup(env:
     rw = [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
            "options": ["nosuid", "noexec", "nodev", "rw"]}]
     text, _ = await limits_seen_from_inside(env, rw)
-    assert "raised-pids" in text  # asked for: cgroup:mixed, its own cgroup only
+    assert "raised-pids" in text  # asked for: cgroup:mixed, its own cgroup (v1)
 
 
 CTR_MOUNTS = [
