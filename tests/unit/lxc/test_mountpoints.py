@@ -3,12 +3,19 @@ earlier bind source), never on the host; LXC's create= only inside a filesystem 
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runtime import errdefs
+from runtime.lxc import rootpath
 from runtime.lxc.config import PROVIDED_BY_LXC
 from runtime.lxc.mountpoints import Target, prepare
 from tests.unit.lxc.test_rootpath import snapshot
@@ -87,3 +94,61 @@ def test_bad_paths_are_errors_naming_the_field(world: tuple[Path, Path], extra: 
     with pytest.raises(errdefs.InvalidArgument, match=message):
         prepare(extra, root, PROVIDED_BY_LXC)
     assert snapshot(host) == {"node": (32768, b"precious\n")}
+
+
+# --- generated mount lists over hostile trees -------------------------------------------------
+
+_parts = st.lists(st.sampled_from(["a", "b", "evil", "rel", "loop", "vol", "run", "dev", ".."]),
+                  min_size=1, max_size=4)
+_mounts = st.lists(st.tuples(_parts, st.sampled_from(["tmpfs", "bind-dir", "bind-file", "ext4"])),
+                   min_size=1, max_size=5)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mounts)
+def test_generated_mounts_never_touch_the_host(mounts: list[tuple[list[str], str]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root, host, volume = Path(tmp, "root"), Path(tmp, "host"), Path(tmp, "volume")
+        for d in (root / "a", host / "a", volume):
+            d.mkdir(parents=True)
+        (host / "node").write_text("precious\n")
+        (root / "evil").symlink_to(host)
+        (root / "rel").symlink_to("../../../.." + str(host))
+        (root / "loop").symlink_to("loop")
+        (volume / "b").symlink_to(str(host))  # an absolute link inside a bind source
+        hostfile = Path(tmp, "file")
+        hostfile.write_text("")
+        spec: dict[str, Any] = {"mounts": []}
+        for parts, kind in mounts:
+            m: dict[str, Any] = {"destination": "/" + "/".join(parts), "type": kind}
+            if kind.startswith("bind"):
+                m = {**m, "type": "bind", "source": str(volume if kind == "bind-dir" else hostfile)}
+            spec["mounts"].append(m)
+        before_host, before_volume = snapshot(host), snapshot(volume)
+        try:
+            plan = prepare(spec, root, PROVIDED_BY_LXC)
+        except errdefs.InvalidArgument:
+            plan = None
+        assert snapshot(host) == before_host
+        # A bind source may gain mount points, but only directories and empty files.
+        for rel, (kind, content) in snapshot(volume).items():
+            if rel not in before_volume:
+                assert kind in (stat.S_IFDIR, stat.S_IFREG) and content == b""
+        if plan is None:
+            return
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+        try:
+            for target in plan.mounts.values():
+                assert ".." not in target.path.split("/") and target.path.startswith("/")
+                if not target.create and rootpath.have_openat2():
+                    # Made in the image or a bind source, or below an opaque mount: never
+                    # through a symlink of the image.
+                    try:
+                        os.close(rootpath.openat2(root_fd, target.path, os.O_PATH,
+                                                  rootpath.RESOLVE_IN_ROOT
+                                                  | rootpath.RESOLVE_NO_SYMLINKS))
+                    except OSError as e:
+                        # Inside a bind source or a later-mounted filesystem: not in the image.
+                        assert e.errno in (errno.ENOENT, errno.ENOTDIR)  # never ELOOP
+        finally:
+            os.close(root_fd)
