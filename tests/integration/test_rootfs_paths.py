@@ -89,6 +89,34 @@ async def test_mount_points_through_image_links_are_made_inside_the_rootfs(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("own_init", [False, True], ids=["entries", "mount-hook"])
+async def test_image_links_at_mount_and_read_only_paths_lead_inside_like_runc(
+        env: Env, host: Path, own_init: bool) -> None:
+    # Ubuntu's /etc/resolv.conf is a dangling link into /run until systemd-resolved runs; CRI
+    # and Docker bind a file onto it. LXC alone refused any link in a target ("was a symbolic
+    # link"); runc mounts onto the link's in-root target.
+    source = env.base / "resolv.conf"
+    source.write_text("nameserver 192.0.2.1\n")
+    cfg = hostile_config(env, host, "cat /etc/resolv.conf; touch /data/x 2>/dev/null || "
+                                    "echo read-only; touch /srv/other/y && echo writable",
+                         mounts=[{"destination": "/etc/resolv.conf", "type": "bind",
+                                  "source": str(source), "options": ["rbind", "ro"]}])
+    rootfs = env.bundle / "rootfs"
+    (rootfs / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    (rootfs / "srv/data").mkdir(parents=True)
+    (rootfs / "srv/other").mkdir()
+    (rootfs / "data").symlink_to("/srv/data")
+    cfg.spec["linux"]["readonlyPaths"] = ["/data"]
+    if own_init:  # read-only paths are then binds made by the mount hook
+        cfg = CreateConfig(**{**cfg.__dict__, "own_init": True})
+    before = snapshot(host)
+    out = await run_and_read(env, cfg)
+    assert out.splitlines() == ["nameserver 192.0.2.1", "read-only", "writable"]
+    assert (rootfs / "run/systemd/resolve/stub-resolv.conf").is_file()
+    assert snapshot(host) == before
+
+
+@pytest.mark.asyncio
 async def test_a_symlink_loop_in_a_mount_destination_is_a_clear_error(
         env: Env, host: Path) -> None:
     cfg = hostile_config(env, host, "true", mounts=[
