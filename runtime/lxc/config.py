@@ -470,6 +470,14 @@ def configure_mounts(spec: dict[str, Any], params: Params) -> list[Line]:
         dest = posixpath.normpath(m["destination"])
         if dest in PROVIDED_BY_LXC:
             continue
+        for j, option in enumerate(m.get("options", [])):
+            # LXC reads these from the entry itself (man lxc.container.conf,
+            # lxc.mount.entry; LXC 5 also idmap=): create= would make the mount point through
+            # the image's symlinks on the host again (issue 12), the others change what is
+            # mounted. runc passes them to mount(2), which refuses them.
+            if option in ("optional", "relative") or option.startswith(("create=", "idmap=")):
+                raise InvalidArgument(f"mounts[{i}].options[{j}]: {option!r} is an LXC "
+                                      "setting, not a mount option")
         target = params.mount_plan.mounts.get(i) if params.mount_plan is not None else None
         lines.append(("lxc.mount.entry", mount_entry(m, dest, params, target)))
     return lines

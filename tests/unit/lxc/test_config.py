@@ -202,6 +202,17 @@ def test_a_mount_plan_names_the_resolved_target_without_create() -> None:
                for e in entries)
 
 
+@pytest.mark.parametrize("option", ["create=dir", "create=file", "optional", "relative",
+                                    "idmap=container"])
+def test_lxc_only_mount_options_are_refused(option: str) -> None:
+    spec = copy.deepcopy(MINIMAL)
+    spec["mounts"] = [{"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["nosuid", option]}]
+    with pytest.raises(errdefs.InvalidArgument,
+                       match=rf"mounts\[0\]\.options\[1\]: '{option}' is an LXC setting"):
+        config.lxc_config(spec, params())
+
+
 def test_readonly_paths_are_mount_entries_without_sysctls() -> None:
     lines = keys(copy.deepcopy(CTR_DEFAULT))
     # No process per path on the common path (the hook only remounts /sys and /dev).
