@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errdefs import InvalidArgument, Unavailable
+from runtime.lxc import rootpath
 from runtime.types import Mount
 
 # linux/mount.h
@@ -121,11 +122,25 @@ def sys_umount(target: str, flags: int = 0) -> None:
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
 
+def _target(rootfs: Path, target: str) -> Path:
+    """Where a mount with ``target`` goes: below ``rootfs``, resolved inside it
+    (:mod:`runtime.lxc.rootpath`): an earlier mount of the list is the image, whose symlinks
+    must not lead mount(2) onto the host (containerd's ``mount.All`` resolves targets with
+    ``fs.RootPath`` likewise). It must exist."""
+    if ".." in Path(target).parts:
+        raise InvalidArgument(f"rootfs mount target {target!r}: must stay inside the rootfs")
+    try:
+        resolved = Path(rootpath.host_path(str(rootfs), target))
+    except OSError as e:
+        raise InvalidArgument(f"rootfs mount target {target!r}: {e.strerror or e}") from None
+    if resolved == rootfs:
+        raise InvalidArgument(f"rootfs mount target {target!r}: resolves to the rootfs itself")
+    return resolved
+
+
 def mount_one(m: Mount, rootfs: Path) -> str:
     """Apply one containerd mount below ``rootfs``; returns the mounted path."""
-    target = rootfs / m.target.lstrip("/") if m.target else rootfs
-    if ".." in Path(m.target).parts:
-        raise InvalidArgument(f"rootfs mount target {m.target!r}: must stay inside the rootfs")
+    target = _target(rootfs, m.target) if m.target.strip("/") else rootfs
     opts = parse_options(m.options)
     fstype = "" if m.type == "bind" else m.type
     flags = opts.flags | (MS_BIND if m.type == "bind" else 0)
@@ -150,6 +165,9 @@ def mount_all(mounts: Sequence[Mount], rootfs: Path) -> list[str]:
     for i, m in enumerate(mounts):
         try:
             done.append(mount_one(m, rootfs))
+        except InvalidArgument:  # a target that leaves the rootfs: nothing half-mounted
+            unmount_all(done)
+            raise
         except OSError as e:
             unmount_all(done)
             kind = InvalidArgument if e.errno in (errno.EINVAL, errno.ENOENT) else Unavailable

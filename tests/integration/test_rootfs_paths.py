@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from runtime import cgroups, errdefs
-from runtime.types import CreateConfig
+from runtime.lxc.mount import mount_all, mounted_under, unmount_all
+from runtime.types import CreateConfig, Mount
 from tests.integration import test_lxc_backend
 from tests.integration.test_lxc_backend import Env, run_and_read
 from tests.unit.lxc.test_rootpath import snapshot
@@ -233,3 +234,31 @@ async def test_proc_sys_and_dev_carry_the_specs_flags(env: Env, own_init: bool) 
     assert {"ro", "nosuid", "nodev", "noexec"} <= flags["/sys"]
     assert {"nosuid", "nodev", "noexec"} <= flags["/proc"]
     assert "nosuid" in flags["/dev"] and "rw" in flags["/dev"]
+
+
+def test_a_containerd_mount_target_through_an_image_link_stays_in_the_rootfs(
+        env: Env, host: Path) -> None:
+    # containerd may hand several mounts, later ones with a target inside the earlier ones
+    # (the image): the target is resolved inside the rootfs, like containerd's fs.RootPath.
+    image = env.base / "image"
+    image.mkdir()
+    (image / "evil").symlink_to(host)
+    (image / str(host).lstrip("/")).mkdir(parents=True)
+    extra = env.base / "extra"
+    extra.mkdir()
+    (extra / "from-extra").write_text("")
+    rootfs = env.base / "rootfs-mnt"
+    rootfs.mkdir()
+    done = mount_all([Mount("bind", str(image), "", ("rbind", "rw")),
+                      Mount("bind", str(extra), "/evil", ("rbind", "ro"))], rootfs)
+    try:
+        assert done[1] == str(rootfs / str(host).lstrip("/"))
+        assert (rootfs / str(host).lstrip("/") / "from-extra").exists()
+        assert not (host / "from-extra").exists() and mounted_under(host) == []
+    finally:
+        unmount_all(done)
+    (image / "loop").symlink_to("loop")
+    with pytest.raises(errdefs.InvalidArgument, match="'/loop': too many levels"):
+        mount_all([Mount("bind", str(image), "", ("rbind", "rw")),
+                   Mount("bind", str(extra), "/loop", ("rbind", "ro"))], rootfs)
+    assert mounted_under(rootfs) == []
