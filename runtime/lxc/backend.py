@@ -314,8 +314,8 @@ class LxcBackend:
         # Mount points are made here, inside the rootfs, never by LXC through image symlinks.
         plan = prepare_mount_points(config.spec, rootfs, lxcconf.PROVIDED_BY_LXC)
         apparmor, selinux = _host_lsm()
-        params = lxcconf.Params(mount_plan=plan,
-            name=name, rootfs=str(rootfs),
+        params = lxcconf.Params(
+            name=name, rootfs=str(rootfs), mount_plan=plan,
             # A CRIU restore has no gate: its processes are past that point.
             gate=("" if source is not None
                   else hook_command(config.state_dir, hold=self._hold_gate)),

@@ -443,7 +443,7 @@ def configure_auto_mounts(spec: dict[str, Any]) -> list[Line]:
     # not necessarily ask and which stops the sysctls; the spec's readonlyPaths (/proc/sys,
     # /proc/sysrq-trigger for containerd and CRI) are applied by the mount hook instead.
     # sys follows the spec's /sys mount (ro unless it asks rw); its nosuid, nodev, noexec are
-    # set by the mount hook (setup_hooks.remount_steps). cgroup:ro unless the spec mounts
+    # set by the mount hook (setup_hooks.special_remounts). cgroup:ro unless the spec mounts
     # /sys/fs/cgroup writable: cgroup:mixed makes the container's own cgroup writable, where
     # it could raise its own memory.limit_in_bytes or pids.max (issue 12; runc gives a
     # container without a writable cgroup mount no writable cgroup file). With cgroup:mixed
