@@ -10,6 +10,7 @@ what it made even when it fails (the ``env`` fixture of test_lxc_backend).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import stat
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 
 from runtime import cgroups, errdefs
 from runtime.lxc.mount import mount_all, mounted_under, unmount_all
-from runtime.types import CreateConfig, Mount
+from runtime.types import Mount
 from tests.integration import test_lxc_backend
 from tests.integration.test_lxc_backend import Env, run_and_read
 from tests.unit.lxc.test_rootpath import snapshot
@@ -90,9 +91,9 @@ async def test_mount_points_through_image_links_are_made_inside_the_rootfs(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("own_init", [False, True], ids=["entries", "mount-hook"])
+@pytest.mark.parametrize("checkpointable", [False, True], ids=["entries", "mount-hook"])
 async def test_image_links_at_mount_and_read_only_paths_lead_inside_like_runc(
-        env: Env, host: Path, own_init: bool) -> None:
+        env: Env, host: Path, checkpointable: bool) -> None:
     # Ubuntu's /etc/resolv.conf is a dangling link into /run until systemd-resolved runs; CRI
     # and Docker bind a file onto it. LXC alone refused any link in a target ("was a symbolic
     # link"); runc mounts onto the link's in-root target.
@@ -108,8 +109,8 @@ async def test_image_links_at_mount_and_read_only_paths_lead_inside_like_runc(
     (rootfs / "srv/other").mkdir()
     (rootfs / "data").symlink_to("/srv/data")
     cfg.spec["linux"]["readonlyPaths"] = ["/data"]
-    if own_init:  # read-only paths are then binds made by the mount hook
-        cfg = CreateConfig(**{**cfg.__dict__, "own_init": True})
+    if checkpointable:  # read-only paths are then binds made by the mount hook
+        cfg = dataclasses.replace(cfg, checkpointable=True)
     before = snapshot(host)
     out = await run_and_read(env, cfg)
     assert out.splitlines() == ["nameserver 192.0.2.1", "read-only", "writable"]
@@ -223,13 +224,13 @@ def flags_of(out: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("own_init", [False, True], ids=["entries", "mount-hook"])
-async def test_proc_sys_and_dev_carry_the_specs_flags(env: Env, own_init: bool) -> None:
+@pytest.mark.parametrize("checkpointable", [False, True], ids=["entries", "mount-hook"])
+async def test_proc_sys_and_dev_carry_the_specs_flags(env: Env, checkpointable: bool) -> None:
     cfg = env.config(["sh", "-c", SHOW + "; ls /dev/null /sys/kernel >/dev/null"],
                      mounts=CTR_MOUNTS)
     cfg.spec["linux"]["maskedPaths"] = ["/sys/firmware"]
-    if own_init:
-        cfg = CreateConfig(**{**cfg.__dict__, "own_init": True})
+    if checkpointable:
+        cfg = dataclasses.replace(cfg, checkpointable=True)
     flags = flags_of(await run_and_read(env, cfg))
     assert {"ro", "nosuid", "nodev", "noexec"} <= flags["/sys"]
     assert {"nosuid", "nodev", "noexec"} <= flags["/proc"]
