@@ -16,7 +16,6 @@ counter reset.
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -61,18 +60,6 @@ def _rss_bytes(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class NodeCollector(Collector):
@@ -141,6 +128,7 @@ class NodeCollector(Collector):
     # -- the task records and /proc ------------------------------------------------------------
     def _tasks(self) -> Iterator[Metric]:
         from runtime.store import Store
+        from shim.operator_cli import alive as _alive
 
         states: dict[str, int] = defaultdict(int)
         shims: set[int] = set()

@@ -17,7 +17,10 @@ import sys
 from shim.cli import VERSION
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether ``pid`` names a live process (one owned by another user counts)."""
+    if pid <= 0:
+        return False  # kill(0 or -n, 0) would test a process group
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -34,13 +37,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     for ns, id, raw in Store(state_root()).list():
         rec = TaskRecord.from_json(raw)  # the same record for shim and OCI CLI containers
         status = rec.status or "unknown"
-        alive = status in ("running", "created", "paused") and _alive(rec.pid)
+        live = status in ("running", "created", "paused") and alive(rec.pid)
         if rec.owner == CLI_OWNER:
             # Made by the OCI CLI: no shim watches it, so a gone process is simply stopped
             # (runc's `state` says the same until `delete`).
-            if status in ("running", "created", "paused") and not alive:
+            if status in ("running", "created", "paused") and not live:
                 status = "stopped"
-        elif status in ("running", "created", "paused") and not alive:
+        elif status in ("running", "created", "paused") and not live:
             status = "lost"  # the snapshot says alive but the process is gone (shim crash)
         rows.append({"namespace": ns, "id": id, "pid": rec.pid or None, "status": status,
                      "shim_pid": rec.shim_pid or None, "bundle": rec.bundle,
