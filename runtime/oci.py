@@ -24,8 +24,20 @@ from runtime.errdefs import InvalidArgument, NotFound
 _U32 = 2**32 - 1
 _U64 = 2**64 - 1
 _I64 = 2**63 - 1
-_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-_ENV_KEY = re.compile(r"^[^=\0]+$")
+# Matched with fullmatch: "$" would also match before a trailing newline.
+_SEMVER = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
+_ENV_KEY = re.compile(r"[^=\0]+")
+_SYSCTL = re.compile(r"[a-z0-9_]+(?:[./][A-Za-z0-9_-]+)+")
+_CPU_LIST = re.compile(r"[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*")
+_SYSCALL = re.compile(r"[a-z0-9_]+")
+#: A ``linux.resources.unified`` key: a file of a cgroup v2 controller (cgroup-v2.rst
+#: "Controllers"), never a path ("/") nor a core ``cgroup.*`` file; runc refuses slashes too.
+_UNIFIED_KEY = re.compile(r"(?:cpu|cpuset|hugetlb|io|memory|misc|pids|rdma)(?:\.[A-Za-z0-9_]+)+")
+#: A map key shown as ``parent.key`` in a field path; any other shows as ``parent["…"]``.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-/]+")
+#: What ends an LXC config line (\r and \n) or the file (NUL): no string that reaches the
+#: container's config may hold one (issue 12; runtime.lxc.config.render).
+_LINE_BREAKS = ("\r", "\n", "\0")
 
 #: config.md "POSIX platform Hooks" (prestart is deprecated but still defined).
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
@@ -85,10 +97,11 @@ def check_spec(spec: Any) -> None:
     if not isinstance(spec, dict):
         raise InvalidArgument("config.json: must be a JSON object")
     version = spec.get("ociVersion")
-    if not isinstance(version, str) or not _SEMVER.match(version):
+    if not isinstance(version, str) or not _SEMVER.fullmatch(version):
         raise InvalidArgument("ociVersion: must be a SemVer 2.0.0 string such as 1.0.2")
     if not version.startswith("1."):
         raise InvalidArgument(f"ociVersion: {version} is not supported (1.x only)")
+    _check_unicode(spec, "")
     root = _obj(spec, "root", "root", required=True)
     assert root is not None
     _str(root, "path", "root.path", required=True, nonempty=True)
@@ -109,6 +122,37 @@ def check_spec(spec: Any) -> None:
 
 def _fail(field: str, problem: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {problem}")
+
+
+def _member(field: str, key: str) -> str:
+    """The field path of map member ``key``; a hostile key is shown JSON-escaped, never raw
+    (the message goes to logs and terminals)."""
+    return f"{field}.{key}" if _PLAIN_KEY.fullmatch(key) else f"{field}[{json.dumps(key)}]"
+
+
+def _text(value: str, field: str) -> str:
+    """``value`` if it can be one line of LXC config text, else the error naming ``field``."""
+    if any(c in value for c in _LINE_BREAKS):
+        raise _fail(field, "must not contain a line break (\\r or \\n) or NUL")
+    return value
+
+
+def _check_unicode(value: Any, field: str) -> None:
+    """Every string (keys too) must be encodable: JSON lets a lone surrogate (\\ud800)
+    through, which no file, argv or log line can hold."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail(field or "config.json", "must be valid Unicode (a lone surrogate "
+                                                "is not)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key, f"{field or 'config.json'} (a key)")
+            _check_unicode(item, _member(field, key) if field else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_unicode(item, f"{field}[{i}]")
 
 
 def _obj(parent: dict[str, Any], key: str, field: str, *,
@@ -134,9 +178,7 @@ def _str(parent: dict[str, Any], key: str, field: str, *, required: bool = False
         raise _fail(field, "must be a string")
     if nonempty and not value:
         raise _fail(field, "must not be empty")
-    if "\0" in value or "\n" in value:
-        raise _fail(field, "must not contain a newline or NUL")
-    return value
+    return _text(value, field)
 
 
 def _bool(parent: dict[str, Any], key: str, field: str) -> None:
@@ -170,8 +212,7 @@ def _list(parent: dict[str, Any], key: str, field: str) -> list[Any]:
 def _abs_path(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise _fail(field, "must be an absolute path")
-    if "\0" in value or "\n" in value:
-        raise _fail(field, "must not contain a newline or NUL")
+    _text(value, field)
     if ".." in value.split("/"):
         raise _fail(field, "must not contain '..'")
     return value
@@ -181,15 +222,18 @@ def _env(values: list[Any], field: str) -> None:
     for i, item in enumerate(values):
         if not isinstance(item, str) or "=" not in item:
             raise _fail(f"{field}[{i}]", "must be a KEY=VALUE string")
-        if not _ENV_KEY.match(item.split("=", 1)[0]) or "\0" in item or "\n" in item:
-            raise _fail(f"{field}[{i}]", "must be KEY=VALUE with a non-empty KEY, no NUL or "
-                                         "newline")
+        if not _ENV_KEY.fullmatch(item.split("=", 1)[0]):
+            raise _fail(f"{field}[{i}]", "must be KEY=VALUE with a non-empty KEY")
+        _text(item, f"{field}[{i}]")
 
 
-def _strings(values: list[Any], field: str) -> None:
+def _strings(values: list[Any], field: str, *, text: bool = False) -> None:
+    """A list of strings; ``text``: each one also a piece of LXC config text."""
     for i, item in enumerate(values):
         if not isinstance(item, str) or "\0" in item:
             raise _fail(f"{field}[{i}]", "must be a string without NUL")
+        if text:
+            _text(item, f"{field}[{i}]")
 
 
 def _each(values: list[Any], field: str, check: Callable[[dict[str, Any], str], None]) -> None:
@@ -286,7 +330,7 @@ def _check_mounts(mounts: Any) -> None:
         _abs_path(m.get("destination"), f"{field}.destination")
         _str(m, "type", f"{field}.type")
         _str(m, "source", f"{field}.source")
-        _strings(_list(m, "options", f"{field}.options"), f"{field}.options")
+        _strings(_list(m, "options", f"{field}.options"), f"{field}.options", text=True)
         for key in ("uidMappings", "gidMappings"):
             if m.get(key):
                 raise _fail(f"{field}.{key}", "id-mapped mounts are not supported")
@@ -319,7 +363,7 @@ def _check_annotations(annotations: Any) -> None:
         if not key:
             raise _fail("annotations", "keys must not be empty")
         if not isinstance(value, str):
-            raise _fail(f"annotations.{key}", "must be a string")
+            raise _fail(_member("annotations", key), "must be a string")
 
 
 # --- linux (config-linux.md) ---------------------------------------------------------------
@@ -336,10 +380,11 @@ def _check_linux(linux: dict[str, Any]) -> None:
         _check_resources(resources)
     sysctl = _obj(linux, "sysctl", "linux.sysctl")
     for key, value in (sysctl or {}).items():
-        if not re.match(r"^[a-z0-9_]+([./][A-Za-z0-9_-]+)+$", key) or ".." in key:
-            raise _fail(f"linux.sysctl.{key}", "is not a sysctl name")
-        if not isinstance(value, str) or "\n" in value:
-            raise _fail(f"linux.sysctl.{key}", "must be a string")
+        if not _SYSCTL.fullmatch(key) or ".." in key:
+            raise _fail(_member("linux.sysctl", key), "is not a sysctl name")
+        if not isinstance(value, str):
+            raise _fail(_member("linux.sysctl", key), "must be a string")
+        _text(value, _member("linux.sysctl", key))
     seccomp = _obj(linux, "seccomp", "linux.seccomp")
     if seccomp is not None:
         _check_seccomp(seccomp)
@@ -414,13 +459,30 @@ def _check_resources(r: dict[str, Any]) -> None:
     _int(cpu, "period", "linux.resources.cpu.period", 1000, 1000000)
     for key in ("cpus", "mems"):
         value = _str(cpu, key, f"linux.resources.cpu.{key}")
-        if value and not re.match(r"^\d+(-\d+)?(,\d+(-\d+)?)*$", value):
+        if value and not _CPU_LIST.fullmatch(value):
             raise _fail(f"linux.resources.cpu.{key}", "must be a list such as 0-3,6")
     pids = _obj(r, "pids", "linux.resources.pids") or {}
     _int(pids, "limit", "linux.resources.pids.limit", -1, _I64, required="pids" in r)
     blkio = _obj(r, "blockIO", "linux.resources.blockIO") or {}
     for key in ("weight", "leafWeight"):
         _int(blkio, key, f"linux.resources.blockIO.{key}", 10, 1000)
+    _check_unified(_obj(r, "unified", "linux.resources.unified") or {})
+
+
+def _check_unified(unified: dict[str, Any]) -> None:
+    """config-linux.md "Unified": keys are cgroup v2 file names, values written as they are.
+    A value may hold several lines (runc writes it line by line), none holding ``\\r``/NUL."""
+    for key, value in unified.items():
+        field = f"linux.resources.unified[{json.dumps(key)}]"
+        if not _UNIFIED_KEY.fullmatch(key):
+            raise _fail(field, "must name a cgroup v2 controller file such as memory.high "
+                               "(no '/', no cgroup.* core file)")
+        if not isinstance(value, str):
+            raise _fail(field, "must be a string")
+        if not value.strip("\n"):
+            raise _fail(field, "must not be empty")
+        for line in value.split("\n"):
+            _text(line, field)
 
 
 def _check_seccomp(s: dict[str, Any]) -> None:
@@ -437,7 +499,7 @@ def _check_seccomp(s: dict[str, Any]) -> None:
         if not isinstance(names, list) or not names:
             raise _fail(f"{field}.names", "must be a non-empty list")
         for j, name in enumerate(names):
-            if not isinstance(name, str) or not re.match(r"^[a-z0-9_]+$", name):
+            if not isinstance(name, str) or not _SYSCALL.fullmatch(name):
                 raise _fail(f"{field}.names[{j}]", "must be a syscall name")
         if r.get("action") not in SECCOMP_ACTIONS:
             raise _fail(f"{field}.action", f"must be one of {', '.join(SECCOMP_ACTIONS)}")

@@ -70,7 +70,7 @@ _HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 def lxc_name(namespace: str, container_id: str) -> str:
     """The LXC container name: ``<namespace>-<id>`` (unique across containerd namespaces)."""
     for field, value in (("namespace", namespace), ("id", container_id)):
-        if value and (len(value) > 76 or not _ID.match(value)):
+        if value and (len(value) > 76 or not _ID.fullmatch(value)):
             raise errdefs.InvalidArgument(f"{field}: {value!r} is not a valid identifier")
     if not container_id:
         raise errdefs.InvalidArgument("id: must not be empty")

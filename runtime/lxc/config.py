@@ -24,7 +24,9 @@ quoting (environment.md section 2), so the backend passes argv on ``lxc-execute`
 
 from __future__ import annotations
 
+import json
 import posixpath
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,11 +169,90 @@ def seccomp_policy(spec: dict[str, Any], notes: list[str] | None = None) -> str 
 
 
 def render(lines: Sequence[Line]) -> str:
-    """The config file text: one ``key = value`` per line (``man lxc.container.conf``)."""
+    """The config file text: one ``key = value`` per line (``man lxc.container.conf``).
+
+    The one choke point for config text (issue 12): every line the translation produced passes
+    here, and a line that LXC would read differently from what was meant is refused with
+    InvalidArgument instead of written. The validators (runtime.oci, :func:`validate`) refuse
+    such spec fields first, naming the field; this rule holds even if a translator bug lets one
+    through. How LXC 5.0.2 reads the file (liblxc parse.c/confile.c; measured here with
+    lxc-execute, docs/security.md "Config text"):
+
+    - a line ends at ``\r`` as well as ``\n``, and NUL ends the file: a value holding one of
+      them would start a line of the spec author's choosing (``lxc.hook.pre-start = …``, run as
+      root on the host). ``\f``, ``\v``, U+0085 and U+2028 are ordinary bytes;
+    - the key is everything before the first ``=`` (spaces and tabs trimmed); a key outside
+      :func:`known_key` is refused, so no spec string can name a key of its own;
+    - the value loses leading and trailing spaces and tabs, then one pair of matching quotes
+      around it: a value that would be changed by that is written inside double quotes, which
+      LXC strips again, so it reads back exactly;
+    - an empty value means "clear every earlier setting of this key" (``lxc.environment =``
+      drops the environment, ``lxc.cgroup2.memory.max =`` the memory limit): refused.
+    """
+    out: list[str] = []
     for key, value in lines:
-        if "\n" in value or "\0" in value:
-            raise InvalidArgument(f"{key}: value must not contain a newline or NUL")
-    return "".join(f"{key} = {value}\n" for key, value in lines)
+        if not known_key(key):
+            raise InvalidArgument(f"LXC config: key {key!r} is not one this runtime writes")
+        problem = value_problem(value)
+        if problem:
+            raise InvalidArgument(f"LXC config: {key}: value {problem}")
+        out.append(f"{key} = {_quote(value)}\n")
+    return "".join(out)
+
+
+#: The characters that end an LXC config line (``\r``, ``\n``) or the whole file (NUL).
+LINE_BREAKS = ("\r", "\n", "\0")
+
+
+def value_problem(value: str) -> str:
+    """Why ``value`` cannot be one LXC config value, or "" when it can."""
+    if not value:
+        return "must not be empty (LXC reads an empty value as: clear this key)"
+    if any(c in value for c in LINE_BREAKS):
+        return "must not contain a line break (\\r or \\n) or NUL (LXC would read a new line)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return ""
+
+
+def _quote(value: str) -> str:
+    # parse.c trims " \t" on both sides, then strips one pair of matching quotes (confile.c
+    # parse_line). Wrapping in double quotes undoes both for any value (measured: "Q4= a "
+    # reads back as Q4= a ).
+    if value != value.strip(" \t") or value[0] in "\"'":
+        return f'"{value}"'
+    return value
+
+
+#: Keys the translation writes with a fixed name.
+_FIXED_KEYS = frozenset({
+    "lxc.log.file", "lxc.log.level", "lxc.rootfs.path", "lxc.rootfs.mount", "lxc.uts.name",
+    "lxc.net.0.type", "lxc.idmap", "lxc.console.path", "lxc.tty.max", "lxc.pty.max",
+    "lxc.environment", "lxc.init.cwd", "lxc.init.uid", "lxc.init.gid", "lxc.init.groups",
+    "lxc.init.cmd", "lxc.cap.keep", "lxc.no_new_privs", "lxc.proc.oom_score_adj",
+    "lxc.apparmor.profile", "lxc.selinux.context", "lxc.seccomp.profile", "lxc.mount.auto",
+    "lxc.autodev", "lxc.mount.entry", "lxc.hook.mount", "lxc.hook.autodev",
+    "lxc.hook.start-host",
+})
+#: Key families the translation writes, each with a strict pattern: the namespaces it joins,
+#: the rlimits it sets (getrlimit(2) names), and cgroup files of the controllers it limits
+#: (``lxc.cgroup.<file>`` v1, ``lxc.cgroup2.<file>`` v2; no "/" so LXC cannot leave the
+#: container's cgroup, no ``cgroup.*`` core files).
+_KEY_FAMILIES = (
+    re.compile(r"lxc\.namespace\.share\.(?:" + "|".join(NAMESPACES.values()) + ")"),
+    re.compile(r"lxc\.prlimit\.(?:as|core|cpu|data|fsize|locks|memlock|msgqueue|nice|nofile"
+               r"|nproc|rss|rtprio|rttime|sigpending|stack)"),
+    re.compile(r"lxc\.cgroup\.(?:blkio|cpu|cpuset|devices|memory|pids)(?:\.[A-Za-z0-9_]+)+"),
+    re.compile(r"lxc\.cgroup2\.(?:cpu|cpuset|devices|hugetlb|io|memory|misc|pids|rdma)"
+               r"(?:\.[A-Za-z0-9_]+)+"),
+)
+
+
+def known_key(key: str) -> bool:
+    """Whether ``key`` is one the translation writes (the renderer's allowlist)."""
+    return key in _FIXED_KEYS or any(p.fullmatch(key) for p in _KEY_FAMILIES)
 
 
 def downgrades(spec: dict[str, Any], params: Params) -> list[str]:
@@ -212,6 +293,82 @@ def validate(spec: dict[str, Any]) -> None:
     # root.readonly is honoured by the mount hook (runtime/lxc/setup_hooks.py): LXC's own
     # lxc.rootfs.options = ro would make the mount points' create=dir fail with EROFS.
     _validate_mounts(spec.get("mounts", []))
+    for field, value in config_strings(spec):
+        problem = text_problem(value)
+        if problem:
+            raise InvalidArgument(f"{field}: {problem}")
+
+
+def text_problem(value: str) -> str:
+    """Why a spec string cannot be part of LXC config text, or "" (see :func:`render`)."""
+    if any(c in value for c in LINE_BREAKS):
+        return ("must not contain a line break (\\r or \\n) or NUL: LXC config lines cannot "
+                "hold one")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return ""
+
+
+def config_strings(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every spec string the translation writes into LXC config text, with its field path:
+    the list :func:`validate` checks against :func:`text_problem` (issue 12). process.args
+    is not here (argv on lxc-execute's command line), nor hooks (run by the runtime itself).
+    Tolerant of wrong shapes: only strings are listed, the type checks are elsewhere."""
+    out: list[tuple[str, str]] = []
+
+    def add(field: str, value: Any) -> None:
+        if isinstance(value, str):
+            out.append((field, value))
+
+    def items(value: Any) -> list[Any]:
+        return value if isinstance(value, list) else []
+
+    def obj(value: Any) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {}
+
+    process = obj(spec.get("process"))
+    for i, env in enumerate(items(process.get("env"))):
+        add(f"process.env[{i}]", env)
+    for key in ("cwd", "apparmorProfile", "selinuxLabel"):
+        add(f"process.{key}", process.get(key))
+    for key in ("hostname", "domainname"):
+        add(key, spec.get(key))
+    add("root.path", obj(spec.get("root")).get("path"))
+    for i, m in enumerate(items(spec.get("mounts"))):
+        m = obj(m)
+        for key in ("destination", "source", "type"):
+            add(f"mounts[{i}].{key}", m.get(key))
+        for j, option in enumerate(items(m.get("options"))):
+            add(f"mounts[{i}].options[{j}]", option)
+    linux = obj(spec.get("linux"))
+    for i, ns in enumerate(items(linux.get("namespaces"))):
+        add(f"linux.namespaces[{i}].path", obj(ns).get("path"))
+    for i, d in enumerate(items(linux.get("devices"))):
+        add(f"linux.devices[{i}].path", obj(d).get("path"))
+    for key in ("maskedPaths", "readonlyPaths"):
+        for i, path in enumerate(items(linux.get(key))):
+            add(f"linux.{key}[{i}]", path)
+    for key, value in obj(linux.get("sysctl")).items():
+        add(f"linux.sysctl[{_quoted(key)}] (name)", key)
+        add(f"linux.sysctl[{_quoted(key)}]", value)
+    resources = obj(linux.get("resources"))
+    for key, value in obj(resources.get("unified")).items():
+        add(f"linux.resources.unified[{_quoted(key)}] (name)", key)
+        # A unified value may hold several lines (written one by one, as runc's
+        # WriteFileByLine does): checked per line in runtime.lxc.resources.
+        add(f"linux.resources.unified[{_quoted(key)}]",
+            value.replace("\n", "") if isinstance(value, str) else None)
+    cpu = obj(resources.get("cpu"))
+    for key in ("cpus", "mems"):
+        add(f"linux.resources.cpu.{key}", cpu.get(key))
+    return out
+
+
+def _quoted(key: str) -> str:
+    # JSON string syntax: a hostile key shows escaped in the message, never raw.
+    return json.dumps(key)
 
 
 def _validate_env(env: Any) -> None:
@@ -220,8 +377,6 @@ def _validate_env(env: Any) -> None:
     for i, item in enumerate(env):
         if not isinstance(item, str) or "=" not in item or item.startswith("="):
             raise InvalidArgument(f"process.env[{i}]: must be a KEY=VALUE string")
-        if "\n" in item or "\0" in item:
-            raise InvalidArgument(f"process.env[{i}]: must not contain a newline or NUL")
 
 
 def _validate_user(user: Any) -> None:
@@ -250,12 +405,20 @@ def _validate_mounts(mounts: Any) -> None:
             raise InvalidArgument(f"mounts[{i}].destination: must be an absolute path")
         if ".." in dest.split("/"):
             raise InvalidArgument(f"mounts[{i}].destination: must not contain '..'")
+        if posixpath.normpath(dest).lstrip("/") == "":
+            # The fstab target would be empty (a missing field to getmntent).
+            raise InvalidArgument(f"mounts[{i}].destination: mounting over the container's "
+                                  "root is not supported")
         opts = m.get("options", [])
         if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
             raise InvalidArgument(f"mounts[{i}].options: must be a list of strings")
         for key in ("type", "source"):
             if not isinstance(m.get(key, ""), str):
                 raise InvalidArgument(f"mounts[{i}].{key}: must be a string")
+        if m.get("source", "").startswith("#"):
+            # getmntent(3) skips a line starting with "#" (a comment) and has no escape for
+            # it: the mount would silently not happen.
+            raise InvalidArgument(f"mounts[{i}].source: must not start with '#'")
 
 
 # --- namespaces ----------------------------------------------------------------------------
@@ -332,7 +495,7 @@ def configure_rootfs(params: Params) -> list[Line]:
 
 def configure_hostname(spec: dict[str, Any], params: Params, ns: NamespacePlan) -> list[Line]:
     hostname = spec.get("hostname", "")
-    if not isinstance(hostname, str) or "\n" in hostname:
+    if not isinstance(hostname, str):
         raise InvalidArgument("hostname: must be a string")
     if not ns.is_new("uts"):
         # Setting lxc.uts.name without a new UTS namespace would rename the host (or the pod).
@@ -504,8 +667,11 @@ def mount_entry(m: dict[str, Any], dest: str, params: Params,
         dest, create = target.path, target.create
     if create:
         flags.append(f"create={create}")
-    return " ".join([_fstab_escape(source), _fstab_escape(dest.lstrip("/")), mtype,
-                     ",".join(flags) or "defaults", "0", "0"])
+    # getmntent(3) decodes the escapes in all four fields (measured with glibc 2.36), so a
+    # type or option holding a space cannot shift the fields either.
+    return " ".join([_fstab_escape(source), _fstab_escape(dest.lstrip("/")),
+                     _fstab_escape(mtype), _fstab_escape(",".join(flags) or "defaults"),
+                     "0", "0"])
 
 
 def _fstab_escape(field: str) -> str:

@@ -13,11 +13,13 @@ formulas are the kernel's documented ones, cgroup-v2.rst "cpu.weight" / "io.weig
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errdefs import NotImplementedErr
+from runtime.errdefs import InvalidArgument, NotImplementedErr
 
 Line = tuple[str, str]
 
@@ -26,6 +28,11 @@ Line = tuple[str, str]
 #: nodes (lxc.autodev), so a "deny all" device cgroup must still allow them.
 DEFAULT_DEVICE_RULES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 5:0 rwm", "c 1:8 rwm",
                         "c 1:9 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
+
+#: cgroup v2 controllers whose files ``linux.resources.unified`` may set (cgroup-v2.rst
+#: "Controllers"); the core ``cgroup.*`` files are the runtime's, not the spec's.
+UNIFIED_CONTROLLERS = ("cpu", "cpuset", "hugetlb", "io", "memory", "misc", "pids", "rdma")
+UNIFIED_KEY = re.compile(r"(?:" + "|".join(UNIFIED_CONTROLLERS) + r")(?:\.[A-Za-z0-9_]+)+")
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,29 @@ def configure_resources(spec: dict[str, Any], host: CgroupHost,
     unified = r.get("unified") or {}
     if unified and not v2:
         raise NotImplementedErr("linux.resources.unified: requires a cgroup v2 host")
-    pairs += sorted(unified.items())
+    pairs += _unified(unified)
     return [(prefix + key, value) for key, value in pairs]
+
+
+def _unified(unified: dict[str, Any]) -> list[tuple[str, str]]:
+    """``linux.resources.unified``: each key a file of the container's cgroup, each value
+    written line by line (runc's ``WriteFileByLine``; LXC writes every ``lxc.cgroup2.<file>``
+    line separately, in order). A key must name a controller file (``memory.high``): no "/"
+    (LXC would leave the container's cgroup), no ``cgroup.*`` core file, nothing that could
+    end the config line (issue 12)."""
+    out: list[tuple[str, str]] = []
+    for key, value in sorted(unified.items()):
+        field = f"linux.resources.unified[{json.dumps(key)}]"
+        if not isinstance(key, str) or not UNIFIED_KEY.fullmatch(key):
+            raise InvalidArgument(f"{field}: must name a controller file such as memory.high "
+                                  f"(controllers: {', '.join(UNIFIED_CONTROLLERS)})")
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{field}: must be a string")
+        lines = [line for line in value.split("\n") if line]
+        if not lines:
+            raise InvalidArgument(f"{field}: must not be empty")
+        out += [(key, line) for line in lines]
+    return out
 
 
 def _devices(rules: list[dict[str, Any]], devices: list[dict[str, Any]],
