@@ -46,7 +46,10 @@ def read_json(path: Path) -> Any | None:
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    # 0600: leases and records name containers and addresses (issue 12, docs/security.md).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
         # json.dumps, not json.dump: only the one-shot encode without ``indent`` runs json's C
         # encoder (Lib/json/encoder.py, c_make_encoder); dump streams through the Python one,
         # which made a 1,000-lease pool file several times slower (bench/network_ipam.py).

@@ -53,7 +53,7 @@ from runtime.backend import (
 from runtime.lxc import resources
 from runtime.lxc.backend import lxc_name
 from runtime.reaper import Reaper
-from runtime.store import CLI_OWNER, Store, TaskRecord, state_root
+from runtime.store import CLI_OWNER, Store, TaskRecord, state_root, write_private
 from runtime.types import CreateConfig, ExecConfig
 
 log = logging.getLogger("proxmox-lxcri")
@@ -238,7 +238,7 @@ async def _create(ctx: Ctx, id: str, bundle: Path, spec: dict[str, Any],
     finally:
         if master is not None:
             os.close(master)
-    (directory / "config.json").write_text(json.dumps(spec))
+    write_private(directory / "config.json", json.dumps(spec))  # env may hold secrets
     monitor = handle.monitor_pid if isinstance(handle, Monitored) else 0
     ctx.store.save_record(_record(ctx, id, bundle, spec, backend.name, "created", handle.pid,
                                   monitor))

@@ -7,21 +7,17 @@ finish the job after a shim crash. Standard library only (``delete`` imports it)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from runtime.store import write_private
 
 STATE_FILE = "storage.json"
 
 
 def write_state(state_dir: Path, data: dict[str, Any]) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / f".{STATE_FILE}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, state_dir / STATE_FILE)
+    # 0600 in a private directory (runtime.store: issue 12, docs/security.md "State files").
+    write_private(state_dir / STATE_FILE, json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import errdefs
+from runtime import errdefs, store
 from runtime.lxc import cgroup, cleanup, criu_stdio, owninit, resources, security, state
 from runtime.lxc import config as lxcconf
 from runtime.lxc.exec import AttachContext
@@ -201,7 +201,9 @@ class LxcBackend:
         lxc_dir = self._lxcpath / name
         if lxc_dir.exists():
             raise errdefs.AlreadyExists(f"container {name}: {lxc_dir} exists")
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        # 0700 (0711 with a user namespace, whose mapped root reaches bind sources here):
+        # runtime.store, issue 12.
+        store.private_dir(config.state_dir, traverse=lxcconf.namespace_plan(config.spec).user)
         log_file = config.state_dir / cleanup.LXC_LOG
         st = state.PersistedState(name=name, lxcpath=str(self._lxcpath),
                                   bundle=str(config.bundle))
