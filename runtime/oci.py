@@ -291,7 +291,7 @@ def _check_user(user: dict[str, Any] | None) -> None:
 def _check_capabilities(caps: dict[str, Any]) -> None:
     for key in caps:
         if key not in CAPABILITY_SETS:
-            raise _fail(f"process.capabilities.{key}",
+            raise _fail(_member("process.capabilities", key),
                         f"unknown set (one of {', '.join(CAPABILITY_SETS)})")
     for key in CAPABILITY_SETS:
         field = f"process.capabilities.{key}"
@@ -343,7 +343,8 @@ def _check_hooks(hooks: Any) -> None:
         raise _fail("hooks", "must be an object")
     for kind, entries in hooks.items():
         if kind not in HOOK_KINDS:
-            raise _fail(f"hooks.{kind}", f"unknown hook kind (one of {', '.join(HOOK_KINDS)})")
+            raise _fail(_member("hooks", kind),
+                        f"unknown hook kind (one of {', '.join(HOOK_KINDS)})")
         if not isinstance(entries, list):
             raise _fail(f"hooks.{kind}", "must be a list")
 

@@ -371,6 +371,12 @@ def _quoted(key: str) -> str:
     return json.dumps(key)
 
 
+def _member(field: str, key: str) -> str:
+    """``field.key`` for a plain key, ``field["…"]`` (escaped) for any other."""
+    plain = key and all(c.isascii() and (c.isalnum() or c in "_.-/") for c in key)
+    return f"{field}.{key}" if plain else f"{field}[{_quoted(key)}]"
+
+
 def _validate_env(env: Any) -> None:
     if not isinstance(env, list):
         raise InvalidArgument("process.env: must be a list of KEY=VALUE strings")
@@ -592,7 +598,8 @@ def configure_sysctls(spec: dict[str, Any], ns: NamespacePlan) -> dict[str, str]
         sysctls["kernel.domainname"] = domain
     for key in sysctls:
         kind = setup_hooks.sysctl_namespace(key)
-        field = "domainname" if key == "kernel.domainname" and domain else f"linux.sysctl.{key}"
+        field = ("domainname" if key == "kernel.domainname" and domain
+                 else _member("linux.sysctl", key))
         if kind is None:
             raise InvalidArgument(f"{field}: not a namespaced sysctl; setting it would change "
                                   "the host")
