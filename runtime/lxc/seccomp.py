@@ -16,9 +16,12 @@ valueTwo). Pure: :func:`render` returns the text; the backend writes it to a fil
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from runtime.errdefs import NotImplementedErr
+from runtime.errdefs import InvalidArgument, NotImplementedErr
+
+_SYSCALL = re.compile(r"[a-z0-9_]+")
 
 #: OCI action → LXC action word; an ERRNO action appends its errno (EPERM unless given).
 _ACTIONS = {
@@ -53,7 +56,11 @@ def render(seccomp: dict[str, Any], notes: list[str]) -> str:
         if action == default and not rule.get("args"):
             continue  # the default already does this; LXC would add a redundant rule
         conditions = "".join(_condition(a) for a in rule.get("args") or [])
-        for name in rule["names"]:
+        for j, name in enumerate(rule["names"]):
+            if not isinstance(name, str) or not _SYSCALL.fullmatch(name):
+                # One policy line per name: a name is never more than a syscall name.
+                raise InvalidArgument(f"linux.seccomp.syscalls[{i}].names[{j}]: must be a "
+                                      "syscall name")
             lines.append(f"{name} {action}" + (f" {conditions}" if conditions else ""))
     return "\n".join(lines) + "\n"
 

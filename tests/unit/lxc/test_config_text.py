@@ -376,3 +376,12 @@ def test_args_and_annotations_may_hold_line_breaks() -> None:
     spec["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{\n}\n"}
     oci.check_spec(spec)
     config.render(config.lxc_config(spec, params()))
+
+
+def test_the_seccomp_policy_refuses_a_name_that_would_add_a_policy_line() -> None:
+    # Also without the validator: one policy line per syscall name, never more.
+    policy = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["read\nmount allow"], "action": "SCMP_ACT_ERRNO"}]}
+    with pytest.raises(errdefs.InvalidArgument,
+                       match=re.escape("linux.seccomp.syscalls[0].names[0]")):
+        config.seccomp_policy({"linux": {"seccomp": policy}})
