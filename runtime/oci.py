@@ -88,6 +88,8 @@ def load_spec(bundle: Path) -> dict[str, Any]:
         spec = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"config.json: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument("config.json: nested too deeply") from None
     check_spec(spec)
     return spec  # type: ignore[no-any-return]
 
@@ -137,22 +139,25 @@ def _text(value: str, field: str) -> str:
     return value
 
 
-def _check_unicode(value: Any, field: str) -> None:
+def _check_unicode(spec: Any, field: str) -> None:
     """Every string (keys too) must be encodable: JSON lets a lone surrogate (\\ud800)
-    through, which no file, argv or log line can hold."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _fail(field or "config.json", "must be valid Unicode (a lone surrogate "
-                                                "is not)") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_unicode(key, f"{field or 'config.json'} (a key)")
-            _check_unicode(item, _member(field, key) if field else key)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_unicode(item, f"{field}[{i}]")
+    through, which no file, argv or log line can hold. A walk with a stack, not recursion: a
+    deeply nested document must give this error or none, never a RecursionError."""
+    todo: list[tuple[Any, str]] = [(spec, field)]
+    while todo:
+        value, where = todo.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _fail(where or "config.json", "must be valid Unicode (a lone surrogate "
+                                                    "is not)") from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                todo.append((key, f"{where or 'config.json'} (a key)"))
+                todo.append((item, _member(where, key) if where else key))
+        elif isinstance(value, list):
+            todo += [(item, f"{where}[{i}]") for i, item in enumerate(value)]
 
 
 def _obj(parent: dict[str, Any], key: str, field: str, *,

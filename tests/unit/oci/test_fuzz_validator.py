@@ -6,10 +6,14 @@ it, as exactly the lines the translation meant. Never another exception (a crash
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from runtime import errdefs, oci
 from runtime.lxc import config
+from tests.unit.lxc.specs import MINIMAL
 from tests.unit.lxc.test_config_text import lxc_read, params
 from tests.unit.oci.hostile import SEED, Case, corpus, top
 
@@ -44,3 +48,15 @@ def test_the_corpus_is_refused_by_field_or_reads_back() -> None:
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_the_corpus_is_seeded(index: int) -> None:
     assert corpus(3, SEED)[index] == CASES[index]
+
+
+@pytest.mark.parametrize(("depth", "refused"), [(500, False), (100_000, True)])
+def test_a_deeply_nested_config_is_read_or_refused_never_a_crash(tmp_path: Path, depth: int,
+                                                                 refused: bool) -> None:
+    text = json.dumps(MINIMAL)[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+    (tmp_path / "config.json").write_text(text)
+    if refused:
+        with pytest.raises(errdefs.InvalidArgument, match="^config.json: nested too deeply"):
+            oci.load_spec(tmp_path)
+    else:
+        oci.load_spec(tmp_path)
