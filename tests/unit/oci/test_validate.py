@@ -109,6 +109,15 @@ INVALID = [
     ("linux.rootfsPropagation", "sideways", "linux.rootfsPropagation: must be one of"),
     ("linux.maskedPaths", ["proc/kcore"], "linux.maskedPaths[0]: must be an absolute path"),
     ("linux.readonlyPaths", ["/proc/../etc"], "linux.readonlyPaths[0]: must not contain '..'"),
+    # Issue 12: a line break LXC reads (\r too) would add a config line of the spec's choosing.
+    ("process.env", ["X=1\rlxc.hook.pre-start = /bin/touch /tmp/lxcri-m"],
+     "process.env[0]: must not contain a line break"),
+    ("hostname", "h\rlxc.hook.pre-start = /bin/true", "hostname: must not contain a line break"),
+    ("mounts", [{"destination": "/d", "type": "tmpfs", "source": "t",
+                 "options": ["ro\rlxc.hook.pre-start = /bin/true"]}],
+     "mounts[0].options[0]: must not contain a line break"),
+    ("linux.resources", {"unified": {"memory.max\nlxc.hook.pre-start": "1"}},
+     'linux.resources.unified["memory.max\\nlxc.hook.pre-start"]: must name a cgroup v2'),
 ]
 
 
