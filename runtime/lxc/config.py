@@ -169,7 +169,7 @@ def seccomp_policy(spec: dict[str, Any], notes: list[str] | None = None) -> str 
 
 
 def render(lines: Sequence[Line]) -> str:
-    """The config file text: one ``key = value`` per line (``man lxc.container.conf``).
+    r"""The config file text: one ``key = value`` per line (``man lxc.container.conf``).
 
     The one choke point for config text (issue 12): every line the translation produced passes
     here, and a line that LXC would read differently from what was meant is refused with
