@@ -293,10 +293,10 @@ def validate(spec: dict[str, Any]) -> None:
     # root.readonly is honoured by the mount hook (runtime/lxc/setup_hooks.py): LXC's own
     # lxc.rootfs.options = ro would make the mount points' create=dir fail with EROFS.
     _validate_mounts(spec.get("mounts", []))
-    for field, value in config_strings(spec):
+    for where, value in config_strings(spec):
         problem = text_problem(value)
         if problem:
-            raise InvalidArgument(f"{field}: {problem}")
+            raise InvalidArgument(f"{where}: {problem}")
 
 
 def text_problem(value: str) -> str:
