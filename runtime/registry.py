@@ -50,6 +50,14 @@ def _lxc(ctx: BackendContext) -> Backend:
     return LxcBackend(ctx.reaper, ctx.root / "lxc", hold_gate=ctx.hold, inherit_stdio=ctx.cli)
 
 
+def _proxmox(ctx: BackendContext) -> Backend:
+    from runtime.proxmox.backend import ProxmoxBackend
+
+    if ctx.cli:
+        raise errdefs.NotImplementedErr("the OCI CLI does not drive the proxmox backend")
+    return ProxmoxBackend(ctx.reaper, ctx.root)
+
+
 @dataclass(frozen=True)
 class _Entry:
     factory: Callable[[BackendContext], Backend]
@@ -59,6 +67,7 @@ class _Entry:
 
 _BACKENDS: dict[str, _Entry] = {
     "lxc": _Entry(_lxc, "runtime.lxc.cleanup:cleanup"),
+    "proxmox": _Entry(_proxmox, "runtime.proxmox.cleanup:cleanup"),
 }
 
 
@@ -105,3 +114,47 @@ def cleanup_any(name: str, state_dir: Path, bundle: Path) -> tuple[int, int]:
         if found is None and pid:
             found = (pid, status)
     return found or (0, 128 + 9)
+
+
+class SelectingBackend:
+    """The daemon's backend: each task's configuration chooses (``[backend] type``, the file
+    containerd's runtime option ``config_path`` names, so a RuntimeClass chooses); each
+    backend is opened on first use. Handles carry ``backend_name``, which the task's record
+    keeps for the ``delete`` action."""
+
+    name = DEFAULT
+
+    def __init__(self, ctx: BackendContext) -> None:
+        self._ctx = ctx
+        self._open: dict[str, Backend] = {}
+
+    def _for(self, settings: dict[str, Any]) -> tuple[str, Backend]:
+        section = settings.get("backend") or {}
+        name = str(section.get("type", DEFAULT)) if isinstance(section, dict) else ""
+        backend = self._open.get(name)
+        if backend is None:
+            backend = self._open[name] = open_backend(name, self._ctx)
+        return name, backend
+
+    async def create(self, config: Any) -> Any:
+        name, backend = self._for(config.settings)
+        handle = await backend.create(config)
+        _tag(handle, name)
+        return handle
+
+    async def restore(self, config: Any, source: Any) -> Any:
+        from runtime.backend import Restorer
+
+        name, backend = self._for(config.settings)
+        if not isinstance(backend, Restorer):
+            raise errdefs.NotImplementedErr(f"the {name} backend cannot restore processes")
+        handle = await backend.restore(config, source)
+        _tag(handle, name)
+        return handle
+
+
+def _tag(handle: Any, name: str) -> None:
+    try:
+        handle.backend_name = name
+    except AttributeError:  # a handle with __slots__: the record keeps the default name
+        pass

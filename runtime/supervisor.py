@@ -575,7 +575,8 @@ class Supervisor:
         try:
             self.store.save_record(TaskRecord(
                 id=c.id, namespace=self.namespace, bundle=str(c.config.bundle),
-                backend=self.backend.name, pid=p.pid, status=p.status.value,
+                backend=getattr(c.handle, "backend_name", "") or self.backend.name,
+                pid=p.pid, status=p.status.value,
                 exit_status=p.exit.status if p.exit else None,
                 exited_at=p.exit.exited_at if p.exit else None, shim_pid=os.getpid(),
                 oci_version=str(c.config.spec.get("ociVersion", "")),

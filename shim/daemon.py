@@ -126,8 +126,8 @@ async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addr
     publisher.start()
     stop = asyncio.Event()
     # The backend by name (runtime.registry), the name every task's record keeps for the
-    # `delete` action; the LXC backend unless a later configuration chooses another.
-    backend = registry.open_backend(registry.DEFAULT, registry.BackendContext(reaper, root))
+    # `delete` action: each task's configuration ([backend] type) chooses; LXC by default.
+    backend = registry.SelectingBackend(registry.BackendContext(reaper, root))
     supervisor = Supervisor(backend, publisher, store, flags.namespace, reaper=reaper,
                             on_empty=stop.set,
                             # [network] after storage's provisioner (it needs the final spec).

@@ -21,6 +21,14 @@
  * it with the container's own /dev/null (the runtime's stand-in for an empty stdio path would
  * be the host's /dev/null, a file CRIU cannot dump), '-' keeps it.
  *
+ * 'f' (the Proxmox backend, runtime/proxmox/initdir.py) opens /dev/.lxcri/fd<N> instead: there
+ * the container's own stdio is Proxmox's (/dev/null), so the runtime bind-mounts the client's
+ * stdio FIFOs there; the program opens them, as the program's own user.
+ *
+ * If /dev/.lxcri/gate exists (Proxmox backend), PID 1 reads one line from it before the program
+ * runs: "go" runs it, anything else (EOF: the runtime is gone or aborted) exits 1 without
+ * running it. This holds a created container whose start is not the runtime's to hold.
+ *
  * The runtime starts it with lxc-start as lxc.init.cmd, with no arguments: LXC splits
  * lxc.init.cmd at spaces without honouring quotes, so the program's argv is read from
  * /dev/.lxcri/argv (NUL-terminated strings) instead. Given "-- PROGRAM ARGS", it runs those.
@@ -42,6 +50,7 @@
 #define STATUS_FILE "/dev/.lxcri/status"
 #define ARGV_FILE "/dev/.lxcri/argv"
 #define STDIO_FILE "/dev/.lxcri/stdio"
+#define GATE_FILE "/dev/.lxcri/gate"
 #define ARGV_MAX (1 << 20)
 
 /* The NUL-separated strings of ARGV_FILE as a NULL-terminated vector, or NULL. */
@@ -111,6 +120,22 @@ static void null_stdio(void)
 	n = read(fd, marks, sizeof(marks));
 	close(fd);
 	for (int i = 0; i < n; i++) {
+		if (marks[i] == 'f') {
+			char path[32];
+			int f;
+
+			snprintf(path, sizeof(path), "/dev/.lxcri/fd%d", i);
+			f = open(path, i == 0 ? O_RDONLY : O_WRONLY);
+			if (f < 0) {
+				perror(path);
+				_exit(126);
+			}
+			if (f != i) {
+				dup2(f, i);
+				close(f);
+			}
+			continue;
+		}
 		if (marks[i] != 'n')
 			continue;
 		int null = open("/dev/null", O_RDWR);
@@ -121,6 +146,30 @@ static void null_stdio(void)
 			close(null);
 		}
 	}
+}
+
+/* One line from GATE_FILE: true for "go". Opened non-blocking so that a FIFO without a writer
+ * (the runtime is gone) reads EOF instead of waiting forever. */
+static int gate_passed(void)
+{
+	char buf[8];
+	size_t len = 0;
+	int fd = open(GATE_FILE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0)
+		return 0;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	while (len < sizeof(buf)) {
+		ssize_t n = read(fd, buf + len, 1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || buf[len] == '\n')
+			break;
+		len++;
+	}
+	close(fd);
+	return len == 2 && memcmp(buf, "go", 2) == 0;
 }
 
 static int decode(int wstatus)
@@ -153,6 +202,8 @@ int main(int argc, char *argv[])
 	}
 	/* LXC hands its log file over as -o /proc/1/fd/N: a host file CRIU could not dump. */
 	close_from(3);
+	if (access(GATE_FILE, F_OK) == 0 && !gate_passed())
+		return 1;
 
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);

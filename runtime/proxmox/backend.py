@@ -1,0 +1,306 @@
+"""``ProxmoxBackend``: each container a Proxmox CT, made and run through the Proxmox API.
+
+Create (the OCI "created" state, init held, its real host PID known):
+
+1. the image's template CT (runtime.proxmox.rootfs), made once per node;
+2. a VMID (runtime.proxmox.vmid) and ``POST /lxc/{template}/clone`` (a linked clone);
+3. ``PUT /lxc/{vmid}/config`` with the options from the spec (runtime.proxmox.ctconfig),
+   ``entrypoint`` the project's init, then the raw mount keys into the config file
+   (runtime.proxmox.conffile, runtime.proxmox.initdir);
+4. ``POST /lxc/{vmid}/status/start``: the CT runs, its PID 1 (the init) waits at the gate;
+   ``GET …/status/current`` gives the init's host PID (its undeclared ``pid``).
+
+Start writes ``go`` to the gate. The exit is watched through a pidfd of the init (not our
+child), its status read from the init's status file; PVE's CT stops by itself when its init
+exits. Signals, exec (``lxc-attach -P <lxcpath> -n <vmid>``), stats and pause work on the node,
+as for the LXC backend (runtime.lxc.ops). Delete stops the CT and destroys it with its volume
+through the API. A failed create destroys what it made (CT, volume, so the VMID is free again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from runtime import cgroups, errdefs
+from runtime import config as runtime_config
+from runtime.lxc import state as lxcstate
+from runtime.lxc.backend import rootfs_from_spec
+from runtime.lxc.exec import AttachContext
+from runtime.lxc.ops import ContainerOps
+from runtime.oplog import OpLog
+from runtime.proxmox import conffile, ctconfig, initdir, rootfs, settings
+from runtime.proxmox import state as pvestate
+from runtime.proxmox import vmid as vmids
+from runtime.proxmox.api import PveApi
+from runtime.reaper import Reaper
+from runtime.stdio import ProcessIO
+from runtime.types import CreateConfig
+
+log = logging.getLogger(__name__)
+_HARMLESS = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH,
+                       signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+#: PVE's default idmap for unprivileged CTs (proxmox-api.md §6.1).
+UNPRIVILEGED_BASE = 100000
+
+
+async def destroy(api: PveApi, vmid: int) -> None:
+    """Stop (if running) and destroy a CT with its volumes; a CT already gone is fine."""
+    try:
+        cur = await api.call("GET", "/nodes/{node}/lxc/{vmid}/status/current", vmid=vmid,
+                             read=True)
+    except errdefs.NotFound:
+        return
+    if isinstance(cur, dict) and cur.get("status") == "running":
+        with contextlib.suppress(errdefs.FailedPrecondition):  # "not running" meanwhile
+            await api.run("POST", "/nodes/{node}/lxc/{vmid}/status/stop", vmid=vmid,
+                          what="stop")
+    try:
+        await api.run("DELETE", "/nodes/{node}/lxc/{vmid}", vmid=vmid, what="destroy",
+                      params={"purge": True, "destroy-unreferenced-disks": True})
+    except errdefs.NotFound:
+        return
+
+
+class ProxmoxBackend:
+    name = "proxmox"
+
+    def __init__(self, reaper: Reaper, root: Path) -> None:
+        self._reaper = reaper
+        self._root = root
+        self._oplog = OpLog(root / "runtime" / "events.log", source="proxmox")
+        self._apis: dict[settings.ProxmoxSettings, PveApi] = {}
+        self._lxc_attach = shutil.which("lxc-attach") or "lxc-attach"
+
+    def api(self, s: settings.ProxmoxSettings) -> PveApi:
+        api = self._apis.get(s)
+        if api is None:
+            api = self._apis[s] = PveApi(s, self._oplog)
+        return api
+
+    async def create(self, config: CreateConfig) -> PveContainer:
+        s = settings.parse(config.settings)
+        api = self.api(s)
+        spec = config.spec
+        process = spec["process"]
+        overrides = runtime_config.overrides(config.settings, spec.get("annotations") or {})
+        opts = ctconfig.build(spec, namespace=config.namespace, container_id=config.id,
+                              overrides=overrides, default_bridge=s.bridge, tags=s.tags,
+                              entrypoint=initdir.ENTRYPOINT)
+        user = process.get("user") or {}
+        shift = UNPRIVILEGED_BASE if opts.unprivileged else 0
+        rootfs_dir = config.bundle / "rootfs" if config.rootfs else rootfs_from_spec(config)
+        if not config.rootfs and not rootfs_dir.is_dir():
+            raise errdefs.NotFound(f"root.path: rootfs {rootfs_dir} does not exist")
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        init_dir, raw = initdir.prepare(config.state_dir, list(process["args"]), config.stdio,
+                                        host_uid=shift + int(user.get("uid", 0)),
+                                        host_gid=shift + int(user.get("gid", 0)))
+        vmid: int | None = None
+        gate: int | None = None
+        stdin: tuple[int, int] | None = None
+        try:
+            if config.stdio.stdin:
+                stdin = initdir.open_stdin(init_dir, config.stdio.stdin)
+            template = await rootfs.template_for(api, self._reaper, config, rootfs_dir,
+                                                 opts.unprivileged)
+
+            async def clone(new: int) -> None:
+                upid = await api.call("POST", "/nodes/{node}/lxc/{vmid}/clone", vmid=template,
+                                      params={"newid": new,
+                                              "hostname": opts.options["hostname"],
+                                              "description": opts.options["description"]})
+                await api.wait_task(upid, vmid=new, what=f"linked clone of CT {template}")
+
+            st = pvestate.PveState(vmid=0, url=s.url, node=s.node, token_id=s.token_id,
+                                   token_secret_file=str(s.token_secret_file),
+                                   ca_file=s.ca_file, conf_dir=str(s.conf_dir),
+                                   request_timeout=s.request_timeout)
+            vmid, _ = await vmids.with_new_vmid(api, clone)
+            st.vmid = vmid
+            pvestate.save(config.state_dir, st)  # the `delete` action can remove it from now
+            await api.call("PUT", "/nodes/{node}/lxc/{vmid}/config", vmid=vmid,
+                           params=opts.options)
+            conffile.add_raw(s.conf_dir, vmid, raw + opts.raw)
+            gate = initdir.open_gate(init_dir)
+            await api.run("POST", "/nodes/{node}/lxc/{vmid}/status/start", vmid=vmid,
+                          what="start")
+            cur = await api.call("GET", "/nodes/{node}/lxc/{vmid}/status/current", vmid=vmid,
+                                 read=True)
+            pid = int((cur or {}).get("pid") or 0)
+            if (cur or {}).get("status") != "running" or pid <= 0:
+                raise errdefs.Internal(f"CT {vmid}: started, but status/current says "
+                                       f"{(cur or {}).get('status')!r} with pid {pid}")
+            st.pid, st.pid_start_time = pid, lxcstate.start_time(pid)
+            pvestate.save(config.state_dir, st)
+            handle = PveContainer(self, api, s, st, config.state_dir, init_dir, gate, stdin)
+            gate = stdin = None
+            return handle
+        except BaseException:
+            if gate is not None:
+                os.close(gate)
+            for fd in stdin or ():
+                os.close(fd)
+            if vmid is not None:
+                # Shielded: a cancelled create still removes its CT.
+                await asyncio.shield(_undo(api, vmid))
+            pvestate.remove(config.state_dir)
+            shutil.rmtree(init_dir, ignore_errors=True)
+            raise
+
+
+async def _undo(api: PveApi, vmid: int) -> None:
+    try:
+        await destroy(api, vmid)
+    except errdefs.ErrdefsError as exc:
+        log.error("CT %d: removing it after a failed create failed: %s", vmid, exc)
+
+
+class PveContainer(ContainerOps):
+    """A created CT: its init held at the gate until :meth:`start`."""
+
+    def __init__(self, backend: ProxmoxBackend, api: PveApi, s: settings.ProxmoxSettings,
+                 st: pvestate.PveState, state_dir: Path, init_dir: Path, gate: int,
+                 stdin: tuple[int, int] | None = None) -> None:
+        self._api = api
+        self._settings = s
+        self._pve = st
+        self._state_dir = state_dir
+        self._init_dir = init_dir
+        self._gate: int | None = gate
+        self._st = lxcstate.PersistedState(name=str(st.vmid), lxcpath=str(s.lxcpath),
+                                           bundle="", pid=st.pid)
+        self._io = ProcessIO()
+        if stdin is not None:
+            # Fed by ProcessIO's copy (containerd's FIFO → the CT's fd0), closed on EOF,
+            # CloseIO or delete.
+            self._io._stdin_src, self._io._stdin_sink = stdin
+            self._io.spawned()
+        self.attach = AttachContext(backend._reaper, backend._lxc_attach, s.lxcpath,
+                                    str(st.vmid), s.lxcpath / str(st.vmid) / "rootfs")
+        self._pidfd: int | None = os.pidfd_open(st.pid)
+        self._started = False
+        self._deleted = False
+        self._created_kill: int | None = None
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(self._pidfd, self._on_exit)
+        self._exit = loop.create_task(self._watch())
+
+    @property
+    def pid(self) -> int:
+        return self._pve.pid
+
+    @property
+    def vmid(self) -> int:
+        return self._pve.vmid
+
+    def _on_exit(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    async def _watch(self) -> int:
+        await self._exited
+        if self._created_kill is not None:
+            return 128 + self._created_kill
+        recorded = initdir.exit_status(self._init_dir)
+        # No status: the init itself was SIGKILLed (it waits for every other signal).
+        return recorded if recorded is not None else 128 + signal.SIGKILL
+
+    def _live_cgroups(self) -> cgroups.Cgroups:
+        cg = cgroups.of_pid(self.pid)
+        want = ("lxc", str(self.vmid))
+        for p in [*cg.v1.values(), *([cg.v2] if cg.v2 else [])]:
+            parts = p.parts
+            if any(parts[i:i + 2] == want for i in range(len(parts) - 1)):
+                return cg
+        raise errdefs.NotFound(f"CT {self.vmid}: no cgroup (not running)")
+
+    async def start(self) -> None:
+        if self._exit.done():
+            raise errdefs.FailedPrecondition(f"CT {self.vmid} has already exited")
+        if self._started:
+            raise errdefs.FailedPrecondition(f"CT {self.vmid} is already started")
+        self._started = True
+        self._write_gate(b"go\n")
+
+    def _write_gate(self, word: bytes) -> None:
+        if self._gate is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._gate, word)
+            os.close(self._gate)
+            self._gate = None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exit)
+
+    def kill(self, signal: int, all: bool = False) -> None:
+        if self._exit.done() or self._exited.done() or self._pidfd is None:
+            raise errdefs.NotFound(f"CT {self.vmid}: process already finished")
+        others = ([p for p in cgroups.read_pids(self._live_cgroups()) if p != self.pid]
+                  if all else [])
+        if not self._started and signal not in _HARMLESS:
+            # Held at the gate, PID 1 of its PID namespace ignores default-action signals:
+            # the aborted gate ends it, and the status says which signal did.
+            if self._created_kill is None:
+                self._created_kill = signal
+            self._write_gate(b"abort\n")
+        else:
+            try:
+                import signal as sigmod
+                sigmod.pidfd_send_signal(self._pidfd, signal)
+            except ProcessLookupError:
+                raise errdefs.NotFound(f"CT {self.vmid}: process already finished") from None
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal)
+
+    def pids(self) -> list[int]:
+        if self._exited.done():
+            return []
+        try:
+            found = cgroups.read_pids(self._live_cgroups())
+        except errdefs.NotFound:
+            found = []
+        return [self.pid] + [p for p in found if p != self.pid]
+
+    def close_stdin(self) -> None:
+        self._io.close_stdin()
+
+    def resize(self, width: int, height: int) -> None:
+        """No terminal (initdir refuses process.terminal)."""
+
+    async def delete(self) -> None:
+        if self._deleted:
+            return
+        self.stop_oom_watch()
+        self._write_gate(b"abort\n")
+        await self._io.aclose()
+        await destroy(self._api, self.vmid)
+        if not self._exited.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await asyncio.shield(self._exited)
+        if self._pidfd is not None:
+            if not self._exited.done():
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        shutil.rmtree(self._init_dir, ignore_errors=True)
+        pvestate.remove(self._state_dir)
+        self._deleted = True
+
+    def stats(self) -> cgroups.Stats:
+        return cgroups.read_stats(self._live_cgroups())
+
+    async def update(self, resources: dict[str, Any]) -> None:
+        raise errdefs.NotImplementedErr(f"CT {self.vmid}: update of a Proxmox CT's resources "
+                                        "is not implemented yet")

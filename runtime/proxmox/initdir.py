@@ -1,0 +1,113 @@
+"""The project's init (``lxcri-init``) as the CT's entrypoint, with the shim's directory.
+
+Proxmox starts a CT through ``systemctl start pve-container@<vmid>``: ``lxc-start -F`` with
+stdout to /dev/null and no exit status anywhere (proxmox-api.md §6.2). So the program's stdio,
+its exit status and the created state's hold cannot come from Proxmox's process; they come
+through a directory the shim owns (``<state dir>/pve-init``), bind-mounted at ``/dev/.lxcri``
+in the CT by a raw ``lxc.mount.entry`` key (written into the CT's config file as root on the
+node: raw keys cannot be set through the API, and bind mount points need a root@pam ticket;
+proxmox-api.md §0 item 5, §6.1):
+
+- ``init.lxc``: the static init, the CT's ``entrypoint`` (an API option since PVE 9.1);
+- ``argv``: the program's argv (NUL-terminated); ``stdio``: one mark per descriptor, ``f``
+  for a stream (the init opens ``/dev/.lxcri/fd<N>``), ``n`` for none (/dev/null);
+- ``fd1``, ``fd2``: containerd's stdout and stderr FIFOs, each bind-mounted there by its own
+  mount entry (inside the CT's mount namespace only), and given to the program's user: the LXC
+  backend hands the same FIFOs to the same process, so the access is the same;
+- ``fd0``: a FIFO of the shim's, which it feeds from containerd's stdin FIFO (as the LXC
+  backend feeds a pipe, runtime/stdio.py): containerd's writer may come and go (``ctr`` closes
+  it at its stdin's EOF) before the program opens its end, which would then wait forever;
+- ``gate``: a FIFO the shim holds open; PID 1 waits for ``go`` before running the program
+  (OCI created → running), and EOF (the shim died) or ``abort`` ends it with status 1;
+- ``status``: the program's exit status, written by the init before it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from runtime import errdefs
+from runtime.lxc.owninit import BINARY
+from runtime.proxmox.ctconfig import mount_path
+from runtime.types import Stdio
+
+DIR_NAME = "pve-init"
+MOUNT_POINT = "dev/.lxcri"
+ENTRYPOINT = "/dev/.lxcri/init.lxc"
+
+
+def prepare(state_dir: Path, args: list[str], stdio: Stdio, *, host_uid: int, host_gid: int,
+            binary: Path = BINARY) -> tuple[Path, list[tuple[str, str]]]:
+    """The directory (host path) and the raw LXC keys that mount it and the FIFOs."""
+    if not binary.is_file():
+        raise errdefs.FailedPrecondition(f"{binary}: the in-container init is not built "
+                                         "(run `make setup`)")
+    if stdio.terminal:
+        raise errdefs.NotImplementedErr("process.terminal: the Proxmox backend does not "
+                                        "give containers a terminal yet")
+    d = state_dir / DIR_NAME
+    d.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(d, 0o755)
+    shutil.copy2(binary, d / "init.lxc")
+    (d / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in args))
+    raw = [("lxc.mount.entry", f"{mount_path('state dir', str(d))} {MOUNT_POINT} none "
+                               "bind,create=dir 0 0")]
+    marks = ""
+    for n, path in enumerate((stdio.stdin, stdio.stdout, stdio.stderr)):
+        if not path:
+            marks += "n"
+            continue
+        if "://" in path:
+            raise errdefs.NotImplementedErr(f"stdio {path!r}: the Proxmox backend takes FIFO "
+                                            "paths only (no file:// or binary:// logging)")
+        mount_path(f"stdio {n}", path)
+        if not os.path.exists(path):
+            raise errdefs.NotFound(f"stdio {n}: {path}: no such file")
+        if n == 0:
+            fifo = d / "fd0"
+            if not fifo.exists():
+                os.mkfifo(fifo, 0o600)
+            os.chown(fifo, host_uid, host_gid)
+            marks += "f"
+            continue
+        (d / f"fd{n}").touch()
+        # The program opens it as its own user, inside the CT (unprivileged: shifted ids).
+        os.chown(path, host_uid, host_gid)
+        raw.append(("lxc.mount.entry", f"{path} {MOUNT_POINT}/fd{n} none bind,create=file 0 0"))
+        marks += "f"
+    (d / "stdio").write_text(marks)
+    status = d / "status"
+    status.write_text("")
+    os.chmod(status, 0o666)
+    gate = d / "gate"
+    if not gate.exists():
+        os.mkfifo(gate, 0o644)
+    return d, raw
+
+
+def open_stdin(directory: Path, client: str) -> tuple[int, int]:
+    """(containerd's stdin FIFO, the shim's end of ``fd0``), both non-blocking; ``fd0`` is
+    opened O_RDWR so that neither open waits (fifo(7)) and the program reads EOF once the
+    copy ends and closes it."""
+    src = os.open(client, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        sink = os.open(directory / "fd0", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except BaseException:
+        os.close(src)
+        raise
+    return src, sink
+
+
+def open_gate(directory: Path) -> int:
+    """The shim's end of the gate: O_RDWR, so it never blocks (fifo(7)); held until start."""
+    return os.open(directory / "gate", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+
+
+def exit_status(directory: Path) -> int | None:
+    try:
+        text = (directory / "status").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None

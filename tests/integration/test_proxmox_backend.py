@@ -1,0 +1,124 @@
+"""The Proxmox VE backend end to end: ``ctr run --runtime io.containerd.proxmox.v2`` with a
+configuration whose ``[backend] type = "proxmox"``, against the Proxmox stand-in
+(tests/pvestandin: the API from Proxmox's schema, CTs on real LXC, ``local-zfs`` on zfs-fuse).
+
+What a user sees: the program's output and exit status through ctr, the CT in the Proxmox API
+(its VMID, running, stopped, gone), exec and stats through ctr, and after every failure a clear
+error and nothing left in the stand-in. The image template CT (the node's image cache,
+runtime/proxmox/rootfs.py) is the only thing that stays, on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.harness.containerd import PrivateContainerd
+from tests.harness.fixtures import PROXMOX_RUNTIME, BusyboxImage
+from tests.harness.zfs import zfs_fuse_fixture  # noqa: F401
+from tests.pvestandin.fixture import StandInHandle, pve_standin_fixture  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Pve:
+    ctd: PrivateContainerd
+    pve: StandInHandle
+    config: Path
+    image: str
+
+    def run(self, id: str, *args: str, detach: bool = False, check: bool = True,
+            annotations: dict[str, str] | None = None, config: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        flags = ["-d"] if detach else ["--rm"]
+        for k, v in (annotations or {}).items():
+            flags += ["--annotation", f"{k}={v}"]
+        return self.ctd.ctr("run", *flags, "--runtime", PROXMOX_RUNTIME,
+                            "--runtime-config-path", str(config or self.config), self.image,
+                            id, *args, check=check, timeout=timeout)
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        r = requests.request(method, f"{self.pve.url}{path}", verify=self.pve.ca_file,
+                             headers={"Authorization": self.pve.auth_header()}, timeout=30,
+                             **kw)
+        r.raise_for_status()
+        return r.json()["data"]
+
+    def cts(self) -> dict[int, dict[str, Any]]:
+        """The CTs the API lists, templates (the image cache) left out."""
+        return {int(c["vmid"]): c for c in self.api("GET", f"/nodes/{self.pve.node}/lxc")
+                if str(c.get("template", 0)) != "1"}
+
+    def ct_of(self, id: str) -> tuple[int, dict[str, Any]] | None:
+        for vmid, c in self.cts().items():
+            conf = self.api("GET", f"/nodes/{self.pve.node}/lxc/{vmid}/config")
+            if f"container {id}" in conf.get("description", ""):
+                return vmid, c
+        return None
+
+    def leftovers(self) -> list[str]:
+        """The stand-in's leftovers, the image templates and their base volumes aside."""
+        templates = {str(v) for v, c in
+                     ((int(c["vmid"]), c) for c in self.api("GET", f"/nodes/{self.pve.node}/lxc"))
+                     if str(c.get("template", 0)) == "1"}
+        return [x for x in self.pve.leftovers()
+                if not any(x == f"CT {t}" or f"basevol-{t}-" in x for t in templates)]
+
+    def wait_status(self, id: str, status: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ctd.task_status(id) != status:
+            assert time.monotonic() < deadline, f"{id} never became {status}"
+            time.sleep(0.05)
+
+
+def write_config(pve: StandInHandle, folder: Path, **extra: str) -> Path:
+    secret = folder / "pve-token"
+    secret.write_text(pve.token_secret + "\n")
+    os.chmod(secret, 0o600)
+    node = pve.standin.node
+    assert node is not None
+    lower, upper = pve.standin.opts.nextid_range
+    lines = ['[backend]', 'type = "proxmox"', '', '[proxmox]',
+             f'url = "{pve.url.removesuffix("/api2/json")}"', f'node = "{pve.node}"',
+             f'token_id = "{pve.token_id}"',
+             f'token_secret_file = "{secret}"', f'ca_file = "{pve.ca_file}"',
+             'storage = "local-zfs"', f'conf_dir = "{node.conf_dir}"',
+             f'lxcpath = "{node.lxc.lxcpath}"', f'vmid_range = [{lower}, {upper}]',
+             'rootfs_size = 1', 'request_timeout = 10', 'task_timeout = 60']
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    config = folder / "config.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+@pytest.fixture
+def env(containerd: PrivateContainerd, busybox_image: BusyboxImage,
+        pve_standin: StandInHandle, tmp_path: Path) -> Iterator[Pve]:
+    e = Pve(containerd, pve_standin, write_config(pve_standin, tmp_path), busybox_image.ref)
+    before = set(containerd.ctr("containers", "ls", "-q").stdout.split())
+    yield e
+    for cid in set(containerd.ctr("containers", "ls", "-q").stdout.split()) - before:
+        containerd.remove_container(cid)
+
+
+# -- run --------------------------------------------------------------------------------------
+
+
+def test_run_rm_prints_output_and_exit_status(env: Pve, unique_id: str) -> None:
+    r = env.run(f"{unique_id}-0", "echo", "hello from a proxmox CT")
+    assert r.stdout == "hello from a proxmox CT\n"
+    r = env.run(f"{unique_id}-7", "sh", "-c", "echo out; echo err >&2; exit 7", check=False)
+    assert (r.returncode, r.stdout, r.stderr.strip().splitlines()[-1:]) == (7, "out\n", ["err"])
+    r = env.run(f"{unique_id}-9", "sh", "-c", "kill -9 $$", check=False)
+    assert r.returncode == 137
+    assert env.cts() == {}
+    assert env.leftovers() == []
