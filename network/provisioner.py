@@ -32,6 +32,9 @@ class NetworkProvisioner:
     async def prepare(self, config: CreateConfig) -> CreateConfig:
         """The config whose spec joins the container's shim-managed network namespace, or
         ``config`` itself when the container gets no shim-managed network."""
+        backend = config.settings.get("backend") or {}
+        if isinstance(backend, dict) and backend.get("type") == "proxmox":
+            return config  # the CT's net0 is Proxmox's (runtime/proxmox/ctconfig.py)
         annotations = config.spec.get("annotations") or {}
         asked = isinstance(annotations, dict) and any(
             str(k).startswith(ANNOTATION_PREFIX) for k in annotations)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 from pathlib import Path
@@ -50,17 +51,34 @@ _HARMLESS = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIG
 UNPRIVILEGED_BASE = 100000
 
 
-async def destroy(api: PveApi, vmid: int) -> None:
-    """Stop (if running) and destroy a CT with its volumes; a CT already gone is fine."""
+async def _status(api: PveApi, vmid: int) -> str | None:
+    """``running``/``stopped``, or None when the CT does not exist."""
     try:
         cur = await api.call("GET", "/nodes/{node}/lxc/{vmid}/status/current", vmid=vmid,
                              read=True)
     except errdefs.NotFound:
+        return None
+    return str((cur or {}).get("status", "")) if isinstance(cur, dict) else ""
+
+
+async def destroy(api: PveApi, vmid: int, *, settle: float = 0.0) -> None:
+    """Stop (if running) and destroy a CT with its volumes; a CT already gone is fine.
+    ``settle``: seconds to let a CT whose init has exited stop by itself first (its
+    ``lxc-start`` ends with the init; a stop meanwhile races it and fails in ``lxc-stop``)."""
+    status = await _status(api, vmid)
+    deadline = asyncio.get_running_loop().time() + settle
+    while status == "running" and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        status = await _status(api, vmid)
+    if status is None:
         return
-    if isinstance(cur, dict) and cur.get("status") == "running":
-        with contextlib.suppress(errdefs.FailedPrecondition):  # "not running" meanwhile
+    if status == "running":
+        try:
             await api.run("POST", "/nodes/{node}/lxc/{vmid}/status/stop", vmid=vmid,
                           what="stop")
+        except errdefs.ErrdefsError:
+            if await _status(api, vmid) == "running":  # not the race with its own exit
+                raise
     try:
         await api.run("DELETE", "/nodes/{node}/lxc/{vmid}", vmid=vmid, what="destroy",
                       params={"purge": True, "destroy-unreferenced-disks": True})
@@ -112,10 +130,9 @@ class ProxmoxBackend:
                                                  opts.unprivileged)
 
             async def clone(new: int) -> None:
-                upid = await api.call("POST", "/nodes/{node}/lxc/{vmid}/clone", vmid=template,
-                                      params={"newid": new,
-                                              "hostname": opts.options["hostname"],
-                                              "description": opts.options["description"]})
+                params = {"newid": new, "hostname": opts.options["hostname"],
+                          "description": opts.options["description"]}
+                upid = await clone_when_unlocked(api, template, params)
                 await api.wait_task(upid, vmid=new, what=f"linked clone of CT {template}")
 
             st = pvestate.PveState(vmid=0, url=s.url, node=s.node, token_id=s.token_id,
@@ -153,6 +170,24 @@ class ProxmoxBackend:
             pvestate.remove(config.state_dir)
             shutil.rmtree(init_dir, ignore_errors=True)
             raise
+
+
+async def clone_when_unlocked(api: PveApi, template: int, params: dict[str, Any]) -> str:
+    """``POST …/clone``, again while the template is ``locked (disk)``: pve-container
+    (``API2/LXC.pm`` → ``clone_vm``) locks the source of every clone, linked ones too, until
+    the clone's worker ends, so concurrent clones of one image take turns. The refusal is a
+    pre-check: nothing was made, so trying again is safe."""
+    deadline = asyncio.get_running_loop().time() + api.settings.task_timeout
+    while True:
+        try:
+            upid: str = await api.call("POST", "/nodes/{node}/lxc/{vmid}/clone", vmid=template,
+                                       params=params)
+            return upid
+        except errdefs.FailedPrecondition as exc:
+            if "is locked (disk)" not in str(exc) or \
+                    asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(random.uniform(0.02, 0.2))
 
 
 async def _undo(api: PveApi, vmid: int) -> None:
@@ -284,7 +319,7 @@ class PveContainer(ContainerOps):
         self.stop_oom_watch()
         self._write_gate(b"abort\n")
         await self._io.aclose()
-        await destroy(self._api, self.vmid)
+        await destroy(self._api, self.vmid, settle=10.0 if self._exited.done() else 0.0)
         if not self._exited.done():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):

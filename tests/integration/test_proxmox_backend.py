@@ -122,3 +122,76 @@ def test_run_rm_prints_output_and_exit_status(env: Pve, unique_id: str) -> None:
     assert r.returncode == 137
     assert env.cts() == {}
     assert env.leftovers() == []
+
+
+def test_detached_ct_is_in_the_api_running_then_stopped_then_gone(env: Pve,
+                                                                   unique_id: str) -> None:
+    env.run(unique_id, "sleep", "300", detach=True)
+    env.wait_status(unique_id, "RUNNING")
+    found = env.ct_of(unique_id)
+    assert found is not None, env.cts()
+    vmid, ct = found
+    assert ct["status"] == "running"
+    pid = int(env.ctd.ctr("task", "ls").stdout.split(unique_id)[1].split()[0])
+    assert ct["pid"] == pid, "the task's PID is the CT's init, as the API reports it"
+    conf = env.api("GET", f"/nodes/{env.pve.node}/lxc/{vmid}/config")
+    assert conf["onboot"] == 0 and "containerd" in conf["tags"]
+    assert f"namespace default, container {unique_id}" in conf["description"]
+    assert conf["rootfs"].startswith("local-zfs:basevol-"), "a linked clone of the template"
+    env.ctd.ctr("task", "kill", "-s", "SIGKILL", unique_id)
+    env.wait_status(unique_id, "STOPPED")
+    deadline = time.monotonic() + 30
+    while env.cts().get(vmid, {}).get("status") != "stopped":
+        assert time.monotonic() < deadline, env.cts()
+        time.sleep(0.1)
+    env.ctd.ctr("task", "rm", unique_id)
+    env.ctd.ctr("container", "rm", unique_id)
+    assert vmid not in env.cts()
+    assert env.leftovers() == []
+
+
+def test_exec_stats_pause_resume(env: Pve, unique_id: str) -> None:
+    env.run(unique_id, "sleep", "300", detach=True)
+    env.wait_status(unique_id, "RUNNING")
+    r = env.ctd.ctr("task", "exec", "--exec-id", "e1", unique_id, "sh", "-c",
+                    "echo in $(hostname); exit 3", check=False)
+    assert (r.returncode, r.stdout) == (3, f"in {unique_id}\n")
+    metrics = env.ctd.ctr("task", "metrics", unique_id).stdout
+    assert "memory" in metrics.lower() or "pids" in metrics.lower(), metrics
+    env.ctd.ctr("task", "pause", unique_id)
+    env.wait_status(unique_id, "PAUSED")
+    env.ctd.ctr("task", "resume", unique_id)
+    env.wait_status(unique_id, "RUNNING")
+    env.ctd.ctr("task", "kill", "-s", "SIGKILL", unique_id)
+    env.wait_status(unique_id, "STOPPED")
+
+
+def test_vlan_annotation_reaches_net0(env: Pve, unique_id: str) -> None:
+    env.run(unique_id, "sleep", "300", detach=True,
+            annotations={"lxcri.proxmox.io/vlan": "42"})
+    env.wait_status(unique_id, "RUNNING")
+    found = env.ct_of(unique_id)
+    assert found is not None
+    conf = env.api("GET", f"/nodes/{env.pve.node}/lxc/{found[0]}/config")
+    assert "tag=42" in conf["net0"].split(","), conf["net0"]
+    assert "bridge=vmbr0" in conf["net0"].split(",")
+
+
+def test_ten_concurrent_creates_get_ten_vmids(env: Pve, unique_id: str) -> None:
+    import concurrent.futures
+
+    ids = [f"{unique_id}-{i}" for i in range(10)]
+    env.run(f"{unique_id}-warm", "true")  # the image template first: not what is measured
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda i: env.run(i, "sleep", "300", detach=True,
+                                                   timeout=300), ids))
+    assert all(r.returncode == 0 for r in results)
+    vmids = set()
+    for i in ids:
+        env.wait_status(i, "RUNNING", timeout=120)
+        found = env.ct_of(i)
+        assert found is not None
+        vmids.add(found[0])
+    assert len(vmids) == 10
+    lower, upper = env.pve.standin.opts.nextid_range
+    assert all(lower <= v <= upper for v in vmids)
