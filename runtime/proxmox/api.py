@@ -239,11 +239,28 @@ class PveApi:
                 raise _task_error(f"{_where(vmid)}: {what}: task {st.get('type', '')} failed",
                                   exitstatus)
             if time.monotonic() > deadline:
+                await self._stop_task(node, upid, vmid)
                 raise errdefs.DeadlineExceeded(
                     f"{_where(vmid)}: {what}: task {upid} still running after "
-                    f"{self.settings.task_timeout:g}s")
+                    f"{self.settings.task_timeout:g}s (stopped)")
             await asyncio.sleep(interval)
             interval = min(interval * 1.5, 0.5)
+
+    async def _stop_task(self, node: str, upid: str, vmid: int | None) -> None:
+        """Stop a task we gave up on (``DELETE /nodes/{node}/tasks/{upid}``, pve-manager
+        ``API2/Tasks.pm`` → ``stop_task``) and give it a moment to end, so that the CT it
+        holds can be cleaned up. Best effort: the caller reports the timeout."""
+        try:
+            await self.call("DELETE", "/nodes/{node}/tasks/{upid}", vmid=vmid, node=node,
+                            upid=upid)
+            for _ in range(50):
+                st = await self.call("GET", "/nodes/{node}/tasks/{upid}/status", vmid=vmid,
+                                     read=True, node=node, upid=upid)
+                if isinstance(st, dict) and st.get("status") == "stopped":
+                    return
+                await asyncio.sleep(0.1)
+        except errdefs.ErrdefsError:
+            return
 
     async def run(self, method: str, template: str, *, vmid: int | None, what: str = "",
                   params: dict[str, Any] | None = None, **fields: Any) -> None:

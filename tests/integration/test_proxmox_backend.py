@@ -195,3 +195,132 @@ def test_ten_concurrent_creates_get_ten_vmids(env: Pve, unique_id: str) -> None:
     assert len(vmids) == 10
     lower, upper = env.pve.standin.opts.nextid_range
     assert all(lower <= v <= upper for v in vmids)
+
+
+# -- failures: a clear error naming the CT and the call, and nothing left ------------------
+
+
+ALL_PRIVS = frozenset({
+    "VM.Allocate", "VM.Clone", "VM.Config.CPU", "VM.Config.Disk", "VM.Config.Memory",
+    "VM.Config.Network", "VM.Config.Options", "VM.Config.HWType", "VM.Config.Cloudinit",
+    "VM.PowerMgmt", "VM.Audit", "VM.Console", "VM.Monitor", "VM.Snapshot",
+    "VM.Snapshot.Rollback", "VM.Backup", "VM.Migrate", "Datastore.AllocateSpace",
+    "Datastore.AllocateTemplate", "Datastore.Allocate", "Datastore.Audit", "Sys.Audit",
+    "Sys.Modify", "Sys.Console", "Sys.PowerMgmt", "SDN.Use", "SDN.Audit", "Pool.Allocate",
+    "Pool.Audit", "Sys.AccessNetwork"})
+
+
+def failing_run(env: Pve, id: str, config: Path | None = None) -> str:
+    r = env.run(id, "echo", "never", check=False, config=config, timeout=180)
+    assert r.returncode != 0 and "never" not in r.stdout
+    return r.stderr
+
+
+def warm(env: Pve, unique_id: str) -> None:
+    """The image template exists (the failure then hits the container's own calls)."""
+    env.run(f"{unique_id}-warm", "true")
+
+
+def test_401_names_the_call(env: Pve, unique_id: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    config = write_config(env.pve, bad)
+    (bad / "pve-token").write_text("00000000-0000-0000-0000-000000000000\n")
+    err = failing_run(env, unique_id, config)
+    assert "401" in err and "/nodes/{node}/lxc" in err and "token" in err, err
+    assert env.pve.token_secret not in err
+    assert env.leftovers() == []
+
+
+def test_403_names_the_missing_privilege(env: Pve, unique_id: str) -> None:
+    warm(env, unique_id)
+    auth = env.pve.standin.api.auth
+    name = env.pve.token_id
+    auth.token_privs[name] = ALL_PRIVS - {"VM.Allocate"}
+    try:
+        err = failing_run(env, unique_id)
+    finally:
+        del auth.token_privs[name]
+    assert "403" in err and "lacks privilege VM.Allocate" in err and "/clone" in err, err
+    assert env.leftovers() == []
+
+
+def test_500_on_start_removes_the_ct(env: Pve, unique_id: str) -> None:
+    from tests.pvestandin.app import Fault
+
+    warm(env, unique_id)
+    env.pve.standin.api.faults.append(Fault("POST", r".*/status/start$", 500,
+                                            "something broke in pvedaemon"))
+    err = failing_run(env, unique_id)
+    assert "POST /nodes/{node}/lxc/{vmid}/status/start: 500: something broke" in err, err
+    assert "CT " in err
+    assert env.leftovers() == []
+
+
+def test_failed_task_reports_its_exitstatus(env: Pve, unique_id: str) -> None:
+    warm(env, unique_id)
+    node = env.pve.standin.node
+    assert node is not None
+    node.inject_task_failure("vzstart", "apparmor said no")
+    err = failing_run(env, unique_id)
+    assert "task vzstart failed" in err and "apparmor said no" in err, err
+    assert env.leftovers() == []
+
+
+def test_held_lock_on_the_template(env: Pve, unique_id: str) -> None:
+    warm(env, unique_id)
+    node = env.pve.standin.node
+    assert node is not None
+    templates = [int(c["vmid"]) for c in env.api("GET", f"/nodes/{env.pve.node}/lxc")
+                 if str(c.get("template", 0)) == "1"]
+    conf = node.conf_dir / f"{templates[0]}.conf"
+    text = conf.read_text()
+    conf.write_text(text.replace("template: 1\n", "lock: backup\ntemplate: 1\n"))
+    try:
+        err = failing_run(env, unique_id)
+    finally:
+        conf.write_text(text)
+    assert "CT is locked (backup)" in err and "a held lock" in err, err
+    assert env.leftovers() == []
+
+
+def test_task_timeout_stops_the_task_and_removes_the_ct(env: Pve, unique_id: str,
+                                                        tmp_path: Path) -> None:
+    warm(env, unique_id)
+    node = env.pve.standin.node
+    assert node is not None
+    short = tmp_path / "short"
+    short.mkdir()
+    config = write_config(env.pve, short)
+    config.write_text(config.read_text().replace("task_timeout = 60", "task_timeout = 3"))
+    node.tasks.hold.add("vzstart")
+    try:
+        err = failing_run(env, unique_id, config)
+    finally:
+        node.tasks.hold.discard("vzstart")
+    assert "still running after 3s" in err and "start" in err, err
+    assert env.leftovers() == []
+
+
+def test_unreachable_and_tls_failures(env: Pve, unique_id: str, tmp_path: Path) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    down = tmp_path / "down"
+    down.mkdir()
+    config = write_config(env.pve, down)
+    config.write_text(config.read_text().replace(
+        env.pve.url.removesuffix("/api2/json"), f"https://127.0.0.1:{port}"))
+    err = failing_run(env, f"{unique_id}-u", config)
+    assert "unreachable" in err and f"127.0.0.1:{port}" in err, err
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    config = write_config(env.pve, tls)
+    config.write_text(config.read_text().replace(env.pve.ca_file,
+                                                 "/etc/ssl/certs/ca-certificates.crt"))
+    err = failing_run(env, f"{unique_id}-t", config)
+    assert "TLS failure" in err, err
+    assert env.leftovers() == []
