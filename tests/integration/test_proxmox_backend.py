@@ -324,3 +324,49 @@ def test_unreachable_and_tls_failures(env: Pve, unique_id: str, tmp_path: Path) 
     err = failing_run(env, f"{unique_id}-t", config)
     assert "TLS failure" in err, err
     assert env.leftovers() == []
+
+
+# -- a shim that dies ------------------------------------------------------------------------
+
+
+def test_killed_shim_loses_no_exit_status(fresh_containerd: PrivateContainerd,
+                                          busybox_image: BusyboxImage,
+                                          pve_standin: StandInHandle, tmp_path: Path,
+                                          unique_id: str) -> None:
+    """containerd stopped, the shim killed: the program outlives its shim (the CT's init is
+    not the shim's child) and records its status in the shim's directory; the ``delete``
+    action (what containerd runs for a dead shim when it starts again) reports it and removes
+    the CT."""
+    import signal
+
+    from protos.containerd.task.v2 import shim_pb2
+
+    ctd = fresh_containerd
+    e = Pve(ctd, pve_standin, write_config(pve_standin, tmp_path), busybox_image.ref)
+    e.run(unique_id, "sh", "-c", "sleep 3; exit 7", detach=True)
+    e.wait_status(unique_id, "RUNNING")
+    found = e.ct_of(unique_id)
+    assert found is not None
+    vmid = found[0]
+    shim = ctd.shim_pid(unique_id)
+    assert shim is not None
+    # containerd down first: a running containerd would clean up after the dead shim at once
+    # and kill the program (137), as it does for runc's shim.
+    ctd.stop()
+    os.kill(shim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while e.cts().get(vmid, {}).get("status") != "stopped":
+        assert time.monotonic() < deadline, "the program ends by itself, shim or not"
+        time.sleep(0.1)
+    bundle = ctd.bundle_dir(unique_id)
+    r = subprocess.run(
+        ["containerd-shim-proxmox-v2", "-namespace", ctd.namespace, "-address", ctd.address,
+         "-publish-binary", "/usr/bin/containerd", "-id", unique_id, "-bundle", str(bundle),
+         "delete"], cwd=bundle, env=ctd.env, capture_output=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert shim_pb2.DeleteResponse.FromString(r.stdout).exit_status == 7
+    assert vmid not in e.cts()
+    ctd.start()
+    ctd.ctr("task", "rm", unique_id, check=False)
+    ctd.ctr("container", "rm", unique_id, check=False)
+    assert e.leftovers() == []
