@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-unit test-integration test-kernel lint protos bench clean deb
+.PHONY: setup demo demo-proxmox test test-unit test-integration test-kernel lint protos bench clean deb
 
 ## Install Debian packages, the virtual environment and the launchers (idempotent).
 setup:
@@ -13,6 +13,10 @@ setup:
 ## The main job: run a busybox container through io.containerd.proxmox.v2 on a private containerd.
 demo: setup
 	@$(PY) -m tests.harness.demo
+
+## The same hello through the Proxmox VE backend, against the Proxmox stand-in (tests/pvestandin).
+demo-proxmox: setup
+	@$(PY) -m tests.harness.demo_proxmox
 
 ## Lint, type-check and run the whole test suite (unit, integration, kernel test host).
 test: setup lint

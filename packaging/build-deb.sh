@@ -57,7 +57,10 @@ install -D -m 644 "$REPO/packaging/deb/config.toml" "$STAGE/etc/proxmox-lxcri/co
 DOC=$STAGE/usr/share/doc/$NAME
 install -D -m 644 "$REPO/packaging/containerd-runtime.toml" "$DOC/examples/containerd-runtime.toml"
 install -D -m 644 "$REPO/packaging/runtimeclass.yaml" "$DOC/examples/runtimeclass.yaml"
-for f in README.md docs/configuration.md docs/cli.md docs/operations.md; do
+install -D -m 644 "$REPO/packaging/runtimeclass-proxmox-ct.yaml" \
+    "$DOC/examples/runtimeclass-proxmox-ct.yaml"
+install -D -m 644 "$REPO/packaging/deb/proxmox-ct.toml" "$DOC/examples/proxmox-ct.toml"
+for f in README.md docs/configuration.md docs/cli.md docs/operations.md docs/proxmox.md; do
     gzip -9n < "$REPO/$f" > "$DOC/$(basename "$f").gz"
 done
 install -m 644 "$REPO/LICENSE" "$DOC/copyright"
