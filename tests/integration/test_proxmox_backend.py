@@ -370,3 +370,66 @@ def test_killed_shim_loses_no_exit_status(fresh_containerd: PrivateContainerd,
     ctd.ctr("task", "rm", unique_id, check=False)
     ctd.ctr("container", "rm", unique_id, check=False)
     assert e.leftovers() == []
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def test_checkpoint_retention_and_rollback_to_the_newest(env: Pve, unique_id: str) -> None:
+    import asyncio
+
+    from runtime.proxmox import checkpoints, settings
+    from runtime.proxmox.api import PveApi
+
+    env.run(unique_id, "sh", "-c", "echo one > /f; exec sleep 300", detach=True)
+    env.wait_status(unique_id, "RUNNING")
+    found = env.ct_of(unique_id)
+    assert found is not None
+    vmid = found[0]
+    s = settings.parse(__import__("tomllib").loads(env.config.read_text()))
+
+    async def drive() -> None:
+        api = PveApi(s)
+        try:
+            first = await checkpoints.take(api, vmid, keep=2)
+            env.ctd.ctr("task", "exec", "--exec-id", "w2", unique_id, "sh", "-c",
+                        "echo two > /f")
+            second = await checkpoints.take(api, vmid, keep=2)
+            third = await checkpoints.take(api, vmid, keep=2)
+            names = [c.name for c in await checkpoints.list_checkpoints(api, vmid)]
+            assert names == [second, third] and first not in names, names
+            env.ctd.ctr("task", "exec", "--exec-id", "w3", unique_id, "sh", "-c",
+                        "echo three > /f")
+            try:
+                await checkpoints.rollback(api, vmid, third)
+                raise AssertionError("rollback of a running task")
+            except errdefs.FailedPrecondition as e:
+                assert "stop the task" in str(e)
+            env.ctd.ctr("task", "kill", "-s", "SIGKILL", unique_id)
+            env.wait_status(unique_id, "STOPPED")
+            deadline = time.monotonic() + 30
+            while env.cts()[vmid]["status"] != "stopped":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            try:
+                await checkpoints.rollback(api, vmid, second)
+                raise AssertionError("rollback past a newer checkpoint")
+            except errdefs.FailedPrecondition as e:
+                assert f"delete the newer ones first: {third}" in str(e)
+            await checkpoints.rollback(api, vmid, third)
+        finally:
+            await api.close()
+
+    from runtime import errdefs
+
+    asyncio.run(drive())
+    conf = env.api("GET", f"/nodes/{env.pve.node}/lxc/{vmid}/config")
+    volume = conf["rootfs"].split(",")[0].split("/")[-1]
+    out = subprocess.run(["zfs", "list", "-H", "-o", "name,mountpoint"], capture_output=True,
+                         text=True, check=True).stdout
+    mountpoint = next(line.split("\t")[1] for line in out.splitlines()
+                      if line.split("\t")[0].endswith("/" + volume))
+    assert Path(mountpoint, "f").read_text() == "two\n", "the CT's files are the checkpoint's"
+    env.ctd.ctr("task", "rm", unique_id)
+    env.ctd.ctr("container", "rm", unique_id)
+    assert env.leftovers() == []
