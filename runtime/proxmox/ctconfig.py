@@ -203,8 +203,11 @@ def build(spec: dict[str, Any], *, namespace: str, container_id: str,
     annotations = spec.get("annotations") or {}
     pod = annotations.get("io.kubernetes.cri.sandbox-name") or ""
     pod_ns = annotations.get("io.kubernetes.cri.sandbox-namespace") or ""
+    name = overrides.get("hostname")
+    if name is not None and not _DNS.match(name):
+        raise errdefs.InvalidArgument(f"annotation hostname: {name!r} is not a DNS name")
     opts: dict[str, Any] = {
-        "hostname": hostname(spec, container_id),
+        "hostname": name or hostname(spec, container_id),
         "onboot": False,
         "console": False,
         "tty": 0,
