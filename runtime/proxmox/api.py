@@ -244,7 +244,7 @@ class PveApi:
                     f"{_where(vmid)}: {what}: task {upid} still running after "
                     f"{self.settings.task_timeout:g}s (stopped)")
             await asyncio.sleep(interval)
-            interval = min(interval * 1.5, 0.5)
+            interval = min(interval * 1.5, 0.2)
 
     async def _stop_task(self, node: str, upid: str, vmid: int | None) -> None:
         """Stop a task we gave up on (``DELETE /nodes/{node}/tasks/{upid}``, pve-manager
