@@ -113,6 +113,17 @@ class Checkpointable(Protocol):
 
 
 @runtime_checkable
+class SelfCheckpointing(Protocol):
+    """A container whose backend keeps its filesystem checkpoints itself (the Proxmox
+    backend's CT snapshots) instead of the storage provisioner's ZFS snapshots."""
+
+    async def checkpoint_filesystem(self, directory: Path) -> str:
+        """Checkpoint the container's files; record what was taken in ``directory`` (the
+        Task API's checkpoint path); returns the checkpoint's name."""
+        ...
+
+
+@runtime_checkable
 class Attachable(Protocol):
     """A backend that can take up a container it made in another process, from what it
     persisted in the container's state dir: the OCI CLI runs each command in its own process

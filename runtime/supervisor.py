@@ -40,6 +40,7 @@ from runtime.backend import (
     Pausable,
     ProcessHandle,
     Restorer,
+    SelfCheckpointing,
     StatsSource,
     Terminal,
     Updatable,
@@ -344,6 +345,9 @@ class Supervisor:
         running = c.init.exit is None
         checkpointer = next((p for p in self.provisioners
                              if isinstance(p, CheckpointingProvisioner)), None)
+        if isinstance(c.handle, SelfCheckpointing):
+            await self._checkpoint_by_backend(c, c.handle, directory, exit=exit)
+            return
         if checkpointer is None:
             raise NotImplementedErr("checkpoint needs ZFS storage ([storage] zfs_pool in "
                                     "config.toml)")
@@ -373,6 +377,27 @@ class Supervisor:
                 assert isinstance(c.handle, Pausable)
                 with contextlib.suppress(ErrdefsError, OSError):
                     await c.handle.resume()  # a SIGKILLed frozen task dies once thawed (v1)
+
+    async def _checkpoint_by_backend(self, c: Container, handle: SelfCheckpointing,
+                                     directory: Path, *, exit: bool) -> None:
+        """A backend that snapshots its containers itself (runtime.backend.SelfCheckpointing),
+        frozen around the snapshot like the storage's; no process images."""
+        quiesce = (c.init.exit is None and c.init.status is Status.RUNNING
+                   and isinstance(handle, Pausable))
+        if quiesce:
+            assert isinstance(handle, Pausable)
+            await handle.pause()
+        try:
+            await handle.checkpoint_filesystem(directory)
+            if exit and c.init.exit is None:
+                with contextlib.suppress(NotFound):
+                    assert c.handle is not None
+                    c.handle.kill(signal.SIGKILL, True)
+        finally:
+            if quiesce and c.init.exit is None:
+                assert isinstance(handle, Pausable)
+                with contextlib.suppress(ErrdefsError, OSError):
+                    await handle.resume()
 
     def state(self, id: str, exec_id: str = "") -> ProcessState:
         c, p = self._process(id, exec_id)

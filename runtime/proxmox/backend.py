@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -47,6 +48,8 @@ from runtime.types import CreateConfig
 log = logging.getLogger(__name__)
 _HARMLESS = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH,
                        signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+#: The checkpoint record in a Task API checkpoint directory (the ZFS storage's name).
+RECORD = "proxmox-lxcri-checkpoint.json"
 #: PVE's default idmap for unprivileged CTs (proxmox-api.md §6.1).
 UNPRIVILEGED_BASE = 100000
 
@@ -332,6 +335,18 @@ class PveContainer(ContainerOps):
         shutil.rmtree(self._init_dir, ignore_errors=True)
         pvestate.remove(self._state_dir)
         self._deleted = True
+
+    async def checkpoint_filesystem(self, directory: Path) -> str:
+        """``ctr task checkpoint``: a CT snapshot ``checkpoint-<unix>`` with the retention
+        (runtime.proxmox.checkpoints), recorded in ``directory``."""
+        from runtime.proxmox import checkpoints
+
+        name = await checkpoints.take(self._api, self.vmid, keep=self._settings.checkpoint_keep)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / RECORD).write_text(json.dumps(
+            {"backend": "proxmox", "node": self._settings.node, "vmid": self.vmid,
+             "snapshot": name}, sort_keys=True))
+        return name
 
     def stats(self) -> cgroups.Stats:
         return cgroups.read_stats(self._live_cgroups())

@@ -71,6 +71,8 @@ class ProxmoxSettings:
     lxcpath: Path = Path("/var/lib/lxc")
     #: GiB of each image template's rootfs volume (its refquota, inherited by the clones).
     rootfs_size: int = 8
+    #: Checkpoints (CT snapshots ``checkpoint-<unix>``) kept per CT, like [storage]'s.
+    checkpoint_keep: int = 3
     #: Seconds for one HTTP request, and for one task (UPID) to end.
     request_timeout: float = 30.0
     task_timeout: float = 300.0
@@ -113,6 +115,9 @@ def parse(config: dict[str, Any]) -> ProxmoxSettings:
     if not isinstance(size, int) or not 1 <= size <= 131072:
         raise errdefs.InvalidArgument("configuration: [proxmox] rootfs_size must be 1..131072 "
                                       "(GiB)")
+    keep = section.get("checkpoint_keep", 3)
+    if not isinstance(keep, int) or keep < 1:
+        raise errdefs.InvalidArgument("configuration: [proxmox] checkpoint_keep must be >= 1")
     timeouts = {}
     for key, default in (("request_timeout", 30.0), ("task_timeout", 300.0)):
         v = section.get(key, default)
@@ -126,6 +131,7 @@ def parse(config: dict[str, Any]) -> ProxmoxSettings:
         template_storage=_str(section, "template_storage", "local", _STORAGE),
         bridge=_str(section, "bridge", "vmbr0", _BRIDGE),
         vmid_lower=vr[0], vmid_upper=vr[1], tags=tuple(tags), rootfs_size=size,
+        checkpoint_keep=keep,
         conf_dir=Path(_str(section, "conf_dir", "/etc/pve/lxc")),
         lxcpath=Path(_str(section, "lxcpath", "/var/lib/lxc")), **timeouts)
 

@@ -433,3 +433,39 @@ def test_checkpoint_retention_and_rollback_to_the_newest(env: Pve, unique_id: st
     env.ctd.ctr("task", "rm", unique_id)
     env.ctd.ctr("container", "rm", unique_id)
     assert env.leftovers() == []
+
+
+def test_ctr_task_checkpoint_is_a_ct_snapshot(env: Pve, unique_id: str) -> None:
+    import io
+    import json
+    import tarfile
+
+    env.run(unique_id, "sleep", "300", detach=True)
+    env.wait_status(unique_id, "RUNNING")
+    found = env.ct_of(unique_id)
+    assert found is not None
+    r = env.ctd.ctr("task", "checkpoint", unique_id, check=False)
+    assert r.returncode == 0, r.stderr
+    ref = r.stdout.strip()
+
+    def blob(digest: str) -> bytes:
+        return subprocess.run([env.ctd.ctr_bin, "--address", env.ctd.address, "-n",
+                               env.ctd.namespace, "content", "get", digest],
+                              capture_output=True, check=True, timeout=30).stdout
+    try:
+        digest = next(line.split()[2] for line in env.ctd.ctr("images", "ls").stdout
+                      .splitlines() if line.split()[:1] == [ref])
+        index = json.loads(blob(digest))
+        criu = next(m["digest"] for m in index["manifests"]
+                    if m["mediaType"].endswith("checkpoint.criu.tar"))
+        with tarfile.open(fileobj=io.BytesIO(blob(criu))) as tar:
+            member = tar.extractfile("proxmox-lxcri-checkpoint.json")
+            assert member is not None
+            record = json.load(member)
+    finally:
+        env.ctd.ctr("images", "rm", ref, check=False)
+    assert record["vmid"] == found[0] and record["snapshot"].startswith("checkpoint-")
+    snaps = [s["name"] for s in
+             env.api("GET", f"/nodes/{env.pve.node}/lxc/{found[0]}/snapshot")]
+    assert record["snapshot"] in snaps
+    assert env.ctd.task_status(unique_id) == "RUNNING"
