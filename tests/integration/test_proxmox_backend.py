@@ -469,3 +469,9 @@ def test_ctr_task_checkpoint_is_a_ct_snapshot(env: Pve, unique_id: str) -> None:
              env.api("GET", f"/nodes/{env.pve.node}/lxc/{found[0]}/snapshot")]
     assert record["snapshot"] in snaps
     assert env.ctd.task_status(unique_id) == "RUNNING"
+
+
+def test_the_specs_capabilities_bound_the_program(env: Pve, unique_id: str) -> None:
+    r = env.run(unique_id, "grep", "CapBnd", "/proc/self/status")
+    # ctr's default set (containerd oci.defaultUnixCaps), as runc gives it: 14 capabilities.
+    assert r.stdout.split() == ["CapBnd:", "00000000a80425fb"], r.stdout
