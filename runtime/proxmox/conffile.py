@@ -3,10 +3,11 @@
 The API has no parameter for them; pve-docs ``pct.adoc`` ("Configuration") says they are set by
 editing the file, which pve-container parses (``PVE/LXC/Config.pm`` → ``parse_pct_config``) and
 appends to the generated LXC config at every start (``PVE/LXC.pm`` → ``update_lxc_config``).
-Keys are limited to ``$valid_lxc_conf_keys`` there: this backend writes ``lxc.mount.entry``
-``lxc.init.uid/gid/cwd`` and ``lxc.cap.drop/keep`` only. They go before the first ``[snapshot]`` section, through
-the choke point (runtime.proxmox.ctconfig.clean), and the file is replaced atomically (PVE's
-own ``PVE::Tools::file_set_contents`` writes a temporary file and renames it, also on pmxcfs).
+Keys are limited to ``$valid_lxc_conf_keys`` there: this backend writes ``lxc.mount.entry``,
+``lxc.init.uid/gid/cwd`` and ``lxc.cap.drop/keep`` only. They go before the first
+``[snapshot]`` section, through the choke point (runtime.proxmox.ctconfig.clean), and the
+file is replaced atomically (PVE's own ``PVE::Tools::file_set_contents`` writes a temporary
+file and renames it, also on pmxcfs).
 """
 
 from __future__ import annotations
