@@ -82,11 +82,19 @@ async def destroy(api: PveApi, vmid: int, *, settle: float = 0.0) -> None:
         except errdefs.ErrdefsError:
             if await _status(api, vmid) == "running":  # not the race with its own exit
                 raise
-    try:
-        await api.run("DELETE", "/nodes/{node}/lxc/{vmid}", vmid=vmid, what="destroy",
-                      params={"purge": True, "destroy-unreferenced-disks": True})
-    except errdefs.NotFound:
-        return
+    for attempt in range(4):
+        try:
+            await api.run("DELETE", "/nodes/{node}/lxc/{vmid}", vmid=vmid, what="destroy",
+                          params={"purge": True, "destroy-unreferenced-disks": True})
+            return
+        except errdefs.NotFound:
+            return
+        except errdefs.Internal as exc:
+            # A volume still busy right after the CT stopped (ZFS "dataset is busy"): the
+            # failed destroy task keeps the CT and its config, so trying again is safe.
+            if "busy" not in str(exc) or attempt == 3:
+                raise
+            await asyncio.sleep(2.0 * (attempt + 1))
 
 
 class ProxmoxBackend:
@@ -124,6 +132,7 @@ class ProxmoxBackend:
                                         host_uid=shift + int(user.get("uid", 0)),
                                         host_gid=shift + int(user.get("gid", 0)))
         vmid: int | None = None
+        made: list[int] = []
         gate: int | None = None
         stdin: tuple[int, int] | None = None
         try:
@@ -136,6 +145,7 @@ class ProxmoxBackend:
                 params = {"newid": new, "hostname": opts.options["hostname"],
                           "description": opts.options["description"]}
                 upid = await clone_when_unlocked(api, template, params)
+                made.append(new)  # the id is ours from here: undo removes it
                 await api.wait_task(upid, vmid=new, what=f"linked clone of CT {template}")
 
             st = pvestate.PveState(vmid=0, url=s.url, node=s.node, token_id=s.token_id,
@@ -167,9 +177,10 @@ class ProxmoxBackend:
                 os.close(gate)
             for fd in stdin or ():
                 os.close(fd)
-            if vmid is not None:
-                # Shielded: a cancelled create still removes its CT.
-                await asyncio.shield(_undo(api, vmid))
+            for ct in made if vmid is None else [vmid]:
+                # Shielded: a cancelled create still removes its CT (also one whose clone
+                # task was still running, or failed after taking the id).
+                await asyncio.shield(_undo(api, ct))
             pvestate.remove(config.state_dir)
             shutil.rmtree(init_dir, ignore_errors=True)
             raise

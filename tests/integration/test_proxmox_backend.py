@@ -195,6 +195,9 @@ def test_ten_concurrent_creates_get_ten_vmids(env: Pve, unique_id: str) -> None:
     assert len(vmids) == 10
     lower, upper = env.pve.standin.opts.nextid_range
     assert all(lower <= v <= upper for v in vmids)
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:  # not one by one in the teardown
+        list(pool.map(lambda i: env.ctd.remove_container(i, timeout=120), ids))
+    assert env.leftovers() == []
 
 
 # -- failures: a clear error naming the CT and the call, and nothing left ------------------
