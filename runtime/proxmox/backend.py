@@ -42,7 +42,8 @@ from runtime.proxmox import state as pvestate
 from runtime.proxmox import vmid as vmids
 from runtime.proxmox.api import PveApi
 from runtime.reaper import Reaper
-from runtime.stdio import ProcessIO
+from runtime.stdio import ProcessIO, TerminalIO
+from runtime.stdio import open_stdio as _open_stdio
 from runtime.types import CreateConfig
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,14 @@ _HARMLESS = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIG
 RECORD = "proxmox-lxcri-checkpoint.json"
 #: PVE's default idmap for unprivileged CTs (proxmox-api.md §6.1).
 UNPRIVILEGED_BASE = 100000
+
+
+def open_terminal_io(stdio: Any, console_size: object) -> TerminalIO:
+    """The pty for ``process.terminal`` (runtime.stdio: the shim copies between its master
+    and containerd's FIFOs, as for the LXC backend)."""
+    io = _open_stdio(stdio, console_size)
+    assert isinstance(io, TerminalIO)
+    return io
 
 
 async def _status(api: PveApi, vmid: int) -> str | None:
@@ -128,15 +137,25 @@ class ProxmoxBackend:
         if not config.rootfs and not rootfs_dir.is_dir():
             raise errdefs.NotFound(f"root.path: rootfs {rootfs_dir} does not exist")
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        init_dir, raw = initdir.prepare(config.state_dir, list(process["args"]), config.stdio,
-                                        host_uid=shift + int(user.get("uid", 0)),
-                                        host_gid=shift + int(user.get("gid", 0)))
+        term = (open_terminal_io(config.stdio, process.get("consoleSize"))
+                if config.stdio.terminal else None)
+        try:
+            init_dir, raw = initdir.prepare(
+                config.state_dir, list(process["args"]), config.stdio,
+                host_uid=shift + int(user.get("uid", 0)),
+                host_gid=shift + int(user.get("gid", 0)),
+                tty=os.ttyname(term.stdin) if term is not None and term.stdin is not None
+                else None)
+        except BaseException:
+            if term is not None:
+                term.close()
+            raise
         vmid: int | None = None
         made: list[int] = []
         gate: int | None = None
         stdin: tuple[int, int] | None = None
         try:
-            if config.stdio.stdin:
+            if config.stdio.stdin and term is None:
                 stdin = initdir.open_stdin(init_dir, config.stdio.stdin)
             template = await rootfs.template_for(api, self._reaper, config, rootfs_dir,
                                                  opts.unprivileged)
@@ -169,10 +188,13 @@ class ProxmoxBackend:
                                        f"{(cur or {}).get('status')!r} with pid {pid}")
             st.pid, st.pid_start_time = pid, lxcstate.start_time(pid)
             pvestate.save(config.state_dir, st)
-            handle = PveContainer(self, api, s, st, config.state_dir, init_dir, gate, stdin)
-            gate = stdin = None
+            handle = PveContainer(self, api, s, st, config.state_dir, init_dir, gate, stdin,
+                                  term)
+            gate = stdin = term = None
             return handle
         except BaseException:
+            if term is not None:
+                term.close()
             if gate is not None:
                 os.close(gate)
             for fd in stdin or ():
@@ -216,7 +238,8 @@ class PveContainer(ContainerOps):
 
     def __init__(self, backend: ProxmoxBackend, api: PveApi, s: settings.ProxmoxSettings,
                  st: pvestate.PveState, state_dir: Path, init_dir: Path, gate: int,
-                 stdin: tuple[int, int] | None = None) -> None:
+                 stdin: tuple[int, int] | None = None,
+                 term: TerminalIO | None = None) -> None:
         self._api = api
         self._settings = s
         self._pve = st
@@ -225,8 +248,16 @@ class PveContainer(ContainerOps):
         self._gate: int | None = gate
         self._st = lxcstate.PersistedState(name=str(st.vmid), lxcpath=str(s.lxcpath),
                                            bundle="", pid=st.pid)
-        self._io = ProcessIO()
-        if stdin is not None:
+        self._io: ProcessIO = ProcessIO()
+        #: Our copy of the pty's slave: held until the init exits, so that the master does
+        #: not read EIO (no slave holder) before the program in the CT has opened it.
+        self._tty_slave: int | None = None
+        if term is not None:
+            self._tty_slave = term.stdin
+            term._child_fds = [fd for fd in term._child_fds if fd != term.stdin]
+            self._io = term
+            term.spawned()
+        elif stdin is not None:
             # Fed by ProcessIO's copy (containerd's FIFO → the CT's fd0), closed on EOF,
             # CloseIO or delete.
             self._io._stdin_src, self._io._stdin_sink = stdin
@@ -258,6 +289,9 @@ class PveContainer(ContainerOps):
 
     async def _watch(self) -> int:
         await self._exited
+        if self._tty_slave is not None:
+            os.close(self._tty_slave)  # the master reads EIO once the program's copies close
+            self._tty_slave = None
         if self._created_kill is not None:
             return 128 + self._created_kill
         recorded = initdir.exit_status(self._init_dir)
@@ -324,15 +358,11 @@ class PveContainer(ContainerOps):
     def close_stdin(self) -> None:
         self._io.close_stdin()
 
-    def resize(self, width: int, height: int) -> None:
-        """No terminal (initdir refuses process.terminal)."""
-
     async def delete(self) -> None:
         if self._deleted:
             return
         self.stop_oom_watch()
         self._write_gate(b"abort\n")
-        await self._io.aclose()
         await destroy(self._api, self.vmid, settle=10.0 if self._exited.done() else 0.0)
         if not self._exited.done():
             with contextlib.suppress(TimeoutError):
@@ -343,6 +373,7 @@ class PveContainer(ContainerOps):
                 asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
+        await self._io.aclose()  # after the CT: a terminal's output drains to EIO
         shutil.rmtree(self._init_dir, ignore_errors=True)
         pvestate.remove(self._state_dir)
         self._deleted = True

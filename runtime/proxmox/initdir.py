@@ -20,6 +20,8 @@ proxmox-api.md §0 item 5, §6.1):
 - ``gate``: a FIFO the shim holds open; PID 1 waits for ``go`` before running the program
   (OCI created → running), and EOF (the shim died) or ``abort`` ends it with status 1;
 - ``status``: the program's exit status, written by the init before it exits.
+
+With ``process.terminal`` the shim's pty slave is bind-mounted as ``fd0``..``fd2`` instead.
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ ENTRYPOINT = "/dev/.lxcri/init.lxc"
 
 
 def prepare(state_dir: Path, args: list[str], stdio: Stdio, *, host_uid: int, host_gid: int,
-            binary: Path = BINARY) -> tuple[Path, list[tuple[str, str]]]:
-    """The directory (host path) and the raw LXC keys that mount it and the FIFOs."""
+            tty: str | None = None, binary: Path = BINARY) -> tuple[Path, list[tuple[str, str]]]:
+    """The directory (host path) and the raw LXC keys that mount it and the FIFOs; with
+    ``tty`` (the slave of a pty the shim holds, for ``process.terminal``) that pty is the
+    program's stdin, stdout and stderr instead, and its controlling terminal (the init makes
+    a tty stdin its controlling terminal)."""
     if not binary.is_file():
         raise errdefs.FailedPrecondition(f"{binary}: the in-container init is not built "
                                          "(run `make setup`)")
-    if stdio.terminal:
-        raise errdefs.NotImplementedErr("process.terminal: the Proxmox backend does not "
-                                        "give containers a terminal yet")
     d = state_dir / DIR_NAME
     d.mkdir(mode=0o755, exist_ok=True)
     os.chmod(d, 0o755)
@@ -55,7 +57,17 @@ def prepare(state_dir: Path, args: list[str], stdio: Stdio, *, host_uid: int, ho
     raw = [("lxc.mount.entry", f"{mount_path('state dir', str(d))} {MOUNT_POINT} none "
                                "bind,create=dir 0 0")]
     marks = ""
-    for n, path in enumerate((stdio.stdin, stdio.stdout, stdio.stderr)):
+    if tty is not None:
+        mount_path("terminal", tty)
+        os.chown(tty, host_uid, host_gid)
+        for n in range(3):
+            (d / f"fd{n}").touch()
+            raw.append(("lxc.mount.entry",
+                        f"{tty} {MOUNT_POINT}/fd{n} none bind,create=file 0 0"))
+        stdio = Stdio()
+        marks = "fff"
+    for n, path in enumerate((stdio.stdin, stdio.stdout, stdio.stderr) if tty is None
+                             else ()):
         if not path:
             marks += "n"
             continue

@@ -478,3 +478,26 @@ def test_the_specs_capabilities_bound_the_program(env: Pve, unique_id: str) -> N
     r = env.run(unique_id, "grep", "CapBnd", "/proc/self/status")
     # ctr's default set (containerd oci.defaultUnixCaps), as runc gives it: 14 capabilities.
     assert r.stdout.split() == ["CapBnd:", "00000000a80425fb"], r.stdout
+
+
+def test_run_with_terminal(env: Pve, unique_id: str) -> None:
+    """``ctr run -t``: the program's stdio is a pty the shim holds (bind-mounted into the CT),
+    its controlling terminal, resized by ctr's ResizePty."""
+    import re
+
+    from tests.integration.test_task_api import run_on_pty
+
+    try:
+        rc, out = run_on_pty(
+            ["ctr", "--address", env.ctd.address, "run", "-t", "--rm", "--runtime",
+             PROXMOX_RUNTIME, "--runtime-config-path", str(env.config), env.image, unique_id,
+             "sh", "-c", "tty; sleep 1; stty size; sleep 2.5; stty size; exit 4"],
+            rows=24, cols=80, resize_to=(40, 132), after=2.0)
+    finally:
+        env.ctd.remove_container(unique_id)
+    assert rc == 4, out
+    assert re.search(r"^/dev/\.lxcri/fd0\r?$", out, re.M), out  # a tty: the shim's pty
+    sizes = re.findall(r"^(\d+) (\d+)\r?$", out, re.M)
+    # The CT's create takes longer than ctr's first resize; the last size is the resized one.
+    assert sizes[-1:] == [("40", "132")], out
+    assert env.leftovers() == []
