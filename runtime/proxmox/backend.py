@@ -37,7 +37,7 @@ from runtime.lxc.backend import rootfs_from_spec
 from runtime.lxc.exec import AttachContext
 from runtime.lxc.ops import ContainerOps
 from runtime.oplog import OpLog
-from runtime.proxmox import conffile, ctconfig, initdir, rootfs, settings
+from runtime.proxmox import address, conffile, ctconfig, initdir, rootfs, settings
 from runtime.proxmox import state as pvestate
 from runtime.proxmox import vmid as vmids
 from runtime.proxmox.api import PveApi
@@ -125,12 +125,24 @@ class ProxmoxBackend:
     async def create(self, config: CreateConfig) -> PveContainer:
         s = settings.parse(config.settings)
         api = self.api(s)
+        overrides = runtime_config.overrides(config.settings,
+                                             config.spec.get("annotations") or {})
+        lease = address.allocate(config.settings, overrides, self._root / "network",
+                                 config.namespace, config.id)
+        try:
+            return await self._create(config, s, api, overrides, lease)
+        except BaseException:
+            if lease is not None:
+                address.release(lease.pool, lease.state_dir, lease.owner)
+            raise
+
+    async def _create(self, config: CreateConfig, s: settings.ProxmoxSettings, api: PveApi,
+                      overrides: dict[str, str], lease: address.Lease | None) -> PveContainer:
         spec = config.spec
         process = spec["process"]
-        overrides = runtime_config.overrides(config.settings, spec.get("annotations") or {})
         opts = ctconfig.build(spec, namespace=config.namespace, container_id=config.id,
                               overrides=overrides, default_bridge=s.bridge, tags=s.tags,
-                              entrypoint=initdir.ENTRYPOINT)
+                              entrypoint=initdir.ENTRYPOINT, lease=lease)
         user = process.get("user") or {}
         shift = UNPRIVILEGED_BASE if opts.unprivileged else 0
         rootfs_dir = config.bundle / "rootfs" if config.rootfs else rootfs_from_spec(config)
@@ -170,7 +182,10 @@ class ProxmoxBackend:
             st = pvestate.PveState(vmid=0, url=s.url, node=s.node, token_id=s.token_id,
                                    token_secret_file=str(s.token_secret_file),
                                    ca_file=s.ca_file, conf_dir=str(s.conf_dir),
-                                   request_timeout=s.request_timeout)
+                                   request_timeout=s.request_timeout,
+                                   lease_pool=lease.pool if lease else "",
+                                   lease_dir=lease.state_dir if lease else "",
+                                   lease_owner=lease.owner if lease else "")
             vmid, _ = await vmids.with_new_vmid(api, clone)
             st.vmid = vmid
             pvestate.save(config.state_dir, st)  # the `delete` action can remove it from now
@@ -374,6 +389,8 @@ class PveContainer(ContainerOps):
             os.close(self._pidfd)
             self._pidfd = None
         await self._io.aclose()  # after the CT: a terminal's output drains to EIO
+        if self._pve.lease_pool:
+            address.release(self._pve.lease_pool, self._pve.lease_dir, self._pve.lease_owner)
         shutil.rmtree(self._init_dir, ignore_errors=True)
         pvestate.remove(self._state_dir)
         self._deleted = True

@@ -37,6 +37,10 @@ def cleanup(state_dir: Path, bundle: Path) -> tuple[int, int]:
             import logging
             logging.getLogger(__name__).error("CT %d: destroy after a lost shim failed: %s",
                                               st.vmid, exc)
+    if st.lease_pool:
+        from runtime.proxmox.address import release
+
+        release(st.lease_pool, st.lease_dir, st.lease_owner)
     shutil.rmtree(state_dir / DIR_NAME, ignore_errors=True)
     pvestate.remove(state_dir)
     return st.pid, status if status is not None else 128 + signal.SIGKILL

@@ -113,6 +113,15 @@ def network(overrides: dict[str, str], default_bridge: str) -> Network:
     return net
 
 
+def _with_lease(net: Network, lease: Any) -> Network:
+    if lease is None:
+        return net
+    net.ip, net.gateway = lease.address, lease.gateway
+    if net.vlan is None:
+        net.vlan = lease.vlan
+    return net
+
+
 def net0(net: Network) -> str:
     parts = ["name=eth0", f"bridge={net.bridge}"]
     if net.vlan is not None:
@@ -211,7 +220,8 @@ def env_option(spec: dict[str, Any]) -> str:
 
 def build(spec: dict[str, Any], *, namespace: str, container_id: str,
           overrides: dict[str, str], default_bridge: str, tags: tuple[str, ...],
-          entrypoint: str) -> CtOptions:
+          entrypoint: str, lease: Any = None) -> CtOptions:
+    """``lease``: net0's address from the project's IPAM (runtime.proxmox.address)."""
     annotations = spec.get("annotations") or {}
     pod = annotations.get("io.kubernetes.cri.sandbox-name") or ""
     pod_ns = annotations.get("io.kubernetes.cri.sandbox-namespace") or ""
@@ -224,7 +234,10 @@ def build(spec: dict[str, Any], *, namespace: str, container_id: str,
         "console": False,
         "tty": 0,
         "entrypoint": clean("entrypoint", entrypoint),
-        "net0": net0(network(overrides, default_bridge)),
+        "net0": net0(_with_lease(network({k: v for k, v in overrides.items()
+                                           if not (lease is not None and k == "ip")},
+                                          lease.bridge if lease is not None
+                                          else default_bridge), lease)),
     }
     opts.update(resources(spec))
     all_tags = list(dict.fromkeys([*tags, "containerd", *([tag(pod)] if pod else [])]))

@@ -24,6 +24,10 @@ class PveState:
     pid: int = 0
     pid_start_time: int = 0
     request_timeout: float = 30.0
+    #: The IPAM lease of net0's address (pool, state dir, owner), released with the CT.
+    lease_pool: str = ""
+    lease_dir: str = ""
+    lease_owner: str = ""
 
 
 def save(state_dir: Path, st: PveState) -> None:

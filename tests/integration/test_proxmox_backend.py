@@ -501,3 +501,42 @@ def test_run_with_terminal(env: Pve, unique_id: str) -> None:
     # The CT's create takes longer than ctr's first resize; the last size is the resized one.
     assert sizes[-1:] == [("40", "132")], out
     assert env.leftovers() == []
+
+
+def test_address_from_the_projects_ipam(env: Pve, unique_id: str, tmp_path: Path) -> None:
+    """A ``[network]`` pool gives net0 its bridge, VLAN, address and gateway (host-managed);
+    the lease goes with the CT."""
+    import json
+
+    folder = tmp_path / "ipam"
+    folder.mkdir()
+    config = write_config(env.pve, folder)
+    leases = tmp_path / "leases"
+    config.write_text(config.read_text() + f'''
+[network]
+default_pool = "lan"
+state_dir = "{leases}"
+[network.pools.lan]
+bridge = "vmbr0"
+subnet = "10.99.0.0/24"
+gateway = "10.99.0.1"
+range = "10.99.0.100-10.99.0.110"
+vlan = 30
+''')
+    env.run(unique_id, "sleep", "300", detach=True, config=config)
+    env.wait_status(unique_id, "RUNNING")
+    found = env.ct_of(unique_id)
+    assert found is not None
+    net0 = env.api("GET", f"/nodes/{env.pve.node}/lxc/{found[0]}/config")["net0"].split(",")
+    for part in ("bridge=vmbr0", "tag=30", "ip=10.99.0.100/24", "gw=10.99.0.1",
+                 "host-managed=1"):
+        assert part in net0, net0
+    inside = env.ctd.ctr("task", "exec", "--exec-id", "ip", unique_id, "ip", "-4", "addr",
+                         "show", "eth0").stdout
+    assert "inet 10.99.0.100/24" in inside, inside
+    lease_file = leases / "ipam" / "lan.json"
+    assert json.loads(lease_file.read_text())["leases"] == {
+        "10.99.0.100": f"pve:default/{unique_id}"}
+    env.ctd.remove_container(unique_id)
+    assert json.loads(lease_file.read_text())["leases"] == {}
+    assert env.leftovers() == []
