@@ -411,5 +411,11 @@ class PveContainer(ContainerOps):
         return cgroups.read_stats(self._live_cgroups())
 
     async def update(self, resources: dict[str, Any]) -> None:
-        raise errdefs.NotImplementedErr(f"CT {self.vmid}: update of a Proxmox CT's resources "
-                                        "is not implemented yet")
+        """Update: the CT's cgroup at once (as the LXC backend does, runtime/lxc/ops.py),
+        then its Proxmox config (``PUT …/config``: memory, swap, cpulimit, cores, cpuunits),
+        so that the UI and the next start agree with what runs."""
+        await super().update(resources)
+        options = ctconfig.resources({"linux": {"resources": resources}})
+        if options:
+            await self._api.call("PUT", "/nodes/{node}/lxc/{vmid}/config", vmid=self.vmid,
+                                 params=options)

@@ -540,3 +540,27 @@ vlan = 30
     env.ctd.remove_container(unique_id)
     assert json.loads(lease_file.read_text())["leases"] == {}
     assert env.leftovers() == []
+
+
+def test_update_reaches_the_cgroup_and_the_ct_config(env: Pve, unique_id: str) -> None:
+    import asyncio
+    import json
+
+    from google.protobuf import any_pb2, empty_pb2
+
+    from protos.containerd.task.v2 import shim_pb2
+    from tests.integration.test_task_api import shim_call
+
+    env.run(unique_id, "sleep", "300", detach=True)
+    env.wait_status(unique_id, "RUNNING")
+    found = env.ct_of(unique_id)
+    assert found is not None
+    resources = any_pb2.Any(
+        type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+        value=json.dumps({"memory": {"limit": 200 << 20}}).encode())
+    asyncio.run(shim_call(env.ctd, unique_id, "Update",
+                          shim_pb2.UpdateTaskRequest(id=unique_id, resources=resources),
+                          empty_pb2.Empty))
+    assert env.api("GET", f"/nodes/{env.pve.node}/lxc/{found[0]}/config")["memory"] == 200
+    metrics = env.ctd.ctr("task", "metrics", unique_id).stdout
+    assert str(200 << 20) in metrics, metrics
