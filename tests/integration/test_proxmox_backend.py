@@ -564,3 +564,21 @@ def test_update_reaches_the_cgroup_and_the_ct_config(env: Pve, unique_id: str) -
     assert env.api("GET", f"/nodes/{env.pve.node}/lxc/{found[0]}/config")["memory"] == 200
     metrics = env.ctd.ctr("task", "metrics", unique_id).stdout
     assert str(200 << 20) in metrics, metrics
+
+
+def test_output_after_ctr_detached_does_not_kill_the_program(env: Pve, unique_id: str) -> None:
+    """``ctr run -d`` closes its end of the output FIFOs when it returns: the program's
+    later writes must not die of SIGPIPE (it holds the FIFO read-write, as under the LXC
+    backend)."""
+    env.run(unique_id, "sh", "-c",
+            "until [ -e /tmp/go ]; do sleep 0.1; done; echo after-detach; "
+            "echo err >&2; exec sleep 300", detach=True)
+    env.wait_status(unique_id, "RUNNING")
+    env.ctd.ctr("task", "exec", "--exec-id", "go", unique_id, "touch", "/tmp/go")
+    deadline = time.monotonic() + 30
+    while "sleep 300" not in env.ctd.ctr("task", "exec", "--exec-id", f"ps{time.monotonic_ns()}",
+                                         unique_id, "ps", "-o", "args").stdout:
+        assert env.ctd.task_status(unique_id) == "RUNNING", "killed by its own output"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert env.ctd.task_status(unique_id) == "RUNNING"

@@ -125,7 +125,10 @@ static void null_stdio(void)
 			int f;
 
 			snprintf(path, sizeof(path), "/dev/.lxcri/fd%d", i);
-			f = open(path, i == 0 ? O_RDONLY : O_WRONLY);
+			/* Outputs O_RDWR, as runtime/stdio.py opens them for the LXC backend: the
+			 * program then holds a reader too, so its writes never fail with EPIPE while
+			 * no client reads (ctr run -d), and the client's EOF comes when it exits. */
+			f = open(path, i == 0 ? O_RDONLY : O_RDWR);
 			if (f < 0) {
 				perror(path);
 				_exit(126);
