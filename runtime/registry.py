@@ -153,6 +153,14 @@ class SelectingBackend:
         return handle
 
 
+    async def aclose(self) -> None:
+        """Release what the opened backends hold (their own ``aclose``, where they have one)."""
+        for backend in self._open.values():
+            close = getattr(backend, "aclose", None)
+            if close is not None:
+                await close()
+
+
 def _tag(handle: Any, name: str) -> None:
     try:
         handle.backend_name = name

@@ -164,5 +164,6 @@ async def _serve(flags: Flags, sock: socket.socket, socket_path: str, ttrpc_addr
         await asyncio.gather(serving, return_exceptions=True)
         await publisher.aclose()
         await supervisor.aclose()
+        await backend.aclose()  # e.g. the Proxmox backend's HTTP sessions
         reaper.uninstall()
         log.info("shim %d exiting", os.getpid())

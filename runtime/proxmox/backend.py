@@ -116,6 +116,12 @@ class ProxmoxBackend:
         self._apis: dict[settings.ProxmoxSettings, PveApi] = {}
         self._lxc_attach = shutil.which("lxc-attach") or "lxc-attach"
 
+    async def aclose(self) -> None:
+        """Close the API sessions (the shim daemon's shutdown)."""
+        for api in self._apis.values():
+            await api.close()
+        self._apis.clear()
+
     def api(self, s: settings.ProxmoxSettings) -> PveApi:
         api = self._apis.get(s)
         if api is None:
