@@ -120,21 +120,30 @@ def check_zfs_pool(dataset: str) -> Check:
     return Check(name, "ok", f"ONLINE, dataset {dataset} has {avail} available")
 
 
-def check_proxmox_api(section: dict[str, Any]) -> Check:
-    """GET <url>/api2/json/version with the configured token: reachable, TLS and auth."""
-    url = str(section.get("url") or "https://127.0.0.1:8006").rstrip("/")
-    name = f"proxmox api {url}"
-    ctx = ssl.create_default_context(cafile=section.get("ca_file") or None)
+def check_proxmox_api(config: dict[str, Any]) -> Check:
+    """GET <url>/api2/json/version with the backend's own settings (runtime/proxmox/settings:
+    the same defaults for url and CA, the same root-only secret file): reachable, TLS, auth."""
+    from runtime.errdefs import ErrdefsError
+    from runtime.proxmox import settings as pset
+
+    try:
+        s = pset.parse(config)
+    except ErrdefsError as e:
+        return Check("proxmox api", "FAIL", str(e))
+    name = f"proxmox api {s.url}"
+    try:
+        ctx = ssl.create_default_context(cafile=s.ca_file)
+    except (OSError, ssl.SSLError) as e:
+        return Check(name, "FAIL", f"CA file {s.ca_file}: {getattr(e, 'strerror', None) or e}")
     headers = {}
-    token_id, secret_file = section.get("token_id"), section.get("token_secret_file")
-    if token_id and secret_file:
+    if s.token_id:
         try:
-            secret = Path(str(secret_file)).read_text().strip()
-        except OSError as e:
-            return Check(name, "FAIL", f"token secret file {secret_file}: {e.strerror}")
-        # PVEAPIToken=USER@REALM!TOKENID=SECRET (proxmox-api.md §0); the secret is never shown.
-        headers["Authorization"] = f"PVEAPIToken={token_id}={secret}"
-    req = urllib.request.Request(f"{url}/api2/json/version", headers=headers)
+            secret = pset.read_secret(s.token_secret_file)
+        except ErrdefsError as e:
+            return Check(name, "FAIL", str(e))
+        # PVEAPIToken=USER@REALM!TOKENID=SECRET (proxmox-api.md §3.3); never shown.
+        headers["Authorization"] = f"PVEAPIToken={s.token_id}={secret}"
+    req = urllib.request.Request(f"{s.url}/api2/json/version", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S, context=ctx) as resp:
             body = resp.read(4096).decode(errors="replace")
@@ -155,7 +164,7 @@ def run_checks(config: dict[str, Any], root: Path) -> list[Check]:
         checks.append(check_zfs_pool(str(pool)))
     backend = str((config.get("backend") or {}).get("type", "lxc"))
     if backend == "proxmox" or config.get("proxmox"):
-        checks.append(check_proxmox_api(dict(config.get("proxmox") or {})))
+        checks.append(check_proxmox_api(config))
     return checks
 
 

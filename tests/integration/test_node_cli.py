@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.harness.containerd import PrivateContainerd
 from tests.harness.fixtures import PROXMOX_RUNTIME, BusyboxImage
 from tests.harness.zfs import TestPool, zfs_fuse_fixture, zfs_pool_fixture  # noqa: F401
+from tests.pvestandin.fixture import StandInHandle, pve_standin_nozfs_fixture  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +75,17 @@ def test_health_names_missing_lxc_tools_and_an_unreachable_api(
     with socket.socket() as s:  # a port on loopback where nobody listens
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    secret = tmp_path / "secret"
+    secret.write_text("00000000-0000-0000-0000-000000000000\n")
+    secret.chmod(0o600)
+    ca = tmp_path / "ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=test", "-keyout", str(tmp_path / "key.pem"), "-out", str(ca)],
+                   check=True, capture_output=True)
     config = tmp_path / "config.toml"
-    config.write_text(f'[proxmox]\nurl = "https://127.0.0.1:{port}"\n')
+    config.write_text(f'[proxmox]\nurl = "https://127.0.0.1:{port}"\n'
+                      f'token_id = "root@pam!lxcri"\ntoken_secret_file = "{secret}"\n'
+                      f'ca_file = "{ca}"\n')
     empty = tmp_path / "bin"
     empty.mkdir()
     r = cli("health", "--config", str(config), env={**state_root, "PATH": str(empty)})
@@ -83,6 +93,28 @@ def test_health_names_missing_lxc_tools_and_an_unreachable_api(
     assert "FAIL lxc: not on PATH: lxc-start, lxc-execute, lxc-attach" in r.stdout
     assert f"FAIL proxmox api https://127.0.0.1:{port}: unreachable:" in r.stdout
     assert "ok   cgroups:" in r.stdout and "ok   state root:" in r.stdout
+    assert "00000000-0000" not in r.stdout + r.stderr  # the secret is never shown
+
+
+def test_health_reaches_the_proxmox_api_with_the_token(
+        pve_standin_nozfs: StandInHandle, tmp_path: Path, state_root: dict[str, str]) -> None:
+    pve = pve_standin_nozfs
+    secret = tmp_path / "secret"
+    secret.write_text(pve.token_secret + "\n")
+    secret.chmod(0o600)
+    config = tmp_path / "config.toml"
+    body = (f'[proxmox]\nurl = "https://{pve.host}:{pve.port}"\nnode = "{pve.node}"\n'
+            f'token_id = "{pve.token_id}"\ntoken_secret_file = "{secret}"\n'
+            f'ca_file = "{pve.ca_file}"\n')
+    config.write_text(body)
+    r = cli("health", "--config", str(config), env=state_root)
+    assert r.returncode == 0, r.stdout
+    assert f"ok   proxmox api https://{pve.host}:{pve.port}: answers:" in r.stdout
+    secret.write_text("11111111-2222-3333-4444-555555555555\n")  # a wrong secret
+    r = cli("health", "--config", str(config), env=state_root)
+    assert r.returncode == 1
+    assert "HTTP 401" in r.stdout and "check the token id and secret" in r.stdout
+    assert "11111111-2222" not in r.stdout + r.stderr
 
 
 def test_metrics_refuses_a_non_loopback_listen_address() -> None:
