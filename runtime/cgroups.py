@@ -8,8 +8,10 @@ protobuf (``shim.metrics`` encodes what :func:`read_stats` returns).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from runtime.errdefs import NotFound
 
@@ -270,68 +272,251 @@ def is_frozen(cg: Cgroups) -> bool:
     return False
 
 
-def resource_writes(cg: Cgroups, resources: dict[str, object]) -> list[tuple[Path, str, str]]:
-    """(file, value, OCI field) to apply OCI ``LinuxResources`` to a live cgroup, for the
-    host's layout: v1 files where the controller is a v1 hierarchy, else v2 files. Fields not
-    listed here are refused by the caller, never ignored."""
-    out: list[tuple[Path, str, str]] = []
-    mem = resources.get("memory") or {}
-    cpu = resources.get("cpu") or {}
-    pids = resources.get("pids") or {}
-    assert isinstance(mem, dict) and isinstance(cpu, dict) and isinstance(pids, dict)
-    m1, c1, p1 = cg.v1.get("memory"), cg.v1.get("cpu"), cg.v1.get("pids")
-    v2 = cg.v2
-    if (limit := mem.get("limit")) is not None:
-        if m1 is not None:
-            out.append((m1 / "memory.limit_in_bytes", str(limit), "memory.limit"))
-        elif v2 is not None:
-            out.append((v2 / "memory.max", "max" if int(str(limit)) < 0 else str(limit),
-                        "memory.limit"))
-    if (swap := mem.get("swap")) is not None:
-        if m1 is not None:
-            out.append((m1 / "memory.memsw.limit_in_bytes", str(swap), "memory.swap"))
-        elif v2 is not None and limit is not None:
-            # OCI swap is memory+swap; cgroup v2 swap.max is swap alone (runc's conversion).
-            sw = int(str(swap))
-            out.append((v2 / "memory.swap.max",
-                        "max" if sw < 0 else str(max(sw - int(str(limit)), 0)), "memory.swap"))
-    if (shares := cpu.get("shares")) is not None:
-        if c1 is not None:
-            out.append((c1 / "cpu.shares", str(shares), "cpu.shares"))
-        elif v2 is not None:
-            # runc's shares→weight mapping: [2, 262144] → [1, 10000].
-            weight = 1 + ((int(str(shares)) - 2) * 9999) // 262142
-            out.append((v2 / "cpu.weight", str(weight), "cpu.shares"))
-    quota, period = cpu.get("quota"), cpu.get("period")
-    if quota is not None or period is not None:
-        if c1 is not None:
-            if period is not None:
-                out.append((c1 / "cpu.cfs_period_us", str(period), "cpu.period"))
-            if quota is not None:
-                out.append((c1 / "cpu.cfs_quota_us", str(quota), "cpu.quota"))
-        elif v2 is not None:
-            q = "max" if quota is None or int(str(quota)) < 0 else str(quota)
-            out.append((v2 / "cpu.max", f"{q} {period or 100000}", "cpu.quota"))
-    if (reservation := mem.get("reservation")) is not None:
-        if m1 is not None:
-            out.append((m1 / "memory.soft_limit_in_bytes", str(reservation),
-                        "memory.reservation"))
-        elif v2 is not None:
-            out.append((v2 / "memory.low", str(reservation), "memory.reservation"))
-    cs1 = cg.v1.get("cpuset")
+# -- live updates (the Task API's Update, CRI's UpdateContainerResources) ------------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    """One cgroup file to write, and the OCI field it carries (named in errors)."""
+
+    path: Path
+    value: str
+    field: str
+
+
+#: OCI ``LinuxResources`` sections, with the type each must have (config-linux.md).
+_SECTIONS: dict[str, type] = {
+    "devices": list, "memory": dict, "cpu": dict, "pids": dict, "blockIO": dict,
+    "hugepageLimits": list, "network": dict, "rdma": dict, "unified": dict,
+}
+_INT_FIELDS = {
+    "memory": ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness"),
+    "cpu": ("shares", "quota", "period", "realtimeRuntime", "realtimePeriod", "burst", "idle"),
+    "pids": ("limit",),
+    "blockIO": ("weight", "leafWeight"),
+}
+
+
+def check_resources(resources: Any) -> dict[str, Any]:
+    """The shape of an OCI ``LinuxResources`` object (hostile input: it comes from the
+    client): every known section of the right type, numbers that are integers, strings that
+    are strings. Unknown sections are refused, so a typo is not silently dropped."""
+    from runtime.errdefs import InvalidArgument
+
+    if not isinstance(resources, dict):
+        raise InvalidArgument("resources: must be an object")
+    for section, value in resources.items():
+        kind = _SECTIONS.get(section)
+        if kind is None:
+            raise InvalidArgument(f"resources.{section}: unknown field")
+        if value is not None and not isinstance(value, kind):
+            raise InvalidArgument(f"resources.{section}: must be "
+                                  f"{'a list' if kind is list else 'an object'}")
+    for section, keys in _INT_FIELDS.items():
+        for key in keys:
+            v = (resources.get(section) or {}).get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise InvalidArgument(f"resources.{section}.{key}: must be an integer")
     for key in ("cpus", "mems"):
-        if (value := cpu.get(key)) is not None:
-            base = cs1 if cs1 is not None else v2
-            if base is not None:
-                out.append((base / f"cpuset.{key}", str(value), f"cpu.{key}"))
-    if (plimit := pids.get("limit")) is not None:
-        value = "max" if int(str(plimit)) <= 0 else str(plimit)
-        if p1 is not None:
-            out.append((p1 / "pids.max", value, "pids.limit"))
-        elif v2 is not None:
-            out.append((v2 / "pids.max", value, "pids.limit"))
+        v = (resources.get("cpu") or {}).get(key)
+        if v is not None and (not isinstance(v, str) or not _CPUSET.match(v)):
+            raise InvalidArgument(f"resources.cpu.{key}: must be a list like 0-3,5")
+    for i, rule in enumerate(resources.get("devices") or []):
+        if not isinstance(rule, dict) or not isinstance(rule.get("allow"), bool):
+            raise InvalidArgument(f"resources.devices[{i}]: must be an object with allow")
+    for i, h in enumerate(resources.get("hugepageLimits") or []):
+        if (not isinstance(h, dict) or not isinstance(h.get("pageSize"), str)
+                or not _PAGE_SIZE.match(h["pageSize"]) or not isinstance(h.get("limit"), int)
+                or isinstance(h.get("limit"), bool)):
+            raise InvalidArgument(f"resources.hugepageLimits[{i}]: must be "
+                                  "{pageSize: \"2MB\", limit: <bytes>}")
+    for key, v in (resources.get("unified") or {}).items():
+        if not isinstance(key, str) or not _UNIFIED_KEY.match(key) or not isinstance(v, str):
+            raise InvalidArgument(f"resources.unified.{key}: must name a cgroup v2 file "
+                                  "(controller.name) with a string value")
+        if "\n" in v or "\0" in v:
+            raise InvalidArgument(f"resources.unified.{key}: must not contain a newline")
+    return resources
+
+
+_CPUSET = re.compile(r"^\s*(\d+(-\d+)?(,\d+(-\d+)?)*)?\s*$")
+_PAGE_SIZE = re.compile(r"^[0-9]+[KMG]B$")
+_UNIFIED_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9_.]+$")
+
+
+def update_writes(cg: Cgroups, resources: dict[str, Any]) -> tuple[list[Write], list[str]]:
+    """The writes that apply ``resources`` (already :func:`check_resources`-checked) to a
+    running container's cgroups, in the order the kernel accepts them, and the notes on what
+    is accepted but not applied.
+
+    What changes follows ``runc update``: memory limit/reservation/swap, cpu shares, quota,
+    period, burst, realtime and cpuset, pids, the block-I/O weight and ``unified``. Like runc,
+    a zero number means "leave as is", and the device rules are not touched on update (CRI
+    sends the container's deny-all list with every update; the device cgroup was set at
+    create). Hugepage limits, which ``runc update`` ignores, are applied where the hugetlb
+    controller exists, since they can change live."""
+    out: list[Write] = []
+    notes: list[str] = []
+    out += _memory_writes(cg, resources.get("memory") or {})
+    out += _cpu_writes(cg, resources.get("cpu") or {}, notes)
+    out += _pids_writes(cg, resources.get("pids") or {})
+    out += _blkio_writes(cg, resources.get("blockIO") or {}, notes)
+    out += _hugetlb_writes(cg, resources.get("hugepageLimits") or [], notes)
+    unified = resources.get("unified") or {}
+    if unified:
+        if cg.v2 is None or not cg.is_v2_only:
+            from runtime.errdefs import NotImplementedErr
+
+            # runc's v1 manager refuses it too (ErrV1NoUnified).
+            raise NotImplementedErr("resources.unified: requires a cgroup v2 host")
+        out += [Write(cg.v2 / key, value, f"unified.{key}")
+                for key, value in sorted(unified.items())]
+    if resources.get("devices"):
+        notes.append("resources.devices: not changed on update (as runc)")
+    for key in ("network", "rdma"):
+        if resources.get(key):
+            notes.append(f"resources.{key}: not applied")
+    return out, notes
+
+
+def _memory_writes(cg: Cgroups, mem: dict[str, Any]) -> list[Write]:
+    limit, swap = mem.get("limit") or 0, mem.get("swap") or 0
+    reservation = mem.get("reservation") or 0
+    out: list[Write] = []
+    m1 = cg.v1.get("memory")
+    if m1 is not None:
+        if limit == -1 and swap == 0:
+            swap = -1  # unlimited memory makes swap unlimited too, as runc does
+        lim = Write(m1 / "memory.limit_in_bytes", str(limit), "memory.limit")
+        sw = Write(m1 / "memory.memsw.limit_in_bytes", str(swap), "memory.swap")
+        has_memsw = (m1 / "memory.memsw.limit_in_bytes").exists()
+        if limit and swap and has_memsw:
+            # memory.limit <= memory.memsw.limit at every moment (cgroup-v1/memory.rst): raise
+            # swap first when it goes above the current memory limit, else lower memory first.
+            current = read_int(m1 / "memory.limit_in_bytes", _UNLIMITED_V1)
+            out += [sw, lim] if swap == -1 or current < swap else [lim, sw]
+        else:
+            out += [lim] if limit else []
+            out += [sw] if swap and has_memsw else []
+        if reservation:
+            out.append(Write(m1 / "memory.soft_limit_in_bytes", str(reservation),
+                             "memory.reservation"))
+    elif cg.v2 is not None and cg.is_v2_only:
+        d = cg.v2
+        if swap:
+            effective = limit or _read_max(d / "memory.max")
+            out.append(Write(d / "memory.swap.max", _v2_swap(swap, effective), "memory.swap"))
+        if limit:
+            out.insert(0, Write(d / "memory.max", "max" if limit < 0 else str(limit),
+                                "memory.limit"))
+        if reservation:
+            out.append(Write(d / "memory.low", str(reservation), "memory.reservation"))
     return out
 
 
-SUPPORTED_UPDATE = {"memory": {"limit", "swap", "reservation"}, "cpu": {"shares", "quota",
-                    "period", "cpus", "mems"}, "pids": {"limit"}}
+def _read_max(path: Path) -> int:
+    """A v2 ``*.max`` file as a number, -1 for ``max``."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return -1
+    return -1 if text in ("", "max") else int(text.split()[0])
+
+
+def _v2_swap(swap: int, limit: int) -> str:
+    """OCI swap is memory+swap (the v1 memsw meaning); v2's memory.swap.max is swap alone
+    (runc's ConvertMemorySwapToCgroupV2Value semantics)."""
+    from runtime.errdefs import InvalidArgument
+
+    if swap == -1 or limit == -1:
+        return "max"
+    if swap < limit:
+        raise InvalidArgument("resources.memory.swap: must be at least memory.limit")
+    return str(swap - limit)
+
+
+def _cpu_writes(cg: Cgroups, cpu: dict[str, Any], notes: list[str]) -> list[Write]:
+    out: list[Write] = []
+    shares, quota, period = cpu.get("shares") or 0, cpu.get("quota") or 0, cpu.get("period") or 0
+    c1 = cg.v1.get("cpu")
+    v2 = cg.v2 if cg.v2 is not None and cg.is_v2_only else None
+    if c1 is not None:
+        if shares:
+            out.append(Write(c1 / "cpu.shares", str(shares), "cpu.shares"))
+        # Period first: a quota below the old period's minimum would otherwise be refused.
+        if period:
+            out.append(Write(c1 / "cpu.cfs_period_us", str(period), "cpu.period"))
+        if quota:
+            out.append(Write(c1 / "cpu.cfs_quota_us", str(quota if quota > 0 else -1),
+                             "cpu.quota"))
+        if cpu.get("burst") is not None:
+            out.append(Write(c1 / "cpu.cfs_burst_us", str(cpu["burst"]), "cpu.burst"))
+        for key, file in (("realtimePeriod", "cpu.rt_period_us"),
+                          ("realtimeRuntime", "cpu.rt_runtime_us")):
+            if cpu.get(key):
+                out.append(Write(c1 / file, str(cpu[key]), f"cpu.{key}"))
+    elif v2 is not None:
+        if shares:
+            # runc's shares→weight mapping: [2, 262144] → [1, 10000].
+            out.append(Write(v2 / "cpu.weight", str(1 + ((shares - 2) * 9999) // 262142),
+                             "cpu.shares"))
+        if quota or period:
+            current = (v2 / "cpu.max").read_text().split() if (v2 / "cpu.max").exists() \
+                else ["max", "100000"]
+            q = ("max" if quota < 0 else str(quota)) if quota else current[0]
+            out.append(Write(v2 / "cpu.max", f"{q} {period or current[-1]}", "cpu.quota"))
+        if cpu.get("burst") is not None:
+            out.append(Write(v2 / "cpu.max.burst", str(cpu["burst"]), "cpu.burst"))
+        if cpu.get("idle") is not None:
+            out.append(Write(v2 / "cpu.idle", str(cpu["idle"]), "cpu.idle"))
+        if cpu.get("realtimeRuntime") or cpu.get("realtimePeriod"):
+            notes.append("resources.cpu.realtime*: not applied (cgroup v2 has no rt files)")
+    cs = cg.v1.get("cpuset") or v2
+    for key in ("cpus", "mems"):
+        if cpu.get(key) and cs is not None:
+            out.append(Write(cs / f"cpuset.{key}", cpu[key], f"cpu.{key}"))
+    return out
+
+
+def _pids_writes(cg: Cgroups, pids: dict[str, Any]) -> list[Write]:
+    limit = pids.get("limit") or 0
+    base = cg.v1.get("pids") or (cg.v2 if cg.is_v2_only else None)
+    if not limit or base is None:
+        return []
+    return [Write(base / "pids.max", "max" if limit < 0 else str(limit), "pids.limit")]
+
+
+def _blkio_writes(cg: Cgroups, blkio: dict[str, Any], notes: list[str]) -> list[Write]:
+    weight = blkio.get("weight") or 0
+    if not weight:
+        return []
+    b1 = cg.v1.get("blkio")
+    if b1 is not None:
+        for name in ("blkio.weight", "blkio.bfq.weight"):
+            if (b1 / name).exists():
+                return [Write(b1 / name, str(weight), "blockIO.weight")]
+    elif cg.v2 is not None and cg.is_v2_only and (cg.v2 / "io.weight").exists():
+        # 10..1000 → 1..10000 (cgroup-v2.rst "io.weight", runc's conversion).
+        return [Write(cg.v2 / "io.weight", str(1 + (weight - 10) * 9999 // 990),
+                      "blockIO.weight")]
+    notes.append("resources.blockIO.weight: not applied (no proportional block-I/O "
+                 "controller on this host)")
+    return []
+
+
+def _hugetlb_writes(cg: Cgroups, limits: list[dict[str, Any]],
+                    notes: list[str]) -> list[Write]:
+    out: list[Write] = []
+    h1 = cg.v1.get("hugetlb")
+    v2 = cg.v2 if cg.v2 is not None and cg.is_v2_only else None
+    for h in limits:
+        size, limit = h["pageSize"], h["limit"]
+        if h1 is not None and (h1 / f"hugetlb.{size}.limit_in_bytes").exists():
+            out.append(Write(h1 / f"hugetlb.{size}.limit_in_bytes", str(limit),
+                             f"hugepageLimits.{size}"))
+        elif v2 is not None and (v2 / f"hugetlb.{size}.max").exists():
+            out.append(Write(v2 / f"hugetlb.{size}.max", str(limit), f"hugepageLimits.{size}"))
+        elif limit:
+            notes.append(f"resources.hugepageLimits.{size}: not applied (no hugetlb "
+                         "controller for that page size on this host)")
+    return out

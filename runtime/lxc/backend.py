@@ -451,6 +451,7 @@ class LxcContainer(ContainerOps):
 
     async def _watch(self) -> int:
         rc = await self._wait_init()
+        await self._oom_settled()  # an OOM kill is reported before the exit, as by runc
         status = rc
         recorded = owninit.exit_status(self._init_dir) if self._init_dir else None
         if self._created_kill is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,11 @@ from typing import Any
 from runtime import cgroups, errdefs
 from runtime.lxc import state
 from runtime.lxc.exec import AttachContext, LxcExec, start_exec
-from runtime.stdio import ProcessIO, TerminalIO, fd_ready
+from runtime.lxc.oom import OomWatch
+from runtime.stdio import ProcessIO, TerminalIO
 from runtime.types import ExecConfig
 
 log = logging.getLogger(__name__)
-
-#: OCI LinuxResources fields Update can apply to a live container; anything else is refused.
-_UPDATABLE = {"memory": {"limit", "swap", "reservation", "kernel", "kernelTCP", "swappiness",
-                         "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"},
-              "cpu": {"shares", "quota", "period", "cpus", "mems", "realtimeRuntime",
-                      "realtimePeriod", "burst", "idle"},
-              "pids": {"limit"}, "blockIO": set(), "devices": set(), "hugepageLimits": set(),
-              "network": set(), "rdma": set(), "unified": set()}
-
 
 def _network_stats(pid: int) -> dict[str, dict[str, int]]:
     """/proc/<pid>/net/dev lists the interfaces of *that process's* network namespace
@@ -52,7 +43,7 @@ class ContainerOps:
     _io: ProcessIO
     #: Set by LxcBackend.create once the container exists (None: exec unavailable).
     attach: AttachContext | None = None
-    _oom_task: asyncio.Task[None] | None = None
+    _oom: OomWatch | None = None
 
     def _live_cgroups(self) -> cgroups.Cgroups:
         cg = cgroups.of_pid(self._st.pid)
@@ -95,121 +86,33 @@ class ContainerOps:
         return dataclasses.replace(stats, network=_network_stats(self._st.pid))
 
     async def update(self, resources: dict[str, Any]) -> None:
-        for section, value in resources.items():
-            allowed = _UPDATABLE.get(section)
-            if allowed is None:
-                raise errdefs.InvalidArgument(f"resources.{section}: unknown field")
-            if not isinstance(value, dict) and value is not None:
-                if isinstance(value, list) and not value:
-                    continue
-                raise errdefs.InvalidArgument(f"resources.{section}: must be an object")
-            for key, v in (value or {}).items() if isinstance(value, dict) else []:
-                if v is not None and key not in allowed:
-                    raise errdefs.NotImplementedErr(
-                        f"resources.{section}.{key}: cannot be updated on a running "
-                        "LXC container")
-        writes = cgroups.resource_writes(self._live_cgroups(), resources)
-        for path, value, field in writes:
+        """Apply what can change live of the full ``LinuxResources`` (CRI sends all of it,
+        devices included); see :func:`runtime.cgroups.update_writes`."""
+        cgroups.check_resources(resources)
+        writes, notes = cgroups.update_writes(self._live_cgroups(), resources)
+        for note in notes:
+            log.debug("update of %s: %s", self._st.name, note)
+        for w in writes:
             # Each write is one small syscall on cgroupfs; no await needed between them.
-            cgroups.write_value(path, value, f"resources.{field}")
+            cgroups.write_value(w.path, w.value, f"resources.{w.field}")
 
     # -- OOM ------------------------------------------------------------------------------------
 
     def watch_oom(self, callback: Callable[[], None]) -> None:
-        """v1: an eventfd registered on ``memory.oom_control`` through
-        ``cgroup.event_control`` (cgroup-v1/memory.rst "OOM control"); v2: ``memory.events``'
-        ``oom_kill`` counter, checked when the file changes (polled: inotify is not in the
-        standard library)."""
+        """Call ``callback`` once per OOM kill in the container (:mod:`runtime.lxc.oom`)."""
         try:
             cg = self._live_cgroups()
         except errdefs.NotFound:
             return
-        mem = cg.v1.get("memory")
-        loop = asyncio.get_running_loop()
-        if mem is not None:
-            self._oom_task = loop.create_task(_watch_v1(mem, callback))
-        elif cg.v2 is not None:
-            self._oom_task = loop.create_task(_watch_v2(cg.v2, callback))
+        self._oom = OomWatch(callback)
+        self._oom.start(cg)
 
     def stop_oom_watch(self) -> None:
-        if self._oom_task is not None:
-            self._oom_task.cancel()
-            self._oom_task = None
+        if self._oom is not None:
+            self._oom.stop()
+            self._oom = None
 
-
-async def _watch_v1(mem: Path, callback: Callable[[], None]) -> None:
-    efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-    ctl = os.open(mem / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        # One write(2) of "<eventfd> <fd of memory.oom_control>" (cgroup-v1/memory.rst).
-        control = os.open(mem / "cgroup.event_control", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(control, f"{efd} {ctl}".encode())
-        finally:
-            os.close(control)
-        while True:
-            await fd_ready(efd)
-            try:
-                count = os.eventfd_read(efd)
-            except BlockingIOError:
-                continue
-            # The kernel signals the eventfd once per OOM in the memcg, *before* the OOM
-            # killer runs (so oom_kill is not incremented yet), and once more when the cgroup
-            # is removed (memcg v1 event removal). Both may be read together at exit.
-            gone = not (mem / "memory.oom_control").exists()
-            for _ in range(count - (1 if gone else 0)):
-                callback()
-            if gone:
-                return
-    except OSError as exc:
-        log.warning("cannot watch OOM events in %s: %s", mem, exc)
-    finally:
-        os.close(efd)
-        os.close(ctl)
-
-
-async def _watch_v2(path: Path, callback: Callable[[], None]) -> None:
-    """inotify on ``memory.events``, which the kernel marks modified when a counter changes
-    (cgroup-v2.rst "memory.events"); polling would miss an OOM kill when LXC removes the cgroup
-    right after the container's last process dies."""
-    events = path / "memory.events"
-    seen = cgroups.read_flat(events).get("oom_kill", 0)
-    fd = _inotify(events)
-    if fd is None:
-        return
-    try:
-        while True:
-            await fd_ready(fd)
-            try:
-                os.read(fd, 4096)
-            except BlockingIOError:
-                continue
-            now = cgroups.read_flat(events).get("oom_kill", seen)
-            for _ in range(now - seen):
-                callback()
-            seen = max(seen, now)
-            if not events.exists():
-                return
-    finally:
-        os.close(fd)
-
-
-_IN_MODIFY, _IN_DELETE_SELF = 0x2, 0x400
-_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
-
-
-def _inotify(path: Path) -> int | None:
-    """An inotify fd watching ``path`` for modification (inotify(7), through libc: the
-    standard library has no binding)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-    if fd < 0:
-        log.warning("inotify_init1: %s", os.strerror(ctypes.get_errno()))
-        return None
-    if libc.inotify_add_watch(fd, str(path).encode(), _IN_MODIFY | _IN_DELETE_SELF) < 0:
-        log.warning("cannot watch %s: %s", path, os.strerror(ctypes.get_errno()))
-        os.close(fd)
-        return None
-    return int(fd)
+    async def _oom_settled(self) -> None:
+        """Before the exit is reported: the OOM kills of the ending container are."""
+        if self._oom is not None:
+            await self._oom.settle()
