@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import errdefs, store
+from runtime import cgroups_path, errdefs, store
 from runtime.lxc import cgroup, cleanup, criu_stdio, owninit, resources, security, state
 from runtime.lxc import config as lxcconf
 from runtime.lxc.exec import AttachContext
@@ -306,8 +306,13 @@ class LxcBackend:
         _check_bind_sources(config.spec)
         process = config.spec["process"]
         look_path(rootfs, process["args"][0], process.get("env", []), process.get("cwd", "/"))
-        # Persisted before anything runs, so `delete` can undo the mounts even if the daemon
-        # dies before the gate reports.
+        own_cgroup = cgroup.own_cgroup()
+        st.cgroup = cgroups_path.resolve((config.spec.get("linux") or {}).get("cgroupsPath"),
+                                         own_cgroup)
+        if st.cgroup:
+            cgroup.clear_stale(st.cgroup)
+        # Persisted before anything runs, so `delete` can undo the mounts (and remove the
+        # cgroup) even if the daemon dies before the gate reports.
         state.save(config.state_dir, st)
         init_dir = None
         if config.checkpointable or source is not None:
@@ -327,7 +332,7 @@ class LxcBackend:
             log_file=str(config.state_dir / cleanup.LXC_LOG), log_level=self._log_level,
             default_hostname=config.id, shim_pid=os.getpid(), source_is_dir=os.path.isdir,
             cgroup=resources.detect(), seccomp_path=str(self._lxcpath / name / SECCOMP_FILE),
-            rootfs_mount=self._rootfs_mount(),
+            rootfs_mount=self._rootfs_mount(), own_cgroup=own_cgroup,
             apparmor=apparmor, selinux=selinux)
         notes: list[str] = []
         text = lxcconf.render(lxcconf.lxc_config(config.spec, params, notes))
@@ -423,7 +428,7 @@ class LxcContainer(ContainerOps):
         #: [storage] CRIU's keys of the streams that lead outside (runtime.lxc.criu_stdio).
         self.criu_stdio: dict[int, str] = {}
         self._pidfd: int | None = os.pidfd_open(st.pid)
-        self._cgroup = cgroup.cgroup_dir(st.pid, st.name)
+        self._cgroup = cgroup.cgroup_dir(st.pid, st.name, st.cgroup)
         self._started = False
         self._deleted = False
         self._created_kill: int | None = None

@@ -54,7 +54,7 @@ def kill_container(st: state.PersistedState, state_dir: Path) -> bool:
     if not alive:
         return False
     if state.is_alive(st.pid, st.pid_start_time):
-        for pid in cgroup.procs(cgroup.cgroup_dir(st.pid, st.name)):
+        for pid in cgroup.procs(cgroup.cgroup_dir(st.pid, st.name, st.cgroup)):
             _kill(pid)
         _kill(st.pid)
     # A created container's monitor is blocked in the gate: abort it, or it would wait forever.
@@ -109,7 +109,7 @@ def remove_files(st: state.PersistedState, state_dir: Path) -> None:
         except OSError:
             mount.sys_umount(target, mount.MNT_DETACH)
     shutil.rmtree(Path(st.lxcpath) / st.name, ignore_errors=True)
-    cgroup.remove_lxc_cgroups(st.name)
+    cgroup.remove_lxc_cgroups(st.name, st.cgroup)
     for name in (GATE_READY, GATE_START, LXC_LOG, RESTORE_LOG, CRIU_CONF, RESTORE_SCRIPT):
         try:
             (state_dir / name).unlink()

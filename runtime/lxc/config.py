@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime import cgroups_path
 from runtime.errdefs import InvalidArgument, NotImplementedErr
 from runtime.lxc import owninit, resources, security, setup_hooks
 from runtime.lxc import seccomp as lxc_seccomp
@@ -59,8 +60,6 @@ PROVIDED_BY_LXC = frozenset({"/proc", "/sys", "/sys/fs/cgroup", "/dev", "/dev/pt
 #: OCI fields this runtime accepts but cannot honour on LXC, with how it downgrades them
 #: (DESIGN.md section 8: "never silently dropped"; docs/oci-support.md has the full table).
 _DOWNGRADED = (
-    (("linux", "cgroupsPath"), "linux.cgroupsPath: not applied; LXC places the container in "
-                               "lxc.payload.<name> under the runtime's cgroup"),
     (("linux", "intelRdt"), "linux.intelRdt: not applied"),
     (("linux", "personality"), "linux.personality: not applied"),
     (("process", "ioPriority"), "process.ioPriority: not applied"),
@@ -117,6 +116,9 @@ class Params:
     mount_plan: Plan | None = None
     #: The command running :mod:`runtime.lxc.rootpath` in the autodev hook (shell words).
     path_helper: str = field(default_factory=setup_hooks.path_helper)
+    #: The shim daemon's own cgroup (from /proc/self/cgroup): where a relative
+    #: ``linux.cgroupsPath`` is placed, as runc places it below its own.
+    own_cgroup: str = "/"
 
 
 def lxc_config(spec: dict[str, Any], params: Params,
@@ -153,6 +155,7 @@ def lxc_config(spec: dict[str, Any], params: Params,
                                       path_kind=params.path_kind, resolved=resolved)
     lines += setup_hooks.mount_hook(spec, sysctls, ro_in_hook=ro_in_hook, resolved=resolved)
     lines += setup_hooks.autodev_hook(spec, params.path_helper)
+    lines += configure_cgroup_dir(spec, params)
     lines += resources.configure_resources(spec, params.cgroup, notes)
     lines += configure_hooks(params)
     notes += [text for (section, key), text in _DOWNGRADED
@@ -696,6 +699,24 @@ def configure_own_init(params: Params) -> list[Line]:
     return [("lxc.mount.entry",
              f"{_fstab_escape(params.own_init_dir)} {target} none bind,create=dir 0 0"),
             ("lxc.init.cmd", owninit.INIT_PATH)]
+
+
+def configure_cgroup_dir(spec: dict[str, Any], params: Params) -> list[Line]:
+    """``linux.cgroupsPath`` (:mod:`runtime.cgroups_path`) as the container's cgroup,
+    ``lxc.cgroup.dir.container``, in every hierarchy; LXC creates the missing parents and, at
+    the end, removes only that last directory (measured on LXC 5.0.2: the parents stay, as
+    with runc). The key must come with ``lxc.cgroup.dir.monitor`` (man lxc.container.conf):
+    the monitor keeps LXC's usual ``lxc.monitor.<name>``. LXC, running as root, first escapes
+    to the root cgroup (lxc.cgroup.relative = 0), so the path is taken from each root. No
+    ``.inner``: the processes sit in the limited cgroup itself, as under runc, so that pod and
+    container statistics read it directly. Without a cgroupsPath, LXC's own
+    ``lxc.payload.<name>``."""
+    path = cgroups_path.resolve((spec.get("linux") or {}).get("cgroupsPath"),
+                                params.own_cgroup)
+    if not path:
+        return []
+    return [("lxc.cgroup.dir.container", path),
+            ("lxc.cgroup.dir.monitor", f"lxc.monitor.{params.name}")]
 
 
 def configure_hooks(params: Params) -> list[Line]:

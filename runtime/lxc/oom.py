@@ -101,15 +101,19 @@ class OomWatch:
             while True:
                 await fd_ready(efd)
                 try:
-                    os.eventfd_read(efd)
+                    count = os.eventfd_read(efd)
                 except BlockingIOError:
                     continue
+                if not control_file.exists():
+                    # The cgroup is gone: its removal signalled once; any other signal
+                    # read with it was an OOM notification whose kill could not be counted.
+                    if count > 1:
+                        self._unmatched()
+                    return
                 if not counted:
                     # No counter: one event per wake-up, however many notifications it was.
-                    if control_file.exists():
-                        self._kills(1)
-                        continue
-                    return
+                    self._kills(1)
+                    continue
                 seen, gone = await self._follow(control_file, seen)
                 if gone:
                     return
@@ -119,6 +123,13 @@ class OomWatch:
             os.close(efd)
             os.close(ctl)
 
+    def _unmatched(self) -> None:
+        """The cgroup went before the counter could be read after a notification: that
+        notification was almost certainly the kill that ended the container, unless a kill was
+        counted just before (then it was the dying victim's tail)."""
+        if time.monotonic() - self._last_kill > TAIL:
+            self._kills(1)
+
     async def _follow(self, control_file: Path, seen: int) -> tuple[int, bool]:
         """After a notification: report the kills the counter shows within FOLLOW seconds.
         Returns the new count and whether the cgroup is gone."""
@@ -126,10 +137,7 @@ class OomWatch:
         while True:
             flat = cgroups.read_flat(control_file)
             if not flat:
-                if time.monotonic() - self._last_kill > TAIL:
-                    # The cgroup went before the counter could be read after a notification:
-                    # the notification was almost certainly the kill that ended the container.
-                    self._kills(1)
+                self._unmatched()
                 return seen, True
             now = flat.get("oom_kill", seen)
             if now > seen:

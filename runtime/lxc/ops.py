@@ -3,8 +3,8 @@ statistics, resource updates and OOM notification (the optional capabilities of
 ``runtime.backend``). Mixed into ``LxcContainer``; state lives there.
 
 All of it works on the container's cgroups directly (runtime.cgroups), from the init's host
-PID, which is guarded to be LXC's ``lxc.payload.<name>`` so that nothing here can touch another
-process's cgroup (a reused PID).
+PID, which is guarded to be the container's payload cgroup (its cgroupsPath, or LXC's
+``lxc.payload.<name>``) so that nothing here can touch another process's cgroup (a reused PID).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import cgroups, errdefs
-from runtime.lxc import state
+from runtime.lxc import cgroup, state
 from runtime.lxc.exec import AttachContext, LxcExec, start_exec
 from runtime.lxc.oom import OomWatch
 from runtime.stdio import ProcessIO, TerminalIO
@@ -47,8 +47,10 @@ class ContainerOps:
 
     def _live_cgroups(self) -> cgroups.Cgroups:
         cg = cgroups.of_pid(self._st.pid)
-        payload = f"lxc.payload.{self._st.name}"
-        if not any(payload in p.parts for p in [*cg.v1.values(), *([cg.v2] if cg.v2 else [])]):
+        roots = cgroup.hierarchy_roots()
+        if not any(cgroup.is_payload(str(p.relative_to(r)), self._st.name, self._st.cgroup)
+                   for p in [*cg.v1.values(), *([cg.v2] if cg.v2 else [])]
+                   for r in roots if p.is_relative_to(r)):
             raise errdefs.NotFound(f"container {self._st.name}: no cgroup (not running)")
         return cg
 

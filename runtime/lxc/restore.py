@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from runtime import cgroups, criu_log, errdefs
-from runtime.lxc import cleanup, criu_stdio, state
+from runtime.lxc import cgroup, cleanup, criu_stdio, state
 from runtime.lxc.backend import LxcContainer, lxc_log_errors
 from runtime.reaper import Reaper
 from runtime.stdio import ProcessIO, fd_ready
@@ -75,7 +75,7 @@ async def restore(reaper: Reaper, lxc_checkpoint: str, st: state.PersistedState,
     # mntns-compat-mode: CRIU 3.17's default mount engine (mount-v2) failed on the bind of
     # /dev/null that masks a file (`Failed to move_mount from /dev/null to …: Invalid
     # argument`, measured with ctr's default spec, whose maskedPaths are such binds).
-    lines = [f"cgroup-root /lxc.payload.{st.name}", f"action-script {script}",
+    lines = [f"cgroup-root /{cgroup.payload(st.name, st.cgroup)}", f"action-script {script}",
              "mntns-compat-mode", *criu_stdio.inherit_lines(dumped, fds)]
     conf.write_text("".join(f"{line}\n" for line in lines))
     env = {**env, "CRIU_CONFIG_FILE": str(conf)}

@@ -14,7 +14,9 @@ DESIGN.md section 9). Schema, version 1::
       "pid_start_time": 123456,         # field 22 of /proc/<pid>/stat, guards PID reuse
       "monitor_pid": 4241,              # lxc-execute
       "monitor_start_time": 123450,
-      "exit_status": null               # set once lxc-execute has exited
+      "exit_status": null,              # set once lxc-execute has exited
+      "cgroup": "kubepods/pod1/web"     # linux.cgroupsPath below the roots ("": LXC's
+                                        # lxc.payload.<name>)
     }
 """
 
@@ -42,6 +44,7 @@ class PersistedState:
     monitor_pid: int = 0
     monitor_start_time: int = 0
     exit_status: int | None = None
+    cgroup: str = ""
     version: int = VERSION
 
 

@@ -129,7 +129,7 @@ def test_mounts_provided_by_lxc_are_skipped_and_binds_get_create() -> None:
 
 def test_downgrades_are_reported_not_dropped_silently() -> None:
     notes = config.downgrades(copy.deepcopy(CTR_DEFAULT), params())
-    assert any(n.startswith("linux.cgroupsPath: not applied") for n in notes)
+    assert not any(n.startswith("linux.cgroupsPath") for n in notes)  # honoured now
     assert any(n.startswith("process.apparmorProfile: 'generated' not enforced") for n in notes)
     with_apparmor = config.downgrades(copy.deepcopy(CTR_DEFAULT), params(apparmor=True))
     assert not any(n.startswith("process.apparmorProfile") for n in with_apparmor)
@@ -327,3 +327,23 @@ def test_hostname_without_a_new_uts_namespace_is_refused() -> None:
 def test_render_refuses_a_newline_in_a_value() -> None:
     with pytest.raises(errdefs.InvalidArgument, match="lxc.rootfs.path"):
         config.render([("lxc.rootfs.path", "dir:/a\nlxc.hook.start-host = /evil")])
+
+
+@pytest.mark.parametrize("path, own, expected", [
+    ("/kubepods/burstable/pod1/c1", "/", "kubepods/burstable/pod1/c1"),
+    ("kubepods-burstable-pod1.slice:cri-containerd:c1", "/",
+     "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/"
+     "cri-containerd-c1.scope"),
+    ("relative/c1", "/system.slice/containerd.service",
+     "system.slice/containerd.service/relative/c1"),
+])
+def test_cgroups_path_is_the_container_cgroup(path: str, own: str, expected: str) -> None:
+    spec = copy.deepcopy(MINIMAL)
+    spec["linux"]["cgroupsPath"] = path
+    k = {key: v for key, v in config.lxc_config(spec, params(own_cgroup=own))}
+    assert k["lxc.cgroup.dir.container"] == expected
+    assert k["lxc.cgroup.dir.monitor"] == "lxc.monitor.default-c1"
+
+
+def test_no_cgroups_path_keeps_lxcs_own_names() -> None:
+    assert not any(key.startswith("lxc.cgroup.dir") for key in keys(copy.deepcopy(MINIMAL)))

@@ -1,0 +1,88 @@
+"""``linux.cgroupsPath`` → the container's cgroup, relative to each hierarchy's root.
+
+containerd writes the field in one of two forms (config-linux.md "Cgroups path"; containerd's
+CRI plugin picks by the cgroup driver):
+
+- a **cgroupfs path**: ``/kubepods/burstable/pod<uid>/<id>`` (absolute: from the root of every
+  hierarchy), or a relative one, which the spec lets the runtime place; like runc's cgroupfs
+  driver, a relative path is taken below the runtime's own cgroup (here the shim daemon's);
+- systemd's **``slice:prefix:name``** (kubeadm's default driver): runc's systemd driver asks
+  systemd for a transient scope ``<prefix>-<name>.scope`` in the slice, whose cgroup is the
+  slice hierarchy spelled out (``a-b-c.slice`` → ``a.slice/a-b.slice/a-b-c.slice``; systemd.slice
+  (5)). This runtime does not talk to systemd: it makes that same directory itself, so the
+  container lands where systemd and kubelet would look for it (on a host without systemd, as
+  here, it is simply a cgroupfs path). An empty slice is ``system.slice`` (runc's default); a
+  name ending in ``.slice`` is the unit itself, as in runc.
+
+Standard library only, pure: the daemon's own cgroup is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+
+from runtime.errdefs import InvalidArgument
+
+#: What a slice or scope name may contain (systemd.unit(5): ASCII letters, digits, ":", "-",
+#: "_", ".", "\"; the ":" and "\" are refused here, they have no use in a cgroup path).
+_UNIT = re.compile(r"^[A-Za-z0-9_.@-]+$")
+_FIELD = "linux.cgroupsPath"
+
+
+def is_systemd_form(value: str) -> bool:
+    """``slice:prefix:name``: three fields, the first empty or a slice (a cgroupfs path
+    rarely contains ":", and never starts with a slice name followed by one)."""
+    parts = value.split(":")
+    return (len(parts) == 3 and not value.startswith("/")
+            and (parts[0] == "" or parts[0].endswith(".slice")))
+
+
+def resolve(value: object, own_cgroup: str = "/") -> str:
+    """The container's cgroup below the hierarchies' roots, without a leading ``/`` (the
+    form ``lxc.cgroup.dir.container`` takes), or "" when the spec sets none."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{_FIELD}: must be a string")
+    if "\n" in value or "\0" in value:
+        raise InvalidArgument(f"{_FIELD}: must not contain a newline or NUL")
+    if is_systemd_form(value):
+        path = systemd_path(value)
+    elif value.startswith("/"):
+        path = value
+    else:
+        path = f"{own_cgroup.rstrip('/')}/{value}"
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidArgument(f"{_FIELD}: {value!r} must not contain '..'")
+    if not parts:
+        raise InvalidArgument(f"{_FIELD}: {value!r} names the root cgroup; a container needs "
+                              "its own")
+    return "/".join(parts)
+
+
+def systemd_path(value: str) -> str:
+    """``slice:prefix:name`` → the cgroup path systemd gives that scope."""
+    slice_, prefix, name = value.split(":")
+    for what, part in (("slice", slice_), ("prefix", prefix), ("name", name)):
+        if part and not _UNIT.match(part):
+            raise InvalidArgument(f"{_FIELD}: {what} {part!r} is not a valid unit name")
+    if not name:
+        raise InvalidArgument(f"{_FIELD}: {value!r}: the name in slice:prefix:name is empty")
+    unit = name if name.endswith(".slice") else (f"{prefix}-{name}.scope" if prefix
+                                                  else f"{name}.scope")
+    return f"{expand_slice(slice_ or 'system.slice')}/{unit}"
+
+
+def expand_slice(slice_: str) -> str:
+    """``a-b-c.slice`` → ``/a.slice/a-b.slice/a-b-c.slice``; the root slice ``-.slice`` is
+    ``/`` (systemd.slice(5): each dash adds a level)."""
+    if not slice_.endswith(".slice") or "/" in slice_:
+        raise InvalidArgument(f"{_FIELD}: {slice_!r} is not a slice name")
+    if slice_ == "-.slice":
+        return ""
+    stem = slice_[: -len(".slice")]
+    words = stem.split("-")
+    if not stem or any(w == "" for w in words):
+        raise InvalidArgument(f"{_FIELD}: {slice_!r} is not a valid slice name")
+    return "".join("/" + "-".join(words[: i + 1]) + ".slice" for i in range(len(words)))
