@@ -8,8 +8,10 @@ mkdir -p "$STAMPS"
 
 # Debian packages. busybox-static builds the demo/test image; kmod, cpio, xz-utils,
 # qemu-system-x86 and the compiler tools (the OpenZFS module build, once, cached) serve the
-# kernel test host (docs/kernel-test-host.md).
+# kernel test host (docs/kernel-test-host.md); containernetworking-plugins (bridge, host-local)
+# the CRI tests' pod network (tests/integration/test_cri.py).
 PKGS=(containerd runc lxc busybox-static iproute2 zfs-fuse criu qemu-system-x86 kmod cpio
+      containernetworking-plugins
       xz-utils e2fsprogs gcc make binutils libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do

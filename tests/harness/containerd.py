@@ -3,8 +3,13 @@
 Everything lives in one short temporary folder (``/tmp/lxcri-ctd-XXXX``: unix socket paths must
 stay under 108 bytes, so pytest's long tmp paths are not usable): config.toml, root, state, the
 gRPC socket (containerd derives the ttrpc socket as ``<grpc>.ttrpc``) and containerd's log.
-The CRI plugin is off. The runtime under test is only a ``--runtime`` name passed to ``ctr``, so
-the same code drives ``io.containerd.runc.v2`` and ``io.containerd.proxmox.v2``.
+The CRI plugin is off unless ``cri=True`` (:class:`CriSettings`): then containerd runs in a
+network namespace of its own (so the CNI bridge and its subnet touch nothing else on the
+machine), with Debian's CNI plugins (bridge + host-local, state kept in the folder), the
+``runc`` handler (runc's state root in the folder too) and the handler of
+``packaging/containerd-runtime.toml``. Otherwise the runtime under test is only a ``--runtime``
+name passed to ``ctr``, so the same code drives ``io.containerd.runc.v2`` and
+``io.containerd.proxmox.v2``.
 
 Processes are only ever ended by PID. ``cleanup()`` attributes shims to this containerd by the
 socket in each bundle's ``address`` file, by PIDs recorded while running, and by processes whose
@@ -15,12 +20,16 @@ environment to every shim), plus everything below those in the process tree.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import tomllib
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +38,29 @@ from tests.harness import leaks
 TASK_DIR = "io.containerd.runtime.v2.task"
 # packaging/setup.sh writes launchers for this checkout here, as well as to /usr/local/bin.
 CHECKOUT_BIN = Path(__file__).resolve().parents[2] / ".stamps" / "bin"
+#: The containerd configuration fragment this project ships (the CRI handler of our shim).
+PACKAGED_RUNTIME = Path(__file__).resolve().parents[2] / "packaging" / "containerd-runtime.toml"
+#: Where Debian's containernetworking-plugins puts the CNI plugins.
+CNI_BIN = "/usr/lib/cni"
+CRI_PLUGIN = "io.containerd.grpc.v1.cri"
+
+
+def packaged_handler() -> tuple[str, str]:
+    """(handler name, runtime_type) of the CRI runtime in packaging/containerd-runtime.toml."""
+    runtimes = tomllib.loads(PACKAGED_RUNTIME.read_text())["plugins"][CRI_PLUGIN][
+        "containerd"]["runtimes"]
+    name, table = next(iter(runtimes.items()))
+    return name, table["runtime_type"]
+
+
+@dataclass(frozen=True)
+class CriSettings:
+    """What the CRI plugin needs: the sandbox ("pause") image, and the pod network."""
+
+    sandbox_image: str
+    #: A bridge name unique to this containerd (at most 15 characters).
+    bridge: str = ""
+    subnet: str = "10.88.0.0/24"
 
 
 class CtrError(subprocess.CalledProcessError):
@@ -40,8 +72,10 @@ class CtrError(subprocess.CalledProcessError):
 
 class PrivateContainerd:
     def __init__(self, *, namespace: str = "default", env: dict[str, str] | None = None,
-                 containerd_bin: str = "containerd", ctr_bin: str = "ctr") -> None:
+                 containerd_bin: str = "containerd", ctr_bin: str = "ctr",
+                 cri: CriSettings | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="lxcri-ctd-", dir="/tmp"))
+        self.cri = cri
         self.namespace = namespace
         self.containerd_bin = containerd_bin
         self.ctr_bin = ctr_bin
@@ -107,14 +141,52 @@ class PrivateContainerd:
             "version = 2\n"
             f'root = "{self.root_dir}"\n'
             f'state = "{self.state_dir}"\n'
-            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-            "[grpc]\n"
+            + ("" if self.cri else f'disabled_plugins = ["{CRI_PLUGIN}"]\n')
+            + "[grpc]\n"
             f'  address = "{self.address}"\n'
             "[ttrpc]\n"
             f'  address = "{self.ttrpc_address}"\n'
             "[debug]\n"
             f'  address = "{self.folder / "debug.sock"}"\n'
             '  level = "info"\n'
+            + (self._cri_config() if self.cri else "")
+        )
+
+    def _cri_config(self) -> str:
+        """The CRI plugin's tables (containerd 1.6 config version 2), the CNI configuration
+        they point to, and the packaged handler appended as shipped."""
+        assert self.cri is not None
+        cni_dir = self.folder / "net.d"
+        cni_dir.mkdir()
+        bridge = self.cri.bridge or f"lxcri{uuid.uuid4().hex[:8]}"
+        # bridge + host-local; no ipMasq, so nothing touches iptables; host-local keeps its
+        # allocations in the folder (dataDir) instead of /var/lib/cni/networks.
+        (cni_dir / "10-lxcri.conflist").write_text(json.dumps({
+            "cniVersion": "0.4.0", "name": bridge, "plugins": [{
+                "type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": self.cri.subnet}]],
+                         "dataDir": str(self.folder / "cni-ipam")},
+            }]}))
+        cri = f'[plugins."{CRI_PLUGIN}"]'
+        return (
+            f"{cri}\n"
+            f'  sandbox_image = "{self.cri.sandbox_image}"\n'
+            # This VM's root lacks CAP_SYS_RESOURCE: no negative oom_score_adj (feasibility,
+            # gotcha 1). No AppArmor or SELinux on this kernel.
+            "  restrict_oom_score_adj = true\n"
+            "  disable_apparmor = true\n"
+            "  enable_selinux = false\n"
+            f"{cri[:-1]}.containerd]\n"
+            '  default_runtime_name = "runc"\n'
+            f"{cri[:-1]}.containerd.runtimes.runc]\n"
+            '  runtime_type = "io.containerd.runc.v2"\n'
+            f"{cri[:-1]}.containerd.runtimes.runc.options]\n"
+            f'  Root = "{self.folder / "runc"}"\n'
+            f"{cri[:-1]}.cni]\n"
+            f'  bin_dir = "{CNI_BIN}"\n'
+            f'  conf_dir = "{cni_dir}"\n'
+            "  max_conf_num = 1\n"
+            + PACKAGED_RUNTIME.read_text()
         )
 
     # -- life cycle ------------------------------------------------------------------------
@@ -123,8 +195,14 @@ class PrivateContainerd:
         if self.pid is not None:
             return
         with open(self.log_path, "ab") as log:
+            argv = [self.containerd_bin, "--config", str(self.config_path)]
+            if self.cri:
+                # A network namespace of its own (and its shims', who inherit it): the CNI
+                # bridge lives there. The loopback is up for the pods with host networking.
+                argv = ["unshare", "--net", "--", "sh", "-c",
+                        'ip link set lo up && exec "$@"', "containerd", *argv]
             self._proc = subprocess.Popen(
-                [self.containerd_bin, "--config", str(self.config_path)],
+                argv,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                 cwd=self.folder, start_new_session=True,  # our Ctrl-C/signals don't reach it
             )

@@ -61,8 +61,10 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF) -> Path:
-    """Write an OCI image-layout tar of a busybox image named ``ref`` to ``out_tar``."""
+def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF,
+                        cmd: list[str] | None = None) -> Path:
+    """Write an OCI image-layout tar of a busybox image named ``ref`` to ``out_tar``, whose
+    default command is ``cmd`` (``/bin/sh``)."""
     with tempfile.TemporaryDirectory(prefix="lxcri-img-") as tmp:
         root = Path(tmp) / "rootfs"
         root.mkdir()
@@ -72,7 +74,7 @@ def build_busybox_image(out_tar: Path, ref: str = DEFAULT_REF) -> Path:
     config = _json({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": [PATH_ENV], "Cmd": ["/bin/sh"]},
+        "config": {"Env": [PATH_ENV], "Cmd": cmd or ["/bin/sh"]},
         "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
         "history": [{"created_by": "proxmox-lxcri tests.harness.image (busybox-static)"}],
     })
