@@ -49,6 +49,11 @@ class World:
     def logs(self) -> Path:
         return self.ctd.folder / "pod-logs"
 
+    @property
+    def slice(self) -> str:
+        """The top slice of the pods made with the systemd driver's names."""
+        return self.parent.replace("-", "") + ".slice"
+
 
 def _rmdir_tree(top: Path) -> None:
     if not top.is_dir():
@@ -83,6 +88,7 @@ def world(busybox_image: BusyboxImage, tmp_path_factory: pytest.TempPathFactory
         ctd.cleanup()
         for hierarchy in CGROUP_ROOT.iterdir():
             _rmdir_tree(hierarchy / parent)
+            _rmdir_tree(hierarchy / (parent.replace("-", "") + ".slice"))
 
 
 @dataclass
@@ -94,10 +100,17 @@ class Pod:
 
 
 @contextlib.contextmanager
-def pod(world: World, handler: str) -> Iterator[Pod]:
+def pod(world: World, handler: str, systemd: bool = False) -> Iterator[Pod]:
+    """A pod whose cgroup kubelet would name with the cgroupfs driver, or, with ``systemd``,
+    with the systemd driver: a slice, for which containerd's CRI plugin gives the containers
+    the cgroupsPath ``<pod slice>:cri-containerd:<id>``."""
     uid = uuid.uuid4().hex[:12]
     name = f"p-{uid[:6]}"
     cgroup = f"{world.parent}/pod{uid}"
+    if systemd:
+        top = world.slice.removesuffix(".slice")
+        cgroup = (f"{top}.slice/{top}-besteffort.slice/"
+                  f"{top}-besteffort-pod{uid}.slice")
     config = cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=name, uid=uid, namespace="lxcri-test"),
         hostname=name, log_directory=str(world.logs / f"lxcri-test_{name}_{uid}"),
@@ -199,6 +212,22 @@ def test_containers_live_in_the_pods_cgroup(world: World, handler: str) -> None:
                  what="the container's own cgroup to go")
         # The pod's cgroup is kubelet's (here: the sandbox's parent): it stays.
         assert (CGROUP_ROOT / "memory" / p.cgroup).is_dir()
+
+
+def test_systemd_slice_names_on_a_host_without_systemd(world: World) -> None:
+    # kubeadm's default (systemd) driver names a pod's cgroup as a slice; runc would ask
+    # systemd for a scope, and fails where systemd is not running (as here). This runtime
+    # makes the cgroup systemd would have made: <slice hierarchy>/cri-containerd-<id>.scope.
+    with pod(world, OURS, systemd=True) as p:
+        cid = container(world, p, "sleep", "60")
+        scope = CGROUP_ROOT / "memory" / p.cgroup / f"cri-containerd-{cid}.scope"
+        assert (scope / "cgroup.procs").read_text().split(), scope
+        # containerd reads the pod's figures from the slice (its cgroup_parent).
+        assert world.cri.pod_stats(p.id).linux.memory.usage_bytes.value > 0
+        world.cri.stop(cid, timeout=0)
+        world.cri.remove(cid)
+        wait_for(lambda: not scope.exists(), what="the scope to go")
+        assert scope.parent.is_dir()
 
 
 @pytest.mark.parametrize("handler", HANDLERS)
