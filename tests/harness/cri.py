@@ -6,16 +6,23 @@ calls go through grpc's generic unary-unary stubs, so no generated service code 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from protos.cri.v1 import api_pb2 as cri
+from tests.harness.containerd import CriSettings, PrivateContainerd
+from tests.harness.image import build_busybox_image
 
 M = TypeVar("M", bound=Message)
 
 RUNTIME_SERVICE = "runtime.v1.RuntimeService"
+#: The sandbox ("pause") image: busybox sleeping, as in the feasibility study.
+PAUSE_REF = "localhost/lxcri-pause:test"
 
 
 class CriClient:
@@ -103,3 +110,25 @@ class CriClient:
 
 def kv(**pairs: Any) -> list[cri.KeyValue]:
     return [cri.KeyValue(key=k, value=str(v)) for k, v in pairs.items()]
+
+
+@contextlib.contextmanager
+def cri_containerd(workdir: Path, busybox_tar: Path
+                   ) -> Iterator[tuple[PrivateContainerd, CriClient]]:
+    """A started private containerd with the CRI plugin (namespace ``k8s.io``), the busybox
+    image of ``busybox_tar`` and a pause image, and a client; always cleaned up."""
+    pause = build_busybox_image(workdir / "pause.tar", PAUSE_REF,
+                                cmd=["/bin/sleep", "2147483647"])
+    ctd = PrivateContainerd(namespace="k8s.io", cri=CriSettings(sandbox_image=PAUSE_REF))
+    client: CriClient | None = None
+    try:
+        ctd.start()
+        ctd.import_image(busybox_tar)
+        ctd.import_image(pause)
+        client = CriClient(ctd.address)
+        assert client.version().runtime_name == "containerd"
+        yield ctd, client
+    finally:
+        if client is not None:
+            client.close()
+        ctd.cleanup()

@@ -23,15 +23,13 @@ from pathlib import Path
 import pytest
 
 from protos.cri.v1 import api_pb2 as cri
-from tests.harness.containerd import CNI_BIN, CriSettings, PrivateContainerd, packaged_handler
-from tests.harness.cri import CriClient, kv
+from tests.harness.containerd import CNI_BIN, PrivateContainerd, packaged_handler
+from tests.harness.cri import CriClient, cri_containerd, kv
 from tests.harness.fixtures import BusyboxImage
-from tests.harness.image import build_busybox_image
 from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-PAUSE_REF = "localhost/lxcri-pause:test"
 OURS, _ = packaged_handler()
 HANDLERS = ["runc", OURS]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -70,22 +68,11 @@ def world(busybox_image: BusyboxImage, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[World]:
     if not Path(CNI_BIN, "bridge").exists():
         pytest.skip("CNI plugins missing (Debian containernetworking-plugins; make setup)")
-    pause = build_busybox_image(tmp_path_factory.mktemp("pause") / "pause.tar", PAUSE_REF,
-                                cmd=["/bin/sleep", "2147483647"])
     parent = f"lxcri-cri-{uuid.uuid4().hex[:8]}"
-    ctd = PrivateContainerd(namespace="k8s.io", cri=CriSettings(sandbox_image=PAUSE_REF))
-    client: CriClient | None = None
     try:
-        ctd.start()
-        ctd.import_image(busybox_image.tar)
-        ctd.import_image(pause)
-        client = CriClient(ctd.address)
-        assert client.version().runtime_name == "containerd"
-        yield World(ctd, client, busybox_image.ref, parent)
+        with cri_containerd(tmp_path_factory.mktemp("cri"), busybox_image.tar) as (ctd, client):
+            yield World(ctd, client, busybox_image.ref, parent)
     finally:
-        if client is not None:
-            client.close()
-        ctd.cleanup()
         for hierarchy in CGROUP_ROOT.iterdir():
             _rmdir_tree(hierarchy / parent)
             _rmdir_tree(hierarchy / (parent.replace("-", "") + ".slice"))

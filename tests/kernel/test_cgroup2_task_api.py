@@ -133,3 +133,28 @@ async def test_oom_is_noticed(world: World) -> None:
     h.watch_oom(lambda: hits.append(1))
     await eventually(lambda: hits, timeout=30)
     assert await h.wait() != 0
+
+
+@pytest.mark.asyncio
+async def test_cgroups_path_on_pure_v2(world: World) -> None:
+    # kubelet's cgroupfs layout: the container's cgroup below the pod's, limits applied there,
+    # live updates and statistics found there, and only the container's own directory removed.
+    pod = f"kubepods/burstable/pod{uuid.uuid4().hex[:8]}"
+    root = Path("/sys/fs/cgroup")
+    try:
+        h = await world.run(["sh", "-c", "sleep 60"], cgroupsPath=f"/{pod}/c1",
+                            resources={"memory": {"limit": 64 * 1024 * 1024},
+                                       "pids": {"limit": 20}})
+        cg = root / pod / "c1"
+        assert str(h.pid) in (cg / "cgroup.procs").read_text().split()
+        assert (cg / "memory.max").read_text().strip() == str(64 * 1024 * 1024)
+        await h.update({"memory": {"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024},
+                        "devices": [{"allow": False, "access": "rwm"}]})
+        assert (cg / "memory.max").read_text().strip() == str(32 * 1024 * 1024)
+        assert h.stats().pids_limit == 20
+        await h.delete()
+        assert not cg.exists() and (root / pod).is_dir()
+    finally:
+        for d in (pod, "kubepods/burstable", "kubepods"):
+            with contextlib.suppress(OSError):
+                (root / d).rmdir()
