@@ -58,9 +58,11 @@ class CriSettings:
     """What the CRI plugin needs: the sandbox ("pause") image, and the pod network."""
 
     sandbox_image: str
-    #: A bridge name unique to this containerd (at most 15 characters).
+    #: A bridge name unique to this containerd (at most 15 characters; "" picks one).
     bridge: str = ""
-    subnet: str = "10.88.0.0/24"
+    #: The pods' /24 ("" picks one in 10.200-249.x; it only lives in containerd's own
+    #: network namespace, but a unique one cannot be mistaken for another test's).
+    subnet: str = ""
 
 
 class CtrError(subprocess.CalledProcessError):
@@ -76,6 +78,8 @@ class PrivateContainerd:
                  cri: CriSettings | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="lxcri-ctd-", dir="/tmp"))
         self.cri = cri
+        #: With ``cri``: the pods' subnet (the CNI configuration's).
+        self.pod_subnet = ""
         self.namespace = namespace
         self.containerd_bin = containerd_bin
         self.ctr_bin = ctr_bin
@@ -159,12 +163,14 @@ class PrivateContainerd:
         cni_dir = self.folder / "net.d"
         cni_dir.mkdir()
         bridge = self.cri.bridge or f"lxcri{uuid.uuid4().hex[:8]}"
+        rnd = uuid.uuid4().int
+        self.pod_subnet = self.cri.subnet or f"10.{200 + rnd % 50}.{(rnd >> 8) % 256}.0/24"
         # bridge + host-local; no ipMasq, so nothing touches iptables; host-local keeps its
         # allocations in the folder (dataDir) instead of /var/lib/cni/networks.
         (cni_dir / "10-lxcri.conflist").write_text(json.dumps({
             "cniVersion": "0.4.0", "name": bridge, "plugins": [{
                 "type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": self.cri.subnet}]],
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": self.pod_subnet}]],
                          "dataDir": str(self.folder / "cni-ipam")},
             }]}))
         cri = f'[plugins."{CRI_PLUGIN}"]'

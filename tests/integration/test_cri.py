@@ -160,7 +160,8 @@ def test_pod_and_container_lifecycle_and_log(world: World, handler: str) -> None
     with pod(world, handler) as p:
         status = world.cri.pod_status(p.id).status
         assert status.state == cri.SANDBOX_READY and status.runtime_handler == handler
-        assert status.network.ip.startswith("10.88.0."), status.network
+        prefix = world.ctd.pod_subnet.rsplit(".", 1)[0] + "."
+        assert status.network.ip.startswith(prefix), (status.network, prefix)
         cid = container(world, p, "sh", "-c", 'echo "out $GREETING"; echo err >&2; exit 3')
         st = exited(world, cid)
         assert (st.exit_code, st.reason) == (3, "Error")
