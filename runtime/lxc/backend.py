@@ -311,6 +311,9 @@ class LxcBackend:
                                          own_cgroup)
         if st.cgroup:
             cgroup.clear_stale(st.cgroup)
+        # A failed create leaves no cgroup behind: LXC removes its own when it aborts cleanly,
+        # not when its monitor had to be killed (empty ones only; the parents stay).
+        undo.callback(cgroup.remove_lxc_cgroups, name, st.cgroup)
         # Persisted before anything runs, so `delete` can undo the mounts (and remove the
         # cgroup) even if the daemon dies before the gate reports.
         state.save(config.state_dir, st)

@@ -485,3 +485,58 @@ async def test_create_start_exit_latency(env: Env, capsys: pytest.CaptureFixture
               f"{' '.join(f'{s:.0f}' for s in sorted(samples))}; "
               f"median {statistics.median(samples):.1f}")
     assert statistics.median(samples) < 2000
+
+
+# -- linux.cgroupsPath ------------------------------------------------------------------------
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@contextlib.contextmanager
+def pod_cgroup() -> Iterator[str]:
+    """A unique parent cgroup (kubelet's pod cgroup), removed afterwards in every hierarchy."""
+    top = f"lxcri-t{uuid.uuid4().hex[:8]}"
+    try:
+        yield f"{top}/pod"
+    finally:
+        for hierarchy in CGROUP_ROOT.iterdir():
+            for d in (hierarchy / top / "pod", hierarchy / top):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+
+@pytest.mark.asyncio
+async def test_cgroups_path_places_the_container_and_cleanup_removes_only_its_own(
+        env: Env) -> None:
+    with pod_cgroup() as pod:
+        cfg = env.config(["sleep", "60"], linux={**env.config([]).spec["linux"],
+                                                 "cgroupsPath": f"/{pod}/c1"})
+        handle = await env.create(cfg)
+        await handle.start()
+        for hierarchy in ("memory", "pids", "freezer", "unified"):
+            procs = (CGROUP_ROOT / hierarchy / pod / "c1" / "cgroup.procs").read_text()
+            assert str(handle.pid) in procs.split(), hierarchy
+        assert handle.stats().pids_current >= 1  # statistics find it in its new place
+        await handle.update({"pids": {"limit": 9}, "devices": [{"allow": False,
+                                                                "access": "rwm"}]})
+        assert (CGROUP_ROOT / "pids" / pod / "c1" / "pids.max").read_text() == "9\n"
+        # The shim-died path: the delete action kills and cleans up from the persisted state.
+        assert cleanup.cleanup(env.state_dir, env.bundle) == (handle.pid, 137)
+        await asyncio.wait_for(handle.wait(), 10)
+        for hierarchy in ("memory", "pids", "unified"):
+            assert not (CGROUP_ROOT / hierarchy / pod / "c1").exists(), hierarchy
+            assert (CGROUP_ROOT / hierarchy / pod).is_dir(), hierarchy  # the pod's stays
+        await handle.delete()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_create_leaves_no_container_cgroup(env: Env) -> None:
+    with pod_cgroup() as pod:
+        bad = {"destination": "/nosuchfs", "type": "nosuchfs", "source": "none"}
+        cfg = env.config(["true"], mount=False, mounts=[bad],
+                         linux={**env.config([]).spec["linux"], "cgroupsPath": f"/{pod}/c2"})
+        with pytest.raises(errdefs.Internal):
+            await env.create(cfg)
+        assert not any((h / pod / "c2").exists() for h in CGROUP_ROOT.iterdir())
+        assert not any((h / f"lxc.monitor.lxctest-{cfg.id}").exists()
+                       for h in CGROUP_ROOT.iterdir())
