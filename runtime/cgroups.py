@@ -330,18 +330,22 @@ def check_resources(resources: Any) -> dict[str, Any]:
                 or isinstance(h.get("limit"), bool)):
             raise InvalidArgument(f"resources.hugepageLimits[{i}]: must be "
                                   "{pageSize: \"2MB\", limit: <bytes>}")
+    # The create-time rule (runtime.lxc.resources): a controller's file, never a core
+    # cgroup.* one (cgroup.procs would move processes) and no "/".
+    from runtime.lxc.resources import UNIFIED_KEY
+
     for key, v in (resources.get("unified") or {}).items():
-        if not isinstance(key, str) or not _UNIFIED_KEY.match(key) or not isinstance(v, str):
-            raise InvalidArgument(f"resources.unified.{key}: must name a cgroup v2 file "
-                                  "(controller.name) with a string value")
-        if "\n" in v or "\0" in v:
-            raise InvalidArgument(f"resources.unified.{key}: must not contain a newline")
+        if not isinstance(key, str) or not UNIFIED_KEY.fullmatch(key) or not isinstance(v, str):
+            raise InvalidArgument(f"resources.unified.{key}: must name a controller file such "
+                                  "as memory.high, with a string value")
+        if "\0" in v or not v.strip("\n"):
+            raise InvalidArgument(f"resources.unified.{key}: must be a non-empty value "
+                                  "without NUL")
     return resources
 
 
 _CPUSET = re.compile(r"^\s*(\d+(-\d+)?(,\d+(-\d+)?)*)?\s*$")
 _PAGE_SIZE = re.compile(r"^[0-9]+[KMG]B$")
-_UNIFIED_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9_.]+$")
 
 
 def update_writes(cg: Cgroups, resources: dict[str, Any]) -> tuple[list[Write], list[str]]:
@@ -369,8 +373,10 @@ def update_writes(cg: Cgroups, resources: dict[str, Any]) -> tuple[list[Write], 
 
             # runc's v1 manager refuses it too (ErrV1NoUnified).
             raise NotImplementedErr("resources.unified: requires a cgroup v2 host")
-        out += [Write(cg.v2 / key, value, f"unified.{key}")
-                for key, value in sorted(unified.items())]
+        # Line by line, as runc's WriteFileByLine and LXC at create.
+        out += [Write(cg.v2 / key, line, f"unified.{key}")
+                for key, value in sorted(unified.items())
+                for line in value.split("\n") if line]
     if resources.get("devices"):
         notes.append("resources.devices: not changed on update (as runc)")
     for key in ("network", "rdma"):

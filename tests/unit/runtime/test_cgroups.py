@@ -121,6 +121,7 @@ def test_update_v2_swap_is_swap_alone(tmp_path: Path) -> None:
     ({"memory": {"limit": "1G"}}, "resources.memory.limit: must be an integer"),
     ({"cpu": {"cpus": "0;rm"}}, "resources.cpu.cpus"),
     ({"unified": {"../x": "1"}}, "resources.unified.../x"),
+    ({"unified": {"cgroup.procs": "1"}}, "resources.unified.cgroup.procs"),
     ({"hugepageLimits": [{"pageSize": "2MB/../x", "limit": 1}]}, "hugepageLimits[0]"),
     ({"bogus": {}}, "resources.bogus: unknown field"),
 ])
@@ -132,3 +133,9 @@ def test_update_refuses_bad_resources(res: dict[str, object], message: str) -> N
 def test_unified_needs_a_v2_host(tmp_path: Path) -> None:
     with pytest.raises(NotImplementedErr):
         update_writes(Cgroups({"memory": tmp_path}, tmp_path), {"unified": {"memory.high": "1"}})
+
+
+def test_unified_values_are_written_line_by_line(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("io memory\n")
+    got = _writes(Cgroups({}, tmp_path), {"unified": {"io.max": "8:0 rbps=1\n8:16 wbps=2\n"}})
+    assert got == [("io.max", "8:0 rbps=1"), ("io.max", "8:16 wbps=2")]
