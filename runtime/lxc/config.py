@@ -237,7 +237,7 @@ _FIXED_KEYS = frozenset({
     "lxc.init.cmd", "lxc.cap.keep", "lxc.no_new_privs", "lxc.proc.oom_score_adj",
     "lxc.apparmor.profile", "lxc.selinux.context", "lxc.seccomp.profile", "lxc.mount.auto",
     "lxc.autodev", "lxc.mount.entry", "lxc.hook.mount", "lxc.hook.autodev",
-    "lxc.hook.start-host",
+    "lxc.hook.start-host", "lxc.cgroup.dir.container", "lxc.cgroup.dir.monitor",
 })
 #: Key families the translation writes, each with a strict pattern: the namespaces it joins,
 #: the rlimits it sets (getrlimit(2) names), and cgroup files of the controllers it limits
