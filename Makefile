@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup demo demo-proxmox test test-unit test-integration test-kernel lint protos bench clean deb
+.PHONY: setup demo demo-proxmox test test-unit test-integration test-kernel test-pve9 lint protos bench clean deb
 
 ## Install Debian packages, the virtual environment and the launchers (idempotent).
 setup:
@@ -31,6 +31,10 @@ test-integration: setup
 ## Only the tests that run inside the kernel test host (QEMU, Debian's stock kernel).
 test-kernel: setup
 	$(PY) -m pytest -p tests.kernelhost.plugin -m kernel tests -q
+
+## Only the tests of the Proxmox-VE-9-like kernel test host (QEMU, Debian 13, systemd, LXC 6).
+test-pve9: setup
+	$(PY) -m pytest -p tests.kernelhost.plugin -m pve9 tests -q
 
 lint: setup
 	$(PY) -m ruff check shim runtime storage network tests bench protos/generate.py

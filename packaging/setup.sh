@@ -8,11 +8,12 @@ mkdir -p "$STAMPS"
 
 # Debian packages. busybox-static builds the demo/test image; kmod, cpio, xz-utils,
 # qemu-system-x86 and the compiler tools (the OpenZFS module build, once, cached) serve the
-# kernel test host (docs/kernel-test-host.md); containernetworking-plugins (bridge, host-local)
-# the CRI tests' pod network (tests/integration/test_cri.py).
+# kernel test host (docs/kernel-test-host.md), mmdebstrap (the Debian 13 root filesystem) and
+# zstd (Debian 13's kernel image) its pve9 flavour; containernetworking-plugins (bridge,
+# host-local) the CRI tests' pod network (tests/integration/test_cri.py).
 PKGS=(containerd runc lxc busybox-static iproute2 zfs-fuse criu qemu-system-x86 kmod cpio
       containernetworking-plugins
-      xz-utils e2fsprogs gcc make binutils libc6-dev)
+      xz-utils e2fsprogs gcc make binutils libc6-dev mmdebstrap zstd)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

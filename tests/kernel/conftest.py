@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.kernel.helpers import IP, sh, unique
-from tests.kernelhost.plugin import in_guest, install
+from tests.kernelhost.plugin import in_guest, install, only_for
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,7 +24,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def _only_in_guest(request: pytest.FixtureRequest) -> None:
     # The host never runs these bodies (the plugin replays guest results instead); this guard
     # keeps it that way if the plugin were disabled with -p no:...
-    if request.node.get_closest_marker("kernel") and not in_guest():
+    node = request.node
+    if (node.get_closest_marker("kernel") or only_for(node, "pve9")) and not in_guest():
         pytest.fail("kernel tests run only inside the kernel test host (tests/kernelhost)")
 
 

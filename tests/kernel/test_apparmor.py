@@ -11,7 +11,7 @@ import pytest
 
 from tests.kernel.helpers import sh, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 SECURITYFS = Path("/sys/kernel/security")
 

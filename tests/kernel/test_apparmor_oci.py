@@ -25,7 +25,7 @@ from runtime.types import CreateConfig, Stdio
 from tests.harness.rootfs import populate_busybox_rootfs
 from tests.kernel.helpers import sh, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 PROFILE = """\
 profile {name} flags=(attach_disconnected,mediate_deleted) {{

@@ -26,7 +26,7 @@ from runtime.types import CreateConfig, Mount
 from shim.metrics import encode
 from tests.harness.rootfs import populate_busybox_rootfs
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 
 class World:

@@ -17,7 +17,7 @@ from tests.harness.containerd import PrivateContainerd
 from tests.harness.fixtures import PROXMOX_RUNTIME, BusyboxImage
 from tests.kernel.helpers import sh, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 # A token drawn once per program start: a restored process keeps it, a restarted one would
 # draw a new one.

@@ -38,7 +38,7 @@ from storage.provisioner import CHECKPOINT_OPTION, StorageProvisioner
 from tests.harness.rootfs import populate_busybox_rootfs
 from tests.kernel.helpers import COUNTER_LOOP, sh
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 COUNTER = COUNTER_LOOP
 

@@ -36,7 +36,7 @@ from tests.integration.test_zfs_driver import (  # noqa: F401  (the same tests, 
 )
 from tests.kernel.helpers import COUNTER_SCRIPT, lxc_config, sh, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 
 @pytest.fixture

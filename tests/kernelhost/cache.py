@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.kernelhost import config
+from tests.kernelhost.config import Flavour
 from tests.kernelhost.resolve import Resolved, ResolveError, Stanza, parse_stanzas, resolve
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +53,7 @@ BUSYBOX = Path("/bin/busybox")
 # Start of an xz stream: vmlinuz is a bzImage whose payload is xz-compressed (vm-test-host.md,
 # "Kernel": find FD 37 7A 58 5A 00 and decompress one stream).
 XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame (RFC 8878, 3.1.1)
 
 
 class BuildError(RuntimeError):
@@ -79,6 +81,11 @@ class GuestImage:
     layers: tuple[Path, ...]  # overlay lower layers above the host root, highest first
     resolved: Resolved
     note: str | None = None   # set when a cached entry stands in for an unreachable archive
+
+    @property
+    def own_root(self) -> bool:
+        """The layers hold a whole root filesystem (systemd as PID 1), not the host's root."""
+        return bool(self.resolved.rootfs)
 
 
 Log = Callable[[str], None]
@@ -143,18 +150,20 @@ def _publish(tmp: Path, final: Path) -> None:
 
 # --------------------------------------------------------------------------------- apt
 
-def _apt_options(cache: Path) -> list[str]:
+def _apt_options(cache: Path, fl: Flavour | None = None) -> list[str]:
     """apt options for a private source list, list dir and cache: the system's apt is untouched.
 
-    contrib (ZFS) is not in the system's sources; vm-test-host.md "Packages used" shows the
-    same -o Dir::... approach. The sandbox user is root because the download dirs are root's.
+    contrib (ZFS) is not in the system's sources, and trixie is not the host's release;
+    vm-test-host.md "Packages used" shows the same -o Dir::... approach. One directory per
+    flavour. The sandbox user is root because the download dirs are root's.
     """
-    d = cache / "apt"
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
+    d = cache / fl.apt_dir
     (d / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (d / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     sources = d / "sources.list"
-    if not sources.exists() or sources.read_text() != config.APT_SOURCES:
-        sources.write_text(config.APT_SOURCES)
+    if not sources.exists() or sources.read_text() != fl.apt_sources:
+        sources.write_text(fl.apt_sources)
         (d / "lists.stamp").unlink(missing_ok=True)
     return ["-q", "-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
             "-o", f"Dir::State::Lists={d / 'lists'}", "-o", f"Dir::Cache={d / 'cache'}",
@@ -169,28 +178,31 @@ def _deb_path(debs: Path, name: str, version: str) -> Path | None:
     return found[0] if found else None
 
 
-def _lists_age(cache: Path) -> float:
-    stamp = cache / "apt" / "lists.stamp"
+def _lists_age(cache: Path, fl: Flavour | None = None) -> float:
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
+    stamp = cache / fl.apt_dir / "lists.stamp"
     return time.time() - stamp.stat().st_mtime if stamp.exists() else float("inf")
 
 
-def apt_update(cache: Path, log: Log = _quiet) -> None:
+def apt_update(cache: Path, log: Log = _quiet, fl: Flavour | None = None) -> None:
     """Refresh the private lists; ArchiveUnreachable when apt cannot fetch them."""
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
     with locked(cache / "apt.lock"):
-        opts = _apt_options(cache)
-        log("kernel host: apt-get update (private lists)")
+        opts = _apt_options(cache, fl)
+        log(f"kernel host: apt-get update (private lists, {fl.name})")
         try:
             # apt-get update exits 0 when it cannot fetch a list (it keeps the old one);
             # --error-on=any (apt >= 2.1.16) makes that an error. One retry, not three.
             run(["apt-get", *opts, "-o", "Acquire::Retries=1", "--error-on=any", "update"])
         except BuildError as e:
             raise ArchiveUnreachable(str(e)) from e
-        (cache / "apt" / "lists.stamp").touch()
+        (cache / fl.apt_dir / "lists.stamp").touch()
 
 
-def apt_lookup(cache: Path) -> Callable[[Sequence[str]], list[Stanza]]:
+def apt_lookup(cache: Path,
+               fl: Flavour | None = None) -> Callable[[Sequence[str]], list[Stanza]]:
     """A resolve.Lookup over the private lists: ``apt-cache show`` of the names asked for."""
-    opts = _apt_options(cache)
+    opts = _apt_options(cache, fl)
 
     def lookup(names: Sequence[str]) -> list[Stanza]:
         # apt-cache exits 100 when one of the names is unknown but still prints the others;
@@ -204,27 +216,31 @@ def apt_lookup(cache: Path) -> Callable[[Sequence[str]], list[Stanza]]:
     return lookup
 
 
-def resolve_now(cache: Path, log: Log = _quiet, *, refresh: bool = False) -> Resolved:
+def resolve_now(cache: Path, log: Log = _quiet, *, refresh: bool = False,
+                fl: Flavour | None = None) -> Resolved:
     """The kernel test host's packages as the archive serves them now (resolve.py).
 
     The lists are refreshed when older than config.LISTS_MAX_AGE_S or when ``refresh``.
     """
-    if refresh or _lists_age(cache) > config.LISTS_MAX_AGE_S:
-        apt_update(cache, log)
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
+    if refresh or _lists_age(cache, fl) > config.LISTS_MAX_AGE_S:
+        apt_update(cache, log, fl)
     try:
-        return resolve(apt_lookup(cache), config.WANTED)
+        return resolve(apt_lookup(cache, fl), fl.wanted)
     except ResolveError as e:
         raise UnresolvedError(f"resolving the kernel test host's packages: {e}") from e
 
 
-def fetch_debs(cache: Path, pins: Sequence[tuple[str, str]], log: Log = _quiet) -> list[Path]:
+def fetch_debs(cache: Path, pins: Sequence[tuple[str, str]], log: Log = _quiet,
+               fl: Flavour | None = None) -> list[Path]:
     """The .deb of each resolved (name, version), downloaded once with apt-get download."""
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     with locked(cache / "apt.lock"):
         missing = [(n, v) for n, v in pins if _deb_path(debs, n, v) is None]
         if missing:
-            opts = _apt_options(cache)
+            opts = _apt_options(cache, fl)
             log(f"kernel host: apt-get download {' '.join(n for n, _ in missing)}")
             tmp = debs / "download.tmp"
             _rmtree(tmp)
@@ -289,20 +305,46 @@ def depmod(modules_dir: Path, abi: str) -> None:
         raise BuildError(f"depmod wrote an empty modules.dep in {modules_dir}")
 
 
+def _bzimage_payload(data: bytes) -> bytes:
+    """The compressed kernel inside a bzImage, cut out with the boot header's own fields.
+
+    Documentation/arch/x86/boot.rst: setup_sects at 0x1f1 (0 means 4), payload_offset at
+    0x248 and payload_length at 0x24c, relative to the protected-mode code that follows the
+    (setup_sects + 1) * 512 bytes of real-mode setup. The kernel's build appends the
+    decompressed size (le32) to the compressed data (mkpiggy's input), which is not part of
+    the stream.
+    """
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        raise BuildError("not a bzImage (no HdrS boot header)")
+    setup = ((data[0x1f1] or 4) + 1) * 512
+    off = int.from_bytes(data[0x248:0x24c], "little")
+    length = int.from_bytes(data[0x24c:0x250], "little")
+    return data[setup + off:setup + off + length - 4]
+
+
 def extract_vmlinux(vmlinuz: Path, out: Path) -> None:
     """Decompress the ELF vmlinux out of a bzImage, for QEMU's PVH boot.
 
     PVH (CONFIG_PVH=y) starts the uncompressed kernel directly: no BIOS, no real-mode setup and
     no decompressor under TCG, which halves the boot time (vm-test-host.md, "Boot times").
+    Debian 12's payload is xz (CONFIG_KERNEL_XZ), Debian 13's zstd (CONFIG_KERNEL_ZSTD).
     """
     data = vmlinuz.read_bytes()
-    off = data.find(XZ_MAGIC)
-    if off < 0:
-        raise BuildError(f"{vmlinuz}: no xz stream found")
-    dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    elf = dec.decompress(data[off:])
+    payload = _bzimage_payload(data) if data[0x202:0x206] == b"HdrS" else b""
+    if payload.startswith(ZSTD_MAGIC):
+        # No zstd module in Python 3.11's standard library: the zstd tool (package zstd).
+        proc = subprocess.run(["zstd", "-dcq"], input=payload, capture_output=True,
+                              check=False)
+        if proc.returncode != 0:
+            raise BuildError(f"{vmlinuz}: zstd -d failed: {proc.stderr.decode()[-500:]}")
+        elf = proc.stdout
+    else:
+        off = data.find(XZ_MAGIC)
+        if off < 0:
+            raise BuildError(f"{vmlinuz}: no xz or zstd stream found")
+        elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[off:])
     if not elf.startswith(b"\x7fELF"):
-        raise BuildError(f"{vmlinuz}: xz payload is not an ELF file")
+        raise BuildError(f"{vmlinuz}: the compressed payload is not an ELF file")
     out.write_bytes(elf)
 
 
@@ -311,14 +353,16 @@ def kernel_home(cache: Path, r: Resolved) -> Path:
     return cache / f"kernel-{r.kernel_key}"
 
 
-def ensure_kernel(cache: Path, r: Resolved, log: Log = _quiet) -> Path:
+def ensure_kernel(cache: Path, r: Resolved, log: Log = _quiet,
+                  fl: Flavour | None = None) -> Path:
     """kernel-<key>/kernel with vmlinux and root/ (the modules layer). Returns that directory."""
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
     abi, home = r.kernel_abi, kernel_home(cache, r)
     final = home / "kernel"
     stamp = final / ".complete"
     if stamp.exists() and stamp.read_text() == r.kernel_version:
         return final
-    (deb,) = fetch_debs(cache, [r.image_pin()], log)
+    (deb,) = fetch_debs(cache, [r.image_pin()], log, fl)
     with locked(home / "kernel.lock"):
         if stamp.exists() and stamp.read_text() == r.kernel_version:
             return final
@@ -327,7 +371,13 @@ def ensure_kernel(cache: Path, r: Resolved, log: Log = _quiet) -> Path:
             unpack(deb, tmp / "unpack")
             mods = tmp / "root" / "usr" / "lib" / "modules" / abi
             mods.parent.mkdir(parents=True)
-            (tmp / "unpack" / "lib" / "modules" / abi).rename(mods)
+            # Debian 12's package ships /lib/modules, Debian 13's /usr/lib/modules (merged-/usr
+            # is complete in trixie's packages).
+            shipped = [d / abi for d in (tmp / "unpack" / "usr" / "lib" / "modules",
+                                         tmp / "unpack" / "lib" / "modules") if (d / abi).is_dir()]
+            if not shipped:
+                raise BuildError(f"{deb.name} has no lib/modules/{abi}")
+            shipped[0].rename(mods)
             depmod(mods, abi)
             extract_vmlinux(tmp / "unpack" / "boot" / f"vmlinuz-{abi}", tmp / "vmlinux")
             shutil.copy2(tmp / "unpack" / "boot" / f"config-{abi}", tmp / "config")
@@ -415,21 +465,173 @@ def _build_zfs(tmp: Path, r: Resolved, build_debs: Sequence[Path], user_debs: Se
     run(["./configure", "--with-config=kernel", f"--with-linux={common}",
          f"--with-linux-obj={bld}/usr/src/linux-headers-{abi}"], cwd=src, log_file=blog)
     run(["make", f"-j{os.cpu_count() or 2}"], cwd=src, log_file=blog)
-    kos = sorted(src.glob("module/**/*.ko"))
-    if not any(k.name == "zfs.ko" for k in kos):
-        raise BuildError(f"ZFS build produced no zfs.ko (see {blog})")
+    _zfs_layer(tmp, r, sorted(src.glob("module/**/*.ko")), kernel_dir)
     root = tmp / "root"
-    moddir = root / "usr" / "lib" / "modules" / abi
-    updates = moddir / "updates" / "zfs"
-    updates.mkdir(parents=True)
-    for ko in kos:
-        # --strip-debug: about 90 MB of modules become about 9 MB (vm-test-host.md).
-        run(["strip", "--strip-debug", "-o", updates / ko.name, ko])
     for deb in user_debs:
         unpack(deb, root)
     merge_usr(root)
     for junk in ("usr/share/doc", "usr/share/man", "usr/share/locale"):
         _rmtree(root / junk)
+    _rmtree(bld)
+    with blog.open("a") as logf:
+        logf.write(f"# build took {time.monotonic() - t0:.0f} s\n")
+
+
+# --------------------------------------------------------------------------------- root filesystem
+
+# What a root filesystem is made with besides its packages; a change here is a new rootfs key.
+ROOTFS_RECIPE = (
+    "mmdebstrap --mode=root --variant=essential --format=directory",
+    # Only what the packages need: a Proxmox VE node has the recommends, but the tests need
+    # none of them and they double the size (and the cold build time).
+    'APT::Install-Recommends "false"',
+    "path-exclude=/usr/share/doc/*", "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/locale/*", "path-exclude=/usr/share/info/*",
+)
+
+
+def rootfs_home(cache: Path, r: Resolved) -> Path:
+    """rootfs-<flavour>-<hash>: keyed by the resolved versions of its named packages and the
+    kernel headers in it (the ZFS module is built inside it for that kernel)."""
+    blob = json.dumps([ROOTFS_RECIPE, r.flavour, r.rootfs, r.headers]).encode()
+    return cache / f"rootfs-{r.flavour}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def ensure_rootfs(cache: Path, r: Resolved, log: Log = _quiet,
+                  fl: Flavour = config.TRIXIE) -> Path:
+    """The guest's root filesystem, built from the archive with mmdebstrap (root/ inside).
+
+    The private source lines are given to mmdebstrap directly, so neither the system's apt
+    sources nor its dpkg database are touched. Every named package is installed at its
+    resolved version (``name=version``), so the tree matches its key; ``manifest.txt`` lists
+    every package apt chose with it.
+    """
+    final = rootfs_home(cache, r)
+    if (final / ".complete").exists():
+        return final
+    with locked(cache / f"{final.name}.lock"):
+        if (final / ".complete").exists():
+            return final
+        if shutil.which("mmdebstrap") is None:
+            raise BuildError("mmdebstrap is not installed (Debian package mmdebstrap; "
+                             "`make setup` installs it)")
+        log(f"kernel host: building the Debian {fl.name} root filesystem with mmdebstrap "
+            f"({len(r.rootfs)} packages and their dependencies, about 4 min, once)")
+        t0 = time.monotonic()
+        with _building(cache / f"{final.name}.tmp") as tmp:
+            blog = tmp / "build.log"
+            pins = ",".join(f"{n}={v}" for n, v in (*r.rootfs, *r.headers))
+            sources = [ln for ln in fl.apt_sources.splitlines() if ln.strip()]
+            try:
+                run(["mmdebstrap", "--mode=root", "--variant=essential", "--format=directory",
+                     f"--aptopt={ROOTFS_RECIPE[1]}",
+                     *(f"--dpkgopt={o}" for o in ROOTFS_RECIPE[2:]),
+                     f"--include={pins}", fl.name, tmp / "root", *sources], log_file=blog)
+            except BuildError as e:
+                failed = cache / f"{final.name}-build-failed.log"
+                shutil.copy2(blog, failed)
+                raise BuildError(f"{e}\n(full log: {failed})") from e
+            (tmp / "manifest.txt").write_text(run(
+                ["chroot", tmp / "root", "dpkg-query", "-W", "-f", "${Package} ${Version}\n"]))
+            (tmp / ".complete").write_text(f"{time.monotonic() - t0:.0f} s\n")
+            _publish(tmp, final)
+        log(f"kernel host: root filesystem built in {time.monotonic() - t0:.0f} s")
+    return final
+
+
+def kernel_cc(headers: Path) -> str:
+    """The compiler the kernel was built with, as Debian's headers name it in .kernelvariables
+    (``CC = $(if ...ccache) $(CROSS_COMPILE)gcc-14`` with ``CROSS_COMPILE = x86_64-linux-gnu-``
+    in trixie). configure needs a C compiler, and trixie's root has no plain ``gcc`` without
+    the ``gcc`` package; the headers' own one is the right one anyway."""
+    text = (headers / ".kernelvariables").read_text() if (
+        headers / ".kernelvariables").exists() else ""
+    cc = re.search(r"^CC\s*=.*?\)\s*(\S+)\s*$", text, flags=re.M)
+    cross = re.search(r"^override CROSS_COMPILE\s*=\s*(\S+)", text, flags=re.M)
+    if cc is None:
+        return "gcc"
+    return cc.group(1).replace("$(CROSS_COMPILE)", cross.group(1) if cross else "")
+
+
+def ensure_zfs_in_rootfs(cache: Path, r: Resolved, kernel_dir: Path, rootfs: Path,
+                         log: Log = _quiet, fl: Flavour = config.TRIXIE) -> Path:
+    """kernel-<key>/zfs-<version>: the OpenZFS module built inside the guest's root filesystem.
+
+    The trixie kernel was built with gcc-14 (its headers depend on linux-compiler-gcc-14-x86);
+    the host has gcc-12, whose flags and plugins do not match the kernel's configuration. The
+    build therefore runs in a chroot of the root filesystem, which holds those headers at their
+    usual paths and their gcc. The root filesystem itself stays unchanged: zfs-dkms's source is
+    bind-mounted over its /mnt and a tmpfs over its /tmp, in a private mount namespace.
+    The ZFS userland is installed in the root filesystem; the layer holds only the modules.
+    """
+    home, zv = kernel_home(cache, r), r.zfs_version
+    final = home / f"zfs-{zv}"
+    stamp = final / ".complete"
+    if stamp.exists():
+        return final
+    (src_deb,) = fetch_debs(cache, [("zfs-dkms", zv)], log, fl)
+    with locked(home / f"zfs-{zv}.lock"):
+        if stamp.exists():
+            return final
+        tmp = home / f"zfs-{zv}.tmp"
+        _rmtree(tmp)
+        tmp.mkdir(parents=True)
+        failed = home / f"zfs-{zv}-build-failed.log"
+        try:
+            bld = tmp / "build"
+            unpack(src_deb, bld)
+            src = _only_dir("zfs-*", bld / "usr" / "src", "OpenZFS source tree from zfs-dkms")
+            root = rootfs / "root"
+            common = _only_dir("linux-headers-*-common", root / "usr" / "src",
+                               "common kernel headers in the root filesystem")
+            inner = f"/mnt/{src.relative_to(bld)}"
+            jobs = os.cpu_count() or 2
+            cc = kernel_cc(root / "usr" / "src" / f"linux-headers-{r.kernel_abi}")
+            build = (f"cd {inner} && ./configure CC={cc} --with-config=kernel "
+                     f"--with-linux=/usr/src/{common.name} "
+                     f"--with-linux-obj=/usr/src/linux-headers-{r.kernel_abi} && make -j{jobs}")
+            script = "\n".join([
+                "set -e",
+                f"mount --bind {bld} {root}/mnt",
+                f"mount -t tmpfs tmpfs {root}/tmp",
+                f"mount -t proc proc {root}/proc",
+                f"mount --rbind /dev {root}/dev",
+                f"exec chroot {root} /bin/sh -c '{build}'",
+            ])
+            log(f"kernel host: building the ZFS {zv} module for {r.kernel_abi} in the "
+                f"{fl.name} root filesystem (about 5 min, once; log: {final / 'build.log'})")
+            t0 = time.monotonic()
+            # A private mount namespace: the mounts vanish with the process, even on a kill.
+            run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                log_file=tmp / "build.log", env={**os.environ, "LC_ALL": "C"})
+            _zfs_layer(tmp, r, sorted(src.glob("module/**/*.ko")), kernel_dir)
+            _rmtree(bld)
+            with (tmp / "build.log").open("a") as logf:
+                logf.write(f"# build took {time.monotonic() - t0:.0f} s\n")
+        except BaseException as e:
+            if (tmp / "build.log").exists():
+                shutil.copy2(tmp / "build.log", failed)
+            _rmtree(tmp)
+            if isinstance(e, BuildError):
+                raise BuildError(f"{e}\n(full ZFS build log: {failed})") from e
+            raise
+        failed.unlink(missing_ok=True)
+        (tmp / ".complete").write_text(zv)
+        _publish(tmp, final)
+    return final
+
+
+def _zfs_layer(tmp: Path, r: Resolved, kos: Sequence[Path], kernel_dir: Path) -> None:
+    """tmp/root: the stripped modules in updates/zfs and a modules.dep covering both layers."""
+    abi = r.kernel_abi
+    if not any(k.name == "zfs.ko" for k in kos):
+        raise BuildError(f"ZFS build produced no zfs.ko (see {tmp / 'build.log'})")
+    moddir = tmp / "root" / "usr" / "lib" / "modules" / abi
+    updates = moddir / "updates" / "zfs"
+    updates.mkdir(parents=True)
+    for ko in kos:
+        # --strip-debug: about 90 MB of modules become about 9 MB (vm-test-host.md).
+        run(["strip", "--strip-debug", "-o", updates / ko.name, ko])
     # One modules.dep covering the kernel's modules and ZFS's: the ZFS layer sits above
     # the kernel layer, so its modules.* files are the ones the guest's modprobe reads.
     merged = tmp / "depmod" / "usr" / "lib" / "modules" / abi
@@ -440,9 +642,6 @@ def _build_zfs(tmp: Path, r: Resolved, build_debs: Sequence[Path], user_debs: Se
     for f in merged.glob("modules.*"):
         shutil.copy2(f, moddir / f.name)
     _rmtree(tmp / "depmod")
-    _rmtree(bld)
-    with blog.open("a") as logf:
-        logf.write(f"# build took {time.monotonic() - t0:.0f} s\n")
 
 
 # --------------------------------------------------------------------------------- tools
@@ -541,8 +740,12 @@ def ensure_initramfs(cache: Path, r: Resolved, kernel_dir: Path) -> Path:
     cp.file("init", init, 0o755)
     order = []
     for i, ko in enumerate(kos):
-        name = f"{i:02d}-{ko.name}"
-        cp.file(f"modules/{name}", ko.read_bytes())
+        data = ko.read_bytes()
+        if ko.suffix == ".xz":
+            # Debian 13's modules are xz-compressed (.ko.xz); busybox's insmod takes plain ELF.
+            data = lzma.decompress(data)
+        name = f"{i:02d}-{ko.name.removesuffix('.xz')}"
+        cp.file(f"modules/{name}", data)
         order.append(name)
     cp.file("modules/order", ("\n".join(order) + "\n").encode())
     tmp = out.with_suffix(f".tmp{os.getpid()}")
@@ -557,8 +760,18 @@ def ensure_initramfs(cache: Path, r: Resolved, kernel_dir: Path) -> Path:
 
 # --------------------------------------------------------------------------------- entries
 
-def _build(cache: Path, r: Resolved, log: Log) -> GuestImage:
-    kernel_dir = ensure_kernel(cache, r, log)
+def _build(cache: Path, r: Resolved, log: Log, fl: Flavour | None = None) -> GuestImage:
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
+    kernel_dir = ensure_kernel(cache, r, log, fl)
+    if fl.has_rootfs:
+        rootfs = ensure_rootfs(cache, r, log, fl)
+        zfs = ensure_zfs_in_rootfs(cache, r, kernel_dir, rootfs, log, fl)
+        initramfs = ensure_initramfs(cache, r, kernel_dir)
+        # Highest first: the ZFS modules (and the modules.dep covering both), the kernel's
+        # modules, then the whole root filesystem. The host root is not a layer here.
+        return GuestImage(vmlinux=kernel_dir / "vmlinux", initramfs=initramfs,
+                          layers=(zfs / "root", kernel_dir / "root", rootfs / "root"),
+                          resolved=r)
     tools = ensure_tools(cache, r, log)
     zfs = ensure_zfs(cache, r, kernel_dir, log)
     initramfs = ensure_initramfs(cache, r, kernel_dir)
@@ -580,12 +793,20 @@ def _record(cache: Path, image: GuestImage) -> Path:
     return path
 
 
-def _entries(cache: Path) -> list[tuple[Path, dict[str, object]]]:
-    """Recorded entries, newest use first; unreadable records are skipped."""
+def entry_flavour(rec: dict[str, object]) -> str:
+    """The flavour an entry was built for (entries from before flavours are bookworm's)."""
+    resolved = rec.get("resolved")
+    return str(resolved.get("flavour", "bookworm")) if isinstance(resolved, dict) else "bookworm"
+
+
+def _entries(cache: Path, flavour: str | None = None) -> list[tuple[Path, dict[str, object]]]:
+    """Recorded entries (of one flavour, if given), newest use first; unreadable ones skipped."""
     out = []
     for p in (cache / "entries").glob("*.json"):
         try:
-            out.append((p.stat().st_mtime, p, json.loads(p.read_text())))
+            rec = json.loads(p.read_text())
+            if flavour is None or entry_flavour(rec) == flavour:
+                out.append((p.stat().st_mtime, p, rec))
         except (OSError, ValueError):
             continue
     out.sort(key=lambda t: t[0], reverse=True)
@@ -606,26 +827,31 @@ def _complete(cache: Path, rec: dict[str, object]) -> GuestImage | None:
                       resolved=Resolved.from_json(resolved))
 
 
-def _fallback(cache: Path, why: str) -> GuestImage:
-    """The newest complete entry, for when the archive cannot give a fresh one."""
-    for path, rec in _entries(cache):
+def _fallback(cache: Path, why: str, fl: Flavour | None = None) -> GuestImage:
+    """The newest complete entry of the flavour, for when the archive cannot give a fresh one."""
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
+    for path, rec in _entries(cache, fl.name):
         image = _complete(cache, rec)
         if image is not None:
             used = time.strftime("%Y-%m-%d %H:%M", time.gmtime(path.stat().st_mtime))
             return GuestImage(image.vmlinux, image.initramfs, image.layers, image.resolved,
                               note=f"{why}; using the newest cached kernel test host "
                                    f"(last used {used} UTC)")
-    w = config.WANTED
+    w = fl.wanted
+    parts = ", ".join((*w.guest_tools, *w.rootfs[:8]))
     raise BuildError(
-        f"{why}, and the cache {cache} holds no complete kernel test host to fall back on. "
-        f"Missing: a kernel from {w.kernel_meta}, the OpenZFS module built from "
-        f"{w.zfs_source} for it, {w.zfs_utils} and the guest tools "
-        f"({', '.join(w.guest_tools)}); run `python -m tests.kernelhost prepare` once with the "
-        f"Debian archive reachable")
+        f"{why}, and the cache {cache} holds no complete kernel test host ({fl.name}) to fall "
+        f"back on. Missing: a kernel from {w.kernel_meta}, the OpenZFS module built from "
+        f"{w.zfs_source} for it, {w.zfs_utils} and the guest's packages ({parts}, ...); run "
+        f"`python -m tests.kernelhost prepare {fl.marker}` once with the Debian archive "
+        f"reachable")
 
 
 def prune(cache: Path, keep: int = config.KEEP_ENTRIES, log: Log = _quiet) -> list[Path]:
-    """Remove entries beyond the newest ``keep`` and what only they used; returns what went.
+    """Remove entries beyond the newest ``keep`` of each flavour and what only they used.
+
+    Per flavour: a run of one flavour must not evict the other's (rebuilding a trixie root
+    filesystem and its ZFS module costs minutes). Returns what went.
 
     Kernel, module and tool directories of no entry are removed only when older than a day:
     another test run may be building them right now.
@@ -633,8 +859,13 @@ def prune(cache: Path, keep: int = config.KEEP_ENTRIES, log: Log = _quiet) -> li
     removed: list[Path] = []
     day_ago = time.time() - 86400
     with locked(cache / "prune.lock"):
-        entries = _entries(cache)
-        kept, dropped = entries[:keep], entries[keep:]
+        kept: list[tuple[Path, dict[str, object]]] = []
+        dropped: list[tuple[Path, dict[str, object]]] = []
+        seen: dict[str, int] = {}
+        for entry in _entries(cache):
+            fl = entry_flavour(entry[1])
+            seen[fl] = seen.get(fl, 0) + 1
+            (kept if seen[fl] <= keep else dropped).append(entry)
         used: set[Path] = set()
         debs: set[str] = set()
         for _, rec in kept:
@@ -657,7 +888,7 @@ def prune(cache: Path, keep: int = config.KEEP_ENTRIES, log: Log = _quiet) -> li
         # that came before (issue 11).
         for p in sorted(cache.iterdir()):
             legacy = p.is_dir() and (p / "kernel").is_dir() and p.name.endswith("-amd64")
-            if (p.name.startswith(("kernel-", "tools-")) or legacy) and p.is_dir() \
+            if (p.name.startswith(("kernel-", "tools-", "rootfs-")) or legacy) and p.is_dir() \
                     and not p.name.endswith(".tmp") and p not in used and (legacy or stale(p)):
                 _rmtree(p)
                 removed.append(p)
@@ -679,32 +910,33 @@ def prune(cache: Path, keep: int = config.KEEP_ENTRIES, log: Log = _quiet) -> li
     return removed
 
 
-def prepare(log: Log = _quiet) -> GuestImage:
+def prepare(log: Log = _quiet, fl: Flavour | None = None) -> GuestImage:
     """Resolve, fetch and build everything (cheap when cached); what a boot needs.
 
     Falls back to the newest complete cache entry when the archive cannot be reached.
     """
+    fl = fl or config.BOOKWORM  # read at call time: tests replace it
     cache = config.cache_root()
     cache.mkdir(parents=True, exist_ok=True)
-    refreshed = _lists_age(cache) > config.LISTS_MAX_AGE_S
+    refreshed = _lists_age(cache, fl) > config.LISTS_MAX_AGE_S
     try:
-        r = resolve_now(cache, log)
+        r = resolve_now(cache, log, fl=fl)
         try:
-            image = _build(cache, r, log)
+            image = _build(cache, r, log, fl)
         except DownloadError as first:
             if refreshed:
                 raise
             # Lists up to an hour old can name a version the mirror has just dropped.
-            log(f"kernel host: download failed on lists {_lists_age(cache):.0f} s old; "
+            log(f"kernel host: download failed on lists {_lists_age(cache, fl):.0f} s old; "
                 f"refreshing them ({str(first).splitlines()[-1]})")
-            r = resolve_now(cache, log, refresh=True)
-            image = _build(cache, r, log)
+            r = resolve_now(cache, log, refresh=True, fl=fl)
+            image = _build(cache, r, log, fl)
     except (ArchiveUnreachable, DownloadError) as e:
         return _fallback(cache, f"the Debian archive cannot be reached "
-                                f"({str(e).strip().splitlines()[-1]})")
+                                f"({str(e).strip().splitlines()[-1]})", fl)
     except UnresolvedError as e:
         # E.g. a new kernel whose headers have not reached the mirror yet.
-        return _fallback(cache, str(e))
+        return _fallback(cache, str(e), fl)
     _record(cache, image)
     prune(cache, log=log)
     return image

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.kernelhost.resolve import Wanted
@@ -25,6 +26,61 @@ deb http://deb.debian.org/debian bookworm main contrib
 deb http://deb.debian.org/debian bookworm-updates main contrib
 deb http://deb.debian.org/debian-security bookworm-security main contrib
 """
+
+# Packages of the Debian 13 (trixie) root filesystem of the `pve9` flavour, besides Essential:
+# what a Proxmox VE 9 node runs containers with (lxc, systemd, containerd, runc, criu, ZFS
+# userland, apparmor), busybox-static (the tests' container image), and what the OpenZFS
+# module build needs inside that root (make, libc6-dev, file; the kernel headers and their
+# gcc-14 come from the resolution). The libraries complete what the host's Python (pyenv
+# 3.11, built on Debian 12) and its lib-dynload modules link against (`ldd`): trixie names
+# some of them *t64 (the 64-bit time_t transition), with the same sonames.
+TRIXIE_ROOTFS = ("systemd", "dbus", "lxc", "containerd", "runc", "criu", "zfsutils-linux",
+                 "apparmor", "busybox-static", "iproute2", "kmod", "nftables", "procps",
+                 "make", "libc6-dev", "file",
+                 "libssl3t64", "libffi8", "libsqlite3-0", "libreadline8t64", "libncursesw6",
+                 "libbz2-1.0", "liblzma5", "zlib1g", "libuuid1", "libexpat1", "libcrypt1",
+                 "libnsl2", "libtirpc3t64")
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One kind of kernel test host: which Debian release, and how its guest is rooted.
+
+    ``wanted.rootfs`` empty: the guest's root is the host's own root (9p) under the cache's layers,
+    and a bash script is PID 1 (the `kernel` flavour). Otherwise a root filesystem of these
+    packages is built from the archive (mmdebstrap) and systemd is PID 1 (the `pve9` flavour).
+    """
+
+    name: str                      # the Debian codename, part of every cache key
+    marker: str                    # the pytest marker that selects tests for it
+    wanted: Wanted
+    apt_sources: str
+    title: str = ""
+
+    @property
+    def has_rootfs(self) -> bool:
+        return bool(self.wanted.rootfs)
+
+    @property
+    def apt_dir(self) -> str:
+        # "apt" for bookworm: the directory of the layout before flavours existed.
+        return "apt" if self.name == "bookworm" else f"apt-{self.name}"
+
+
+BOOKWORM = Flavour(name="bookworm", marker="kernel", wanted=WANTED, apt_sources=APT_SOURCES,
+                   title="Debian's stock kernel")
+TRIXIE = Flavour(
+    name="trixie", marker="pve9",
+    # apparmor is part of the root filesystem here, not a separate tools layer.
+    wanted=Wanted(flavour="trixie", kernel_meta="linux-image-amd64", zfs_source="zfs-dkms",
+                  zfs_utils="zfsutils-linux", guest_tools=(), rootfs=TRIXIE_ROOTFS),
+    apt_sources="""\
+deb http://deb.debian.org/debian trixie main contrib
+deb http://deb.debian.org/debian trixie-updates main contrib
+deb http://deb.debian.org/debian-security trixie-security main contrib
+""",
+    title="Debian 13 (Proxmox VE 9-like: systemd, LXC 6, OpenZFS 2.3)")
+FLAVOURS = {f.marker: f for f in (BOOKWORM, TRIXIE)}
 
 # Modules loaded in the initramfs to reach the host root: virtio PCI transport, 9p over virtio
 # and overlayfs (vm-test-host.md, "Host userspace in the guest").

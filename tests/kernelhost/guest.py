@@ -19,6 +19,8 @@ import pytest
 # tests can tell they run on the kernel test host.
 IN_GUEST_ENV = "LXCRI_IN_KERNEL_HOST"
 RESULTS_ENV = "LXCRI_KERNEL_RESULTS"
+# The Debian codename of the guest (bookworm: the `kernel` flavour, trixie: `pve9`).
+FLAVOUR_ENV = "LXCRI_KERNEL_FLAVOUR"
 
 
 def main(argv: list[str]) -> int:

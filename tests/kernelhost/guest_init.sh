@@ -6,6 +6,11 @@
 #   lxcri.layers=A:B:C  extra read-only overlay layers, highest first, as paths inside the
 #                       cache export "kcache" (a separate 9p export of the host's cache dir)
 #   lxcri.stage2=PATH   stage 2 script (host path)
+#   lxcri.init=PATH     (pve9 flavour) the layers hold a whole root filesystem: the host root is
+#                       not a layer but is moved to /mnt/host of the new root; the stage 2
+#                       script becomes /usr/local/sbin/lxcri-guest and the unit files of
+#                       lxcri.units=DIR (host path) go to /etc/systemd/system; then PATH
+#                       (systemd) is exec'ed as PID 1.
 bb=/bin/busybox
 
 fail() {
@@ -23,11 +28,13 @@ while read -r ko; do
     $bb insmod "/modules/$ko" || fail "insmod $ko"
 done < /modules/order
 
-layers= stage2=
+layers= stage2= init= units=
 for arg in $($bb cat /proc/cmdline); do
     case "$arg" in
         lxcri.layers=*) layers=${arg#lxcri.layers=} ;;
         lxcri.stage2=*) stage2=${arg#lxcri.stage2=} ;;
+        lxcri.init=*) init=${arg#lxcri.init=} ;;
+        lxcri.units=*) units=${arg#lxcri.units=} ;;
     esac
 done
 [ -n "$stage2" ] || fail "no lxcri.stage2= on the command line"
@@ -44,6 +51,20 @@ lower=
 for l in $($bb echo "$layers" | $bb tr ':' ' '); do
     lower="$lower/mnt/cache/$l:"
 done
+if [ -n "$init" ]; then
+    # A root filesystem of its own: the layers only (the last one is the root filesystem).
+    $bb mount -t overlay -o "lowerdir=${lower%:},upperdir=/mnt/rw/upper,workdir=/mnt/rw/work" \
+        overlay /newroot || fail "mount overlay"
+    $bb mkdir -p /newroot/mnt/host /newroot/usr/local/sbin /newroot/etc/systemd/system
+    $bb cp "/mnt/host$stage2" /newroot/usr/local/sbin/lxcri-guest || fail "copy $stage2"
+    $bb cp "/mnt/host$units"/* /newroot/etc/systemd/system/ || fail "copy units of $units"
+    # A virtio 9p export can be mounted only once: the host root moves into the new root.
+    $bb mount --move /mnt/host /newroot/mnt/host || fail "move the host root"
+    $bb mount --move /proc /newroot/proc
+    $bb mount --move /sys /newroot/sys
+    $bb mount --move /dev /newroot/dev
+    exec $bb switch_root /newroot "$init"
+fi
 $bb mount -t overlay -o "lowerdir=${lower}/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work" \
     overlay /newroot || fail "mount overlay"
 

@@ -14,6 +14,14 @@ In the guest (``LXCRI_IN_KERNEL_HOST=1``) the same plugin only records reports.
 Activation: ``-p tests.kernelhost.plugin`` or, for tests under tests/kernel, that directory's
 conftest.py. Marker options: ``@pytest.mark.kernel(modules=("nbd",))`` loads extra modules in
 the guest on top of config.GUEST_MODULES.
+
+Flavours (config.FLAVOURS): ``kernel`` runs in Debian 12 (the host's userland over 9p, bash as
+PID 1), ``pve9`` in Debian 13 (its own root filesystem, systemd as PID 1, LXC 6, OpenZFS 2.3).
+Each has its own dispatcher and batch. ``@pytest.mark.pve9`` adds a test to the pve9 batch *when
+the session's -m expression needs that marker* (``-m pve9``): the same test can then be a host
+test (tests/integration) or a ``kernel`` test in other sessions. ``@pytest.mark.pve9(only=True)``
+marks a test that exists only for the pve9 guest: it is deselected by sessions whose -m
+expression excludes it, and dispatched to the pve9 batch otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
+from _pytest.mark.expression import Expression
 from _pytest.reports import TestReport
 
 from tests.kernelhost import config
@@ -48,12 +57,32 @@ def install(config_: pytest.Config) -> None:
     pm = config_.pluginmanager
     if pm.has_plugin(PLUGIN_NAME):
         return
-    plugin: object
     if in_guest():
-        plugin = GuestRecorder(config_, Path(os.environ[RESULTS_ENV]))
-    else:
-        plugin = HostDispatcher(config_)
-    pm.register(plugin, PLUGIN_NAME)
+        pm.register(GuestRecorder(config_, Path(os.environ[RESULTS_ENV])), PLUGIN_NAME)
+        return
+    # pve9 first: the kernel dispatcher leaves it the items it claims.
+    pve9 = HostDispatcher(config_, config.TRIXIE)
+    pm.register(HostDispatcher(config_, config.BOOKWORM, defer_to=pve9), PLUGIN_NAME)
+    pm.register(pve9, f"{PLUGIN_NAME}-{config.TRIXIE.marker}")
+
+
+def expression_needs(markexpr: str, marker: str) -> bool:
+    """True when ``-m markexpr`` selects items carrying ``marker`` and never items without it.
+
+    ``-m pve9`` and ``-m "pve9 and not kernel"`` need it; ``-m "not kernel"``, ``-m kernel`` and
+    no ``-m`` do not.
+    """
+    if not markexpr.strip():
+        return False
+    expr = Expression.compile(markexpr)
+    return (not expr.evaluate(lambda name, **kw: False)
+            and expr.evaluate(lambda name, **kw: name == marker))
+
+
+def only_for(item: pytest.Item, marker: str) -> bool:
+    """The item exists only for that flavour's guest (``@pytest.mark.pve9(only=True)``)."""
+    mark = item.get_closest_marker(marker)
+    return mark is not None and bool(mark.kwargs.get("only"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,16 +115,44 @@ class GuestRecorder:
 
 
 class HostDispatcher:
-    def __init__(self, config_: pytest.Config) -> None:
+    """One flavour's batch: which items it takes, the boot, the replay of the guest's reports."""
+
+    def __init__(self, config_: pytest.Config, flavour: config.Flavour = config.BOOKWORM,
+                 defer_to: HostDispatcher | None = None) -> None:
         self.config = config_
+        self.flavour = flavour
+        self.defer_to = defer_to
         self.items: list[pytest.Item] = []
+        self._ids: set[str] = set()
         self.result: BatchResult | None = None
         self.skip_reason: str | None = None
         self.ran = False
 
-    @staticmethod
-    def is_kernel(item: pytest.Item) -> bool:
-        return item.get_closest_marker("kernel") is not None
+    def _needed(self) -> bool:
+        return expression_needs(str(self.config.option.markexpr or ""), self.flavour.marker)
+
+    def claims(self, item: pytest.Item) -> bool:
+        """Whether this flavour's batch runs the item (see the module docstring)."""
+        if item.get_closest_marker(self.flavour.marker) is None:
+            return False
+        if self.flavour.marker == "kernel":
+            return self.defer_to is None or not self.defer_to.claims(item)
+        return self._needed() or (only_for(item, self.flavour.marker)
+                                  and not str(self.config.option.markexpr or "").strip())
+
+    def is_kernel(self, item: pytest.Item) -> bool:
+        return item.nodeid in self._ids
+
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        # Tests that exist only for this flavour's guest leave sessions that do not run it
+        # (the host suite's -m "not kernel", the kernel batch's -m kernel).
+        if self.flavour.marker == "kernel":
+            return
+        gone = [i for i in items if only_for(i, self.flavour.marker) and not self.claims(i)]
+        if gone:
+            config.hook.pytest_deselected(items=gone)
+            items[:] = [i for i in items if i not in gone]
 
     def _say(self, msg: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -106,12 +163,13 @@ class HostDispatcher:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.items = [i for i in session.items if self.is_kernel(i)]
+        self.items = [i for i in session.items if self.claims(i)]
+        self._ids = {i.nodeid for i in self.items}
 
     def _modules(self) -> list[str]:
         mods = list(config.GUEST_MODULES)
         for item in self.items:
-            for mark in item.iter_markers("kernel"):
+            for mark in (*item.iter_markers("kernel"), *item.iter_markers(self.flavour.marker)):
                 for m in mark.kwargs.get("modules", ()):
                     if m not in mods:
                         mods.append(m)
@@ -127,11 +185,12 @@ class HostDispatcher:
             self.skip_reason = f"kernel test host unavailable: {reason}"
             self._say(f"\n{self.skip_reason}")
             return
-        self._say(f"\nkernel test host: {len(self.items)} test(s) in Debian's stock kernel "
-                  f"under QEMU TCG (packages resolved from the archive now)")
+        self._say(f"\nkernel test host ({self.flavour.marker}): {len(self.items)} test(s) in "
+                  f"{self.flavour.title} under QEMU TCG (packages resolved from the archive "
+                  f"now)")
         self.result = vm.run_batch([i.nodeid for i in self.items], self.config.rootpath,
                                    modules=self._modules(), pytest_args=GUEST_PYTEST_ARGS,
-                                   log=self._say)
+                                   log=self._say, flavour=self.flavour)
 
     def _failure_text(self, batch: BatchResult, item: pytest.Item) -> str:
         boot = batch.boot_of(item.nodeid)
@@ -203,7 +262,8 @@ class HostDispatcher:
         if not self.items or not self.ran:
             return
         tr = terminalreporter
-        tr.section("kernel test host")
+        tr.section("kernel test host" + ("" if self.flavour.marker == "kernel"
+                                         else f" ({self.flavour.marker})"))
         if self.skip_reason is not None:
             tr.write_line(f"SKIPPED {len(self.items)} kernel test(s): {self.skip_reason}")
             return

@@ -14,6 +14,9 @@ The resolution follows the packages' own relations:
   (its dependencies pinned ``(= Z)``, which are the ZFS libraries of that release: their
   sonames, and so their names, change between Debian releases).
 - guest tools (apparmor) at the newest version.
+- for a flavour with its own root filesystem (trixie, `pve9`): each named root filesystem
+  package at the newest version. These versions key the root filesystem's cache entry; the
+  libraries they pull in are whatever apt picks when it is built (recorded in its manifest).
 
 The index is read through a ``Lookup``: name -> every stanza the archive has for it (in the
 tests a dict; for real ``apt-cache show`` with the private apt configuration, see cache.py).
@@ -198,6 +201,7 @@ class Resolved:
     zfs_userland: tuple[tuple[str, str], ...]
     guest_tools: tuple[tuple[str, str], ...]
     flavour: str = "bookworm"
+    rootfs: tuple[tuple[str, str], ...] = ()   # the root filesystem's named packages
 
     @property
     def kernel_key(self) -> str:
@@ -223,13 +227,26 @@ class Resolved:
     def all_pins(self) -> list[tuple[str, str]]:
         return [self.image_pin(), *self.zfs_build_pins(), *self.zfs_userland, *self.guest_tools]
 
+    def version_of(self, name: str) -> str | None:
+        for n, v in (*self.rootfs, *self.guest_tools, *self.zfs_userland):
+            if n == name:
+                return v
+        return None
+
     def describe(self) -> str:
         tools = ", ".join(f"{n} {v}" for n, v in self.guest_tools)
-        return (f"Debian kernel {self.kernel_abi} (linux-image {self.kernel_version}), "
-                f"OpenZFS {self.zfs_version}" + (f", {tools}" if tools else ""))
+        shown = ("lxc", "systemd", "containerd", "runc", "criu", "apparmor")
+        base = ", ".join(f"{n} {v}" for n, v in self.rootfs if n in shown)
+        return (f"Debian {self.flavour}: kernel {self.kernel_abi} (linux-image "
+                f"{self.kernel_version}), OpenZFS {self.zfs_version}"
+                + (f", {tools}" if tools else "") + (f", {base}" if base else ""))
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.rootfs:
+            # Entries of flavours without a root filesystem keep the key they had before it.
+            del d["rootfs"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> Resolved:
@@ -239,7 +256,8 @@ class Resolved:
         return cls(kernel_abi=str(d["kernel_abi"]), kernel_version=str(d["kernel_version"]),
                    headers=pairs(d["headers"]), zfs_version=str(d["zfs_version"]),
                    zfs_userland=pairs(d["zfs_userland"]), guest_tools=pairs(d["guest_tools"]),
-                   flavour=str(d.get("flavour", "bookworm")))
+                   flavour=str(d.get("flavour", "bookworm")),
+                   rootfs=pairs(d.get("rootfs", [])))
 
 
 @dataclass(frozen=True)
@@ -251,12 +269,14 @@ class Wanted:
     zfs_source: str = "zfs-dkms"
     zfs_utils: str = "zfsutils-linux"
     guest_tools: tuple[str, ...] = ("apparmor",)
+    rootfs: tuple[str, ...] = ()   # packages of a root filesystem built for the guest
 
 
 def resolve(lookup: Lookup, wanted: Wanted = Wanted()) -> Resolved:
     """Resolve every package of the kernel test host from the index (see the module doc)."""
     idx = Index(lookup)
-    idx.prefetch([wanted.kernel_meta, wanted.zfs_source, wanted.zfs_utils, *wanted.guest_tools])
+    idx.prefetch([wanted.kernel_meta, wanted.zfs_source, wanted.zfs_utils, *wanted.guest_tools,
+                  *wanted.rootfs])
 
     meta = idx.newest(wanted.kernel_meta, "the kernel metapackage")
     images = [r for alts in parse_relations(meta.get("Depends", "")) for r in alts[:1]
@@ -292,6 +312,7 @@ def resolve(lookup: Lookup, wanted: Wanted = Wanted()) -> Resolved:
                  for n in libs]
 
     tools = [(n, idx.newest(n, "a guest tool")["Version"]) for n in wanted.guest_tools]
+    rootfs = [(n, idx.newest(n, "a root filesystem package")["Version"]) for n in wanted.rootfs]
     return Resolved(kernel_abi=abi, kernel_version=kver, headers=tuple(headers),
                     zfs_version=zv, zfs_userland=tuple(userland), guest_tools=tuple(tools),
-                    flavour=wanted.flavour)
+                    flavour=wanted.flavour, rootfs=tuple(rootfs))

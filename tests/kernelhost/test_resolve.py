@@ -8,6 +8,7 @@ with a real ``apt-get update`` against an address where no archive answers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -203,7 +204,8 @@ def unreachable_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     root = tmp_path / "cache"
     root.mkdir()
     monkeypatch.setenv("LXCRI_KERNEL_CACHE", str(root))
-    monkeypatch.setattr(config, "APT_SOURCES", "deb http://127.0.0.1:9/debian bookworm main\n")
+    monkeypatch.setattr(config, "BOOKWORM", dataclasses.replace(
+        config.BOOKWORM, apt_sources="deb http://127.0.0.1:9/debian bookworm main\n"))
     return root
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.kernelhost import cache, config
+from tests.kernelhost.guest import FLAVOUR_ENV
 
 # LXCRI_QEMU names another binary (a path, or a name looked up on PATH).
 QEMU = os.environ.get("LXCRI_QEMU", "qemu-system-x86_64")
@@ -92,7 +93,14 @@ def qemu_unusable_reason() -> str | None:
 
 
 def qemu_command(image: cache.GuestImage, results: Path, console: Path) -> list[str]:
-    stage2 = Path(__file__).resolve().parent / "guest_stage2.sh"
+    here = Path(__file__).resolve().parent
+    own_root = [
+        # systemd is PID 1 of the root filesystem (guest_init.sh) and boots only
+        # lxcri-test.target, whose service runs guest_systemd.sh.
+        "lxcri.init=/usr/lib/systemd/systemd", f"lxcri.units={here / 'systemd'}",
+        "systemd.unit=lxcri-test.target",
+    ] if image.own_root else []
+    stage2 = here / ("guest_systemd.sh" if image.own_root else "guest_stage2.sh")
     append = " ".join([
         "console=ttyS0", "quiet", "panic=-1",
         # A throw-away VM with no network and no untrusted code: skipping the speculative
@@ -100,7 +108,7 @@ def qemu_command(image: cache.GuestImage, results: Path, console: Path) -> list[
         "mitigations=off",
         # Layer paths relative to the cache export (see below).
         f"lxcri.layers={':'.join(str(p.relative_to(config.cache_root())) for p in image.layers)}",
-        f"lxcri.stage2={stage2}",
+        f"lxcri.stage2={stage2}", *own_root,
     ])
     return [
         QEMU, "-accel", "tcg", "-cpu", config.QEMU_CPU,
@@ -124,19 +132,34 @@ def qemu_command(image: cache.GuestImage, results: Path, console: Path) -> list[
 
 
 def _write_job(d: Path, nodeids: Sequence[str], rootdir: Path, modules: Sequence[str],
-               pytest_args: Sequence[str]) -> None:
+               pytest_args: Sequence[str], flavour: str = "bookworm") -> None:
     python = sys.executable
     # This checkout's launchers (packaging/setup.sh) first, as in tests/harness/containerd.py.
     checkout_bin = rootdir / ".stamps" / "bin"
     env = {"PATH": f"{Path(python).parent}:{checkout_bin}:/usr/local/sbin:/usr/local/bin:"
-                   "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1"}
+                   "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1",
+           FLAVOUR_ENV: flavour}
     (d / "job.json").write_text(json.dumps({
         "nodeids": list(nodeids), "args": ["--rootdir", str(rootdir), *pytest_args],
         "env": env}))
     (d / "job.env").write_text(
         f"LXCRI_ROOTDIR={shlex.quote(str(rootdir))}\n"
         f"LXCRI_PYTHON={shlex.quote(python)}\n"
-        f"LXCRI_MODULES={shlex.quote(' '.join(modules))}\n")
+        f"LXCRI_MODULES={shlex.quote(' '.join(modules))}\n"
+        f"LXCRI_HOST_PATHS={shlex.quote(' '.join(host_paths(rootdir)))}\n")
+
+
+def host_paths(rootdir: Path) -> list[str]:
+    """What a guest with its own root filesystem binds from the host root: the checkout, the
+    environment (venv) and the interpreter's installation it is made from (pyenv's 3.11,
+    linked against libc/libm only; its lib-dynload modules find their libraries in the
+    root filesystem, see config.TRIXIE_ROOTFS)."""
+    out: list[str] = []
+    for p in (rootdir, Path(sys.prefix), Path(sys.base_prefix)):
+        p = p.resolve()
+        if not any(p == Path(q) or p.is_relative_to(q) for q in out):
+            out.append(str(p))
+    return out
 
 
 def _read_results(d: Path, res: BootResult) -> None:
@@ -244,8 +267,14 @@ def _wait_all(procs: Sequence[subprocess.Popen[bytes]], results: Sequence[BootRe
         time.sleep(0.1)
 
 
-def load_durations() -> dict[str, float]:
-    path = config.cache_root() / "durations.json"
+def _durations_path(fl: config.Flavour) -> Path:
+    # Per flavour: the same test takes different times under systemd and LXC 6.
+    name = "durations.json" if fl.name == "bookworm" else f"durations-{fl.name}.json"
+    return config.cache_root() / name
+
+
+def load_durations(fl: config.Flavour = config.BOOKWORM) -> dict[str, float]:
+    path = _durations_path(fl)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -253,13 +282,13 @@ def load_durations() -> dict[str, float]:
     return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def _save_durations(batch: BatchResult) -> None:
+def _save_durations(batch: BatchResult, fl: config.Flavour) -> None:
     """Each test's guest time (setup + call + teardown), for planning the next batch's shards."""
-    known = load_durations()
+    known = load_durations(fl)
     for boot in batch.boots:
         for nodeid, reps in boot.reports.items():
             known[nodeid] = round(sum(float(r.get("duration", 0.0)) for r in reps), 2)
-    path = config.cache_root() / "durations.json"
+    path = _durations_path(fl)
     try:
         part = path.with_suffix(f".tmp{os.getpid()}")
         part.write_text(json.dumps(known, indent=0, sort_keys=True))
@@ -335,12 +364,13 @@ def _keep_console(text: str, tag: str) -> Path | None:
 
 def run_batch(nodeids: Sequence[str], rootdir: Path, *, modules: Sequence[str],
               pytest_args: Sequence[str] = (), timeout: float | None = None,
-              shards: int | None = None, log: cache.Log = print) -> BatchResult:
+              shards: int | None = None, log: cache.Log = print,
+              flavour: config.Flavour = config.BOOKWORM) -> BatchResult:
     """Prepare the cache, boot the shards side by side, run ``nodeids`` and collect reports."""
     batch = BatchResult()
     t0 = time.monotonic()
     try:
-        image = cache.prepare(log)
+        image = cache.prepare(log, flavour)
     except (cache.BuildError, OSError) as e:
         batch.prepare_s = batch.wall_s = time.monotonic() - t0
         batch.error = f"preparing the kernel test host failed: {e}"
@@ -352,7 +382,7 @@ def run_batch(nodeids: Sequence[str], rootdir: Path, *, modules: Sequence[str],
         log(f"kernel test host: NOTE: {image.note}")
     timeout = config.timeout_s() if timeout is None else timeout
     groups = plan_shards(nodeids, config.shards() if shards is None else shards,
-                         load_durations())
+                         load_durations(flavour))
     batch.boots = [BootResult(nodeids=g) for g in groups]
     _sweep_stale(Path(tempfile.gettempdir()))
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
@@ -363,7 +393,7 @@ def run_batch(nodeids: Sequence[str], rootdir: Path, *, modules: Sequence[str],
             for i, boot in enumerate(batch.boots):
                 d = tmp / f"boot{i}"
                 d.mkdir()
-                _write_job(d, boot.nodeids, rootdir, modules, pytest_args)
+                _write_job(d, boot.nodeids, rootdir, modules, pytest_args, flavour.name)
                 dirs.append(d)
             for d in dirs:
                 started.append(_start(image, d))
@@ -376,5 +406,5 @@ def run_batch(nodeids: Sequence[str], rootdir: Path, *, modules: Sequence[str],
             _kill(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     batch.wall_s = time.monotonic() - t0
-    _save_durations(batch)
+    _save_durations(batch, flavour)
     return batch
