@@ -51,7 +51,8 @@ def test_systemd_is_pid_1() -> None:
     version = sh("systemctl", "--version").stdout.split()
     assert version[0] == "systemd" and int(version[1]) >= 257, version
     # The batch runs as a systemd service (lxcri-test.service), not below PID 1 by hand.
-    assert sh("systemctl", "is-active", "lxcri-test.service").stdout.strip() == "activating"
+    state = sh("systemctl", "is-active", "lxcri-test.service", check=False).stdout.strip()
+    assert state == "activating", state  # a oneshot unit while its ExecStart runs
 
 
 def test_pure_cgroup_v2_hierarchy() -> None:

@@ -92,3 +92,38 @@ def test_plan_shards_balances_and_keeps_order() -> None:
     # Too little work for a second boot: one group.
     assert vm.plan_shards(ids[:3], 2, {}) == [ids[:3]]
     assert vm.plan_shards([], 2, {}) == []
+
+
+def test_extract_vmlinux_cuts_a_zstd_payload_out_of_the_boot_header(tmp_path: Path) -> None:
+    # Debian 13's bzImage: zstd payload found through setup_sects/payload_offset/length
+    # (boot.rst), with the le32 decompressed size the kernel build appends after it.
+    elf = b"\x7fELF" + bytes(range(256)) * 64
+    zst = subprocess.run(["zstd", "-q", "-c"], input=elf, capture_output=True,
+                         check=True).stdout + len(elf).to_bytes(4, "little")
+    setup = bytearray(5 * 512)  # setup_sects = 4
+    setup[0x1f1] = 4
+    setup[0x202:0x206] = b"HdrS"
+    setup[0x248:0x24c] = (100).to_bytes(4, "little")
+    setup[0x24c:0x250] = len(zst).to_bytes(4, "little")
+    bz = tmp_path / "vmlinuz"
+    bz.write_bytes(bytes(setup) + b"\0" * 100 + zst + b"trailer")
+    cache.extract_vmlinux(bz, tmp_path / "vmlinux")
+    assert (tmp_path / "vmlinux").read_bytes() == elf
+
+
+def test_kernel_cc_is_read_from_the_headers_kernelvariables(tmp_path: Path) -> None:
+    (tmp_path / ".kernelvariables").write_text(
+        "override ARCH = x86\nCC = $(if $(DEBIAN_KERNEL_USE_CCACHE),$(CCACHE)) "
+        "$(CROSS_COMPILE)gcc-14\noverride CROSS_COMPILE = x86_64-linux-gnu-\n")
+    assert cache.kernel_cc(tmp_path) == "x86_64-linux-gnu-gcc-14"
+    assert cache.kernel_cc(tmp_path / "missing") == "gcc"
+
+
+@pytest.mark.parametrize(("expr", "needs"), [
+    ("pve9", True), ("pve9 and not kernel", True), ("kernel or pve9", True),
+    ("not kernel", False), ("kernel", False), ("", False), ("integration", False)])
+def test_a_pve9_batch_runs_only_when_the_marker_expression_needs_it(expr: str,
+                                                                    needs: bool) -> None:
+    from tests.kernelhost.plugin import expression_needs
+
+    assert expression_needs(expr, "pve9") is needs

@@ -252,3 +252,22 @@ def test_prune_keeps_the_newest_two_entries(tmp_path: Path) -> None:
         "linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb",
         "linux-image-6.1.0-56-amd64_6.1.192-3_amd64.deb"]
     assert cache.kernel_home(root, rs[0]) in removed
+
+
+def test_prune_keeps_the_newest_two_entries_of_each_flavour(tmp_path: Path) -> None:
+    root = tmp_path
+    old = [_resolved(f"6.1.192-{i}") for i in (1, 2, 3)]
+    trixie = dataclasses.replace(_resolved("6.1.192-9"), flavour="trixie",
+                                 rootfs=(("lxc", "1:6.0.4-4"),))
+    cache._record(root, _fake_entry(root, trixie))  # the oldest use of all
+    time.sleep(0.01)
+    for r in old:
+        cache._record(root, _fake_entry(root, r))
+        time.sleep(0.01)
+    cache.prune(root, keep=2)
+    assert cache.kernel_home(root, trixie).exists()
+    assert not cache.kernel_home(root, old[0]).exists()
+    assert sorted(p.name for p in (root / "entries").glob("*.json")) == sorted(
+        f"{r.key}.json" for r in (trixie, *old[1:]))
+    rec = cache._entries(root, "trixie")[0][1]["resolved"]
+    assert isinstance(rec, dict) and Resolved.from_json(rec) == trixie
