@@ -127,3 +127,40 @@ def test_a_pve9_batch_runs_only_when_the_marker_expression_needs_it(expr: str,
     from tests.kernelhost.plugin import expression_needs
 
     assert expression_needs(expr, "pve9") is needs
+
+
+def test_a_guest_with_its_own_root_boots_systemd_single_threaded(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    from tests.kernelhost import config, vm
+    from tests.kernelhost.resolve import Resolved
+
+    monkeypatch.setenv("LXCRI_KERNEL_CACHE", str(tmp_path))
+    r = Resolved(kernel_abi="6.12.1+deb13-amd64", kernel_version="6.12.1-1", headers=(),
+                 zfs_version="2.3.9-0", zfs_userland=(), guest_tools=(), flavour="trixie",
+                 rootfs=(("lxc", "1:6.0.4-4"),))
+    layers = (tmp_path / "zfs" / "root", tmp_path / "kernel" / "root", tmp_path / "rootfs" / "root")
+    image = cache.GuestImage(tmp_path / "vmlinux", tmp_path / "i.cpio.gz", layers, r)
+    cmd = vm.qemu_command(image, tmp_path / "results", tmp_path / "console.log")
+    append = cmd[cmd.index("-append") + 1].split()
+    assert "lxcri.init=/usr/lib/systemd/systemd" in append
+    assert "systemd.unit=lxcri-test.target" in append
+    assert "lxcri.layers=zfs/root:kernel/root:rootfs/root" in append
+    assert any(a.startswith("lxcri.stage2=") and a.endswith("guest_systemd.sh") for a in append)
+    assert cmd[cmd.index("-accel") + 1] == f"tcg,thread={config.TRIXIE.tcg_thread}"
+    # The kernel flavour's command line is unchanged: the host root, bash, default TCG.
+    bookworm = cache.GuestImage(image.vmlinux, image.initramfs, layers,
+                                Resolved(**{**r.__dict__, "rootfs": (), "flavour": "bookworm"}))
+    cmd = vm.qemu_command(bookworm, tmp_path / "results", tmp_path / "console.log")
+    assert cmd[cmd.index("-accel") + 1] == "tcg"
+    assert not any(a.startswith("lxcri.init=") for a in cmd[cmd.index("-append") + 1].split())
+
+
+def test_host_paths_bind_the_checkout_and_the_interpreter_once(tmp_path: Path) -> None:
+    from tests.kernelhost import vm
+
+    paths = vm.host_paths(REPO)
+    assert paths[0] == str(REPO.resolve())
+    assert str(Path(sys.base_prefix).resolve()) in paths or any(
+        Path(sys.base_prefix).resolve().is_relative_to(p) for p in paths)
+    assert len(paths) == len(set(paths))

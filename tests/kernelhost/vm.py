@@ -94,6 +94,9 @@ def qemu_unusable_reason() -> str | None:
 
 def qemu_command(image: cache.GuestImage, results: Path, console: Path) -> list[str]:
     here = Path(__file__).resolve().parent
+    flavour = config.TRIXIE if image.own_root else config.BOOKWORM
+    # The kernel flavour keeps QEMU's default (multi-threaded TCG for x86 on x86).
+    accel = "tcg" if flavour.tcg_thread == "multi" else f"tcg,thread={flavour.tcg_thread}"
     own_root = [
         # systemd is PID 1 of the root filesystem (guest_init.sh) and boots only
         # lxcri-test.target, whose service runs guest_systemd.sh.
@@ -111,7 +114,7 @@ def qemu_command(image: cache.GuestImage, results: Path, console: Path) -> list[
         f"lxcri.stage2={stage2}", *own_root,
     ])
     return [
-        QEMU, "-accel", "tcg", "-cpu", config.QEMU_CPU,
+        QEMU, "-accel", accel, "-cpu", config.QEMU_CPU,
         "-m", str(config.GUEST_MEMORY_MB), "-smp", str(config.GUEST_CPUS),
         # -nodefaults and -nic none: no NIC, VGA or monitor; all networking stays in the guest.
         "-nodefaults", "-nic", "none", "-display", "none", "-no-reboot",
