@@ -9,7 +9,9 @@ pyenv Python, over 9p) runs on trixie's C library.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,29 @@ def test_containerd_and_runc_versions() -> None:
     out = sh("containerd", "--version").stdout.split()
     assert out[2].startswith(("1.7.", "v1.7.")), out
     assert sh("runc", "--version").stdout.startswith("runc version 1.")
+
+
+def test_lxc_6_escapes_systemds_tree_and_attaches_into_a_leaf(lxcpath: Path) -> None:
+    """docs/pve9-differences.md, items 2 and 3: the container's cgroup is /lxc.payload.<name>
+    beside system.slice (lxc.cgroup.relative = 0), an attached process goes to its .lxc leaf."""
+    name = unique("cg")
+    make_container(lxcpath, name, ["/bin/sleep", "300"])
+    sh("lxc-start", "-P", lxcpath, "-n", name, "-d", timeout=120)
+    pid = int(sh("lxc-info", "-P", lxcpath, "-n", name, "-p", "-H").stdout)
+    assert Path(f"/proc/{pid}/cgroup").read_text().strip() == f"0::/lxc.payload.{name}"
+    attached = subprocess.Popen(["lxc-attach", "-P", str(lxcpath), "-n", name, "--",
+                                 "/bin/sleep", "301"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    leaf = Path(f"/sys/fs/cgroup/lxc.payload.{name}/.lxc/cgroup.procs")
+    try:
+        found: list[str] = []
+        deadline = time.monotonic() + 60
+        while not found and time.monotonic() < deadline:
+            pids = leaf.read_text().split() if leaf.exists() else []
+            found = [p for p in pids
+                     if "301" in Path(f"/proc/{p}/cmdline").read_text().split("\0")]
+            time.sleep(0.2)
+        assert found, f"no attached sleep 301 in {leaf}"
+    finally:
+        attached.kill()
+        attached.wait()
