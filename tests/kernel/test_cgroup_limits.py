@@ -25,7 +25,7 @@ from runtime.reaper import Reaper
 from runtime.types import CreateConfig, Mount
 from tests.harness.rootfs import populate_busybox_rootfs
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 MEMORY, PIDS = 64 * 1024 * 1024, 64
 #: Tries to lift both limits from inside and prints what it then reads.

@@ -9,7 +9,7 @@ import pytest
 
 from tests.kernel.helpers import COUNTER_SCRIPT, make_container, sh, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 COUNTER = COUNTER_SCRIPT
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.kernel.helpers import make_container, sh, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 
 def test_lxc_execute_exit_status(lxcpath: Path) -> None:

@@ -24,7 +24,7 @@ from runtime.reaper import Reaper
 from runtime.types import CreateConfig, Mount
 from tests.harness.rootfs import populate_busybox_rootfs
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 
 class World:

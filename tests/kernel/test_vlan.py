@@ -9,7 +9,7 @@ import pytest
 
 from tests.kernel.helpers import BRIDGE, BUSYBOX, IP, sh
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 
 def test_vlan_subinterface(netns: Callable[[str], str]) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.kernel.helpers import BRIDGE, IP, make_container, sh, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 SUBNET = "10.253.1"
 

@@ -11,7 +11,7 @@ import pytest
 from storage.lzc import LibZfsCore, ZfsError
 from tests.kernel.helpers import sh, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 
 @pytest.fixture
