@@ -127,5 +127,14 @@ def test_lxc_6_escapes_systemds_tree_and_attaches_into_a_leaf(lxcpath: Path) -> 
             time.sleep(0.2)
         assert found, f"no attached sleep 301 in {leaf}"
     finally:
+        # The attached process by its PID, then the container, with time to spare under TCG
+        # (the lxcpath fixture's lxc-stop allows 30 s).
+        for p in leaf.read_text().split() if leaf.exists() else []:
+            try:
+                if "301" in Path(f"/proc/{p}/cmdline").read_text().split("\0"):
+                    os.kill(int(p), 9)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
         attached.kill()
         attached.wait()
+        sh("lxc-stop", "-P", lxcpath, "-n", name, "-k", check=False, timeout=180)
