@@ -25,6 +25,11 @@ mkdir -p "$WORK/src"
 git -C "$REPO" ls-files -z | (cd "$REPO" && xargs -0 cp --parents -t "$WORK/src")
 gcc -static -Os -s -Wall -Wextra -Werror -o "$WORK/src/runtime/lxc/init/lxcri-init" \
     "$WORK/src/runtime/lxc/init/lxcri-init.c"
+gcc -static -Os -s -Wall -Wextra -Werror -o "$WORK/src/runtime/lxc/init/lxcri-pve-init" \
+    "$WORK/src/runtime/lxc/init/lxcri-pve-init.c"
+# The container monitor links liblxc (the package depends on liblxc1, the headers are lxc-dev's).
+gcc -Os -s -Wall -Wextra -Werror -o "$WORK/src/runtime/lxc/init/lxcri-start" \
+    "$WORK/src/runtime/lxc/init/lxcri-start.c" -llxc
 
 "$PY" -m venv "$STAGE$PREFIX"
 "$STAGE$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --no-compile \
@@ -35,7 +40,9 @@ SITE_REL=${SITE#"$STAGE"}
 # would also name the staging directory.
 "$STAGE$PREFIX/bin/python" -m pip uninstall -q -y pip setuptools 2>/dev/null || true
 find "$STAGE$PREFIX/bin" -mindepth 1 ! -name 'python*' -delete
-chmod 755 "$SITE/runtime/lxc/gate.sh" "$SITE/runtime/lxc/init/lxcri-init"
+chmod 755 "$SITE/runtime/lxc/gate.sh" "$SITE/runtime/lxc/init/lxcri-init" \
+    "$SITE/runtime/lxc/init/lxcri-pve-init" \
+    "$SITE/runtime/lxc/init/lxcri-start"
 # Byte-code compiled now, with the installed path in it: nothing is written under /usr at run
 # time, and purge leaves nothing behind.
 "$STAGE$PREFIX/bin/python" -m compileall -q -j 0 -s "$STAGE" -p / "$SITE" >/dev/null
@@ -74,7 +81,7 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: Proxmox LXCRI developers <noreply@proxmox-lxcri.invalid>
 Installed-Size: $SIZE
-Depends: python3.11, lxc, libc6
+Depends: python3.11, lxc, liblxc1, libseccomp2, libc6
 Recommends: containerd, criu
 Suggests: zfsutils-linux | zfs-fuse, runc
 Section: admin

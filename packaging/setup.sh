@@ -13,7 +13,7 @@ mkdir -p "$STAMPS"
 # host-local) the CRI tests' pod network (tests/integration/test_cri.py).
 PKGS=(containerd runc lxc busybox-static iproute2 zfs-fuse criu qemu-system-x86 kmod cpio
       containernetworking-plugins
-      xz-utils e2fsprogs gcc make binutils libc6-dev mmdebstrap zstd)
+      xz-utils e2fsprogs gcc make binutils libc6-dev mmdebstrap zstd lxc-dev)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -47,14 +47,28 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMPS/venv" 2>/dev/null)" != "$wan
     echo "$want" > "$STAMPS/venv"
 fi
 
-# The in-container init of CRIU-checkpointable containers (runtime/lxc/owninit.py): a static
-# binary, so that it needs nothing from the container's filesystem. Rebuilt when its source is
-# newer.
+# The container init (runtime/lxc/owninit.py): a static binary, so that it needs nothing from
+# the container's filesystem. Rebuilt when its source is newer.
 INIT_SRC="$REPO/runtime/lxc/init/lxcri-init.c" INIT_BIN="$REPO/runtime/lxc/init/lxcri-init"
 if [ ! -x "$INIT_BIN" ] || [ "$INIT_SRC" -nt "$INIT_BIN" ]; then
     echo "setup: building $INIT_BIN"
     gcc -static -Os -s -Wall -Wextra -Werror -o "$INIT_BIN.tmp" "$INIT_SRC"
     mv "$INIT_BIN.tmp" "$INIT_BIN"
+fi
+# The Proxmox backend's CT init (runtime/proxmox/initdir.py): forking, records the status.
+PVE_SRC="$REPO/runtime/lxc/init/lxcri-pve-init.c" PVE_BIN="$REPO/runtime/lxc/init/lxcri-pve-init"
+if [ ! -x "$PVE_BIN" ] || [ "$PVE_SRC" -nt "$PVE_BIN" ]; then
+    echo "setup: building $PVE_BIN"
+    gcc -static -Os -s -Wall -Wextra -Werror -o "$PVE_BIN.tmp" "$PVE_SRC"
+    mv "$PVE_BIN.tmp" "$PVE_BIN"
+fi
+# The container monitor (runtime/lxc/backend.py): lxc-start -F with the container's exit status
+# as its own; links liblxc (headers from lxc-dev).
+MON_SRC="$REPO/runtime/lxc/init/lxcri-start.c" MON_BIN="$REPO/runtime/lxc/init/lxcri-start"
+if [ ! -x "$MON_BIN" ] || [ "$MON_SRC" -nt "$MON_BIN" ]; then
+    echo "setup: building $MON_BIN"
+    gcc -Os -s -Wall -Wextra -Werror -o "$MON_BIN.tmp" "$MON_SRC" -llxc
+    mv "$MON_BIN.tmp" "$MON_BIN"
 fi
 
 # Byte-compile the project: `start` and `delete` run for every task, and an environment with

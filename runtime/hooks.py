@@ -12,7 +12,7 @@ createContainer         right after createRuntime, on the host   same
 startContainer          start, before the gate lets the program  error; the container is
                         run, inside the container's namespaces   stopped (status 128+SIGKILL)
                         and root (``nsenter``)
-poststart               start, after the program was let run     warning logged, start succeeds
+poststart               start, after the program was exec'd      warning logged, start succeeds
 poststop                delete, after the container stopped      warning logged, delete goes on
 ======================  =======================================  ==============================
 
@@ -123,6 +123,9 @@ class HookPoints:
 
     def __bool__(self) -> bool:
         return bool(self.spec.get("hooks"))
+
+    def has(self, kind: str) -> bool:
+        return bool(hooks_of(self.spec, kind))
 
     async def created(self, pid: int) -> None:
         """prestart, createRuntime, createContainer: on the host, fatal."""

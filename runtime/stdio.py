@@ -1,6 +1,6 @@
 """Opening a process's stdio from containerd's stdio paths, and feeding its stdin.
 
-No backend knowledge: the init (lxc-execute) and exec processes (lxc-attach) use the same
+No backend knowledge: the init (LXC's monitor) and exec processes (lxc-attach) use the same
 helpers. The semantics follow shim-protocol.md section 2.11:
 
 - ``""`` → no stream; the spawner substitutes ``/dev/null`` (``None`` here).

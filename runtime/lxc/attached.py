@@ -16,11 +16,12 @@ import os
 from pathlib import Path
 
 from runtime import errdefs
-from runtime.lxc import cleanup, gate, state
+from runtime.lxc import cleanup, gate, owninit, state
 from runtime.lxc.backend import LxcContainer
 from runtime.stdio import ProcessIO, fd_ready
 
-#: lxc.json's exit status when the init ended and nobody saw how (no recording init).
+#: lxc.json's exit status when the program ended and nobody saw how (its monitor is not this
+#: process's child).
 UNKNOWN_STATUS = 255
 
 
@@ -54,6 +55,14 @@ class AttachedContainer(LxcContainer):
         if recorded is not None and recorded.exit_status is not None:
             return recorded.exit_status
         return UNKNOWN_STATUS
+
+    def _late_exec_fd(self) -> int | None:
+        if self._init_dir is None:
+            return None
+        try:
+            return owninit.open_exec_fifo(self._init_dir)
+        except OSError:
+            return None
 
     def _release_gate(self) -> None:
         if not gate.release(self._state_dir):

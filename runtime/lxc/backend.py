@@ -1,26 +1,22 @@
-"""``LxcBackend``: OCI containers as LXC containers run by ``lxc-execute`` (DESIGN.md 5.1).
+"""``LxcBackend``: OCI containers as LXC containers (DESIGN.md 5.1).
 
-One container = one ``lxc-execute -q -P <lxcpath> -n <name> -- <args…>`` child of the daemon,
-spawned through the daemon's single :class:`~runtime.reaper.Reaper`:
+One container = one ``lxcri-start <lxcpath> <name> <log> <level>`` child of the daemon (LXC's
+start mode in the foreground, like ``lxc-start -F``, but exiting with the container's status:
+``runtime/lxc/init/lxcri-start.c``), spawned through the daemon's single
+:class:`~runtime.reaper.Reaper`:
 
-- its config file is ``<lxcpath>/<name>/config``, rendered by :mod:`runtime.lxc.config`
-  (argv goes on the command line: ``lxc.init.cmd`` does not honour quoting);
-- ``-q`` keeps LXC's own messages off the container's stderr (they are in ``lxc.log``);
+- its config file is ``<lxcpath>/<name>/config``, rendered by :mod:`runtime.lxc.config`;
 - its stdio *is* the container's stdio (``lxc.console.path = none``);
-- the ``lxc.hook.start-host`` gate holds the init before the user's program runs, and reports
-  the init's host PID (:mod:`runtime.lxc.gate`) → the OCI "created" state;
-- its exit status is the program's (7 for ``exit 7``, 137 for SIGKILL; environment.md §2).
+- the ``lxc.hook.start-host`` gate holds the container's first process before it runs, and
+  reports its host PID (:mod:`runtime.lxc.gate`) → the OCI "created" state;
+- that process is the project's init (:mod:`runtime.lxc.owninit`), which applies the
+  process settings and execve()s the program: the program is PID 1 of the container, with
+  the PID the gate reported, as under runc. Its exit status is the monitor's (7 for
+  ``exit 7``, 128 + signal for a signal death).
 
-PID 1 in the container is LXC's small init, the program is PID 2 (``docker run --init``
-behaviour): signals sent to the init's host PID are forwarded to the program. A program that
-must be PID 1 itself (a system init) would need ``lxc-start``, whose status is always 0: not
-supported by this backend.
-
-Containers that may be checkpointed with CRIU (``CreateConfig.checkpointable``) run with
-``lxc-start -F`` and this project's in-container init instead, which behaves the same and
-records the exit status in a file (:mod:`runtime.lxc.owninit`); they are dumped by
-``lxc-checkpoint`` (:mod:`runtime.lxc.checkpoint`), and a task restored from CRIU images
-(``CreateConfig.restore``) is made by ``lxc-checkpoint -r`` (:mod:`runtime.lxc.restore`).
+A task restored from CRIU images (``CreateConfig.restore``) is made by ``lxc-checkpoint -r``
+(:mod:`runtime.lxc.restore`); checkpointable containers (``CreateConfig.checkpointable``) are
+dumped by ``lxc-checkpoint`` (:mod:`runtime.lxc.checkpoint`).
 
 The bundle's validation against the OCI spec and the OCI hooks are not this backend's: the
 supervisor runs them around its calls (runtime.supervisor), for every backend alike.
@@ -36,21 +32,33 @@ import os
 import re
 import shutil
 import signal
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime import cgroups_path, errdefs, store
-from runtime.lxc import cgroup, cleanup, criu_stdio, owninit, resources, security, state
+from runtime.lxc import (
+    cgroup,
+    cleanup,
+    criu_stdio,
+    nsfiles,
+    owninit,
+    resources,
+    seccomp,
+    security,
+    state,
+)
 from runtime.lxc import config as lxcconf
 from runtime.lxc.exec import AttachContext
 from runtime.lxc.gate import Gate, hook_command
 from runtime.lxc.mount import mount_all, unmount_all
 from runtime.lxc.mountpoints import prepare as prepare_mount_points
 from runtime.lxc.ops import ContainerOps
-from runtime.lxc.rootfs import look_path
+from runtime.lxc.rootfs import look_path, resolve_in_rootfs
 from runtime.reaper import Child, Reaper
-from runtime.stdio import ProcessIO, TerminalIO, open_stdio
+from runtime.stdio import ProcessIO, TerminalIO, fd_ready, open_stdio
 from runtime.types import CreateConfig, RestoreSource, Stdio
 
 log = logging.getLogger(__name__)
@@ -61,9 +69,7 @@ _ID = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
 #: just delivers it; any other signal makes the created container exit (see kill()).
 _HARMLESS = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH,
                        signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
-#: The host PATH lxc-execute itself runs with; LXC does not pass it into the container.
-#: The seccomp policy's file name in the LXC container dir (removed with it).
-SECCOMP_FILE = "seccomp"
+#: The host PATH the monitor itself runs with; LXC does not pass it into the container.
 _HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
@@ -124,10 +130,32 @@ def _host_path_kind(path: str) -> str:
     return "file" if os.path.lexists(path) else ""
 
 
+def _path_kind(rootfs: Path) -> Callable[[str], str]:
+    """The kind of a masked path ("dir", "file", "special" or "" for absent): /proc and /sys
+    as the host sees them (the container's are the same kernel's), any other path as it is in
+    the rootfs. Only lstat(2): a FIFO, socket or device is "special", masked by the mount hook
+    without being opened (setup_hooks.path_entries)."""
+    def kind(path: str) -> str:
+        if path.startswith(("/proc/", "/sys/")) or path in ("/proc", "/sys"):
+            return _host_path_kind(path)
+        try:
+            target = resolve_in_rootfs(rootfs, path)
+        except OSError:
+            return ""
+        try:
+            mode = os.lstat(target).st_mode
+        except OSError:
+            return ""
+        if stat.S_ISDIR(mode):
+            return "dir"
+        return "file" if stat.S_ISREG(mode) or stat.S_ISLNK(mode) else "special"
+    return kind
+
+
 def _inherited_io(spec: dict[str, Any]) -> ProcessIO:
     """The caller's own stdin, stdout and stderr (the CLI's pass-through). With
     ``process.terminal`` and a pty on stdin (``create --console-socket`` put it there), that pty
-    becomes lxc-execute's controlling terminal, which LXC needs to proxy the container's
+    becomes the monitor's controlling terminal, which LXC needs to proxy the container's
     console (see configure_console)."""
     io = ProcessIO(stdin=0, stdout=1, stderr=2)
     io.ctty = bool(spec["process"].get("terminal")) and os.isatty(0)
@@ -148,14 +176,18 @@ class _Prepared:
     name: str
     rootfs: Path
     config_text: str
-    #: The LXC seccomp policy (written next to the config), or None.
-    seccomp_text: str | None = None
-    #: The in-container init's directory (runtime.lxc.owninit), or None for LXC's own init.
-    init_dir: Path | None = None
+    #: The in-container init's directory (runtime.lxc.owninit).
+    init_dir: Path
+    #: The flags of the seccomp filter (exec's apply it too), None without one.
+    seccomp_flags: int | None = None
+
+
+#: The monitor ``make setup`` builds (runtime/lxc/init/lxcri-start.c).
+MONITOR = Path(__file__).with_name("init") / "lxcri-start"
 
 
 class LxcBackend:
-    """Creates containers with ``lxc-execute``; one instance per daemon."""
+    """Creates containers with ``lxcri-start``; one instance per daemon."""
 
     name = "lxc"
 
@@ -172,16 +204,15 @@ class LxcBackend:
         self._lxcpath = lxcpath
         self._log_level = log_level
         self._gate_timeout = gate_timeout
-        found = shutil.which("lxc-execute")
-        if found is None:
-            raise errdefs.Unavailable("lxc-execute: not found in PATH (install Debian's lxc)")
-        self._lxc_execute = found
+        if shutil.which("lxc-attach") is None:
+            raise errdefs.Unavailable("lxc-attach: not found in PATH (install Debian's lxc)")
+        self._monitor = MONITOR
         self._lxc_attach = shutil.which("lxc-attach") or "lxc-attach"
         self._lxc_start = shutil.which("lxc-start") or "lxc-start"
         self._lxc_checkpoint = shutil.which("lxc-checkpoint") or "lxc-checkpoint"
 
     async def create(self, config: CreateConfig) -> LxcContainer:
-        """Prepare the rootfs, write the LXC config, spawn lxc-execute and wait for the gate.
+        """Prepare the rootfs, write the LXC config, spawn the monitor and wait for the gate.
         On any failure everything done so far is undone (reverse order)."""
         return await self._create(config, None)
 
@@ -197,6 +228,7 @@ class LxcBackend:
                       ) -> LxcContainer:
         # What LXC cannot express (the supervisor checked the spec against config.md).
         lxcconf.validate(config.spec)
+        nsfiles.check_paths(config.spec)
         name = lxc_name(config.namespace, config.id)
         lxc_dir = self._lxcpath / name
         if lxc_dir.exists():
@@ -218,8 +250,6 @@ class LxcBackend:
                 raise errdefs.AlreadyExists(f"container {name}: {lxc_dir} exists") from None
             undo.callback(shutil.rmtree, lxc_dir, True)
             (lxc_dir / "config").write_text(prepared.config_text)
-            if prepared.seccomp_text is not None:
-                (lxc_dir / SECCOMP_FILE).write_text(prepared.seccomp_text)
             io = (_inherited_io(config.spec)
                   if self._inherit_stdio and config.stdio == Stdio()
                   else open_stdio(config.stdio, config.spec["process"].get("consoleSize")))
@@ -227,7 +257,6 @@ class LxcBackend:
             if source is not None:
                 from runtime.lxc import restore  # its container class extends this module's
 
-                assert prepared.init_dir is not None
                 handle: LxcContainer = await restore.restore(
                     self._reaper, self._lxc_checkpoint, st, config.state_dir,
                     source.images, prepared.init_dir, io, _HOST_ENV,
@@ -235,20 +264,22 @@ class LxcBackend:
             else:
                 gate = Gate(config.state_dir)
                 undo.callback(gate.close)
-                child = self._spawn(name, config.spec["process"]["args"], io,
-                                    (config.spec["process"].get("user") or {}).get("umask"),
-                                    own_init=prepared.init_dir is not None)
-                keys = stdio_keys(io, config) if prepared.init_dir is not None else {}
+                exec_fd = owninit.open_exec_fifo(prepared.init_dir)
+                undo.callback(os.close, exec_fd)
+                child = self._spawn(name, config.state_dir, io,
+                                    (config.spec["process"].get("user") or {}).get("umask"))
+                keys = stdio_keys(io, config)
                 io.spawned()
-                handle = await self._await_gate(config, st, gate, child, io, prepared.init_dir)
+                handle = await self._await_gate(config, st, gate, child, io, prepared.init_dir,
+                                                exec_fd)
                 handle.criu_stdio = keys
-            handle.attach = self._attach_context(name, prepared.rootfs)
+            handle.attach = self._attach_context(name, prepared.rootfs, prepared.init_dir)
             undo.pop_all()
         return handle
 
-    def _attach_context(self, name: str, rootfs: Path) -> AttachContext:
+    def _attach_context(self, name: str, rootfs: Path, init_dir: Path) -> AttachContext:
         return AttachContext(self._reaper, self._lxc_attach, self._lxcpath, name, rootfs,
-                             inherit_stdio=self._inherit_stdio,
+                             init_dir, inherit_stdio=self._inherit_stdio,
                              lxc_checkpoint=self._lxc_checkpoint)
 
     def attach(self, state_dir: Path) -> LxcContainer:
@@ -261,7 +292,8 @@ class LxcBackend:
             raise errdefs.NotFound(f"{state_dir}: no LXC container state")
         handle = AttachedContainer(st, state_dir)
         handle.attach = self._attach_context(st.name, Path(st.rootfs) if st.rootfs else
-                                             Path(st.bundle) / "rootfs")
+                                             Path(st.bundle) / "rootfs",
+                                             state_dir / owninit.DIR_NAME)
         return handle
 
     async def _criu_apparmor(self, config: CreateConfig, source: RestoreSource | None) -> str:
@@ -317,10 +349,16 @@ class LxcBackend:
         # Persisted before anything runs, so `delete` can undo the mounts (and remove the
         # cgroup) even if the daemon dies before the gate reports.
         state.save(config.state_dir, st)
-        init_dir = None
-        if config.checkpointable or source is not None:
-            init_dir = owninit.prepare(config.state_dir, process["args"], config.stdio)
-            undo.callback(shutil.rmtree, init_dir, True)
+        notes: list[str] = []
+        policy = lxcconf.seccomp_policy(config.spec, notes)
+        directives = security.process_directives(
+            process, notes, seccomp_flags=policy.flags if policy is not None else None)
+        directives += security.propagation_directive(config.spec)
+        bpf = seccomp.compile_bpf(policy) if policy is not None else None
+        init_dir = owninit.prepare(
+            config.state_dir, process["args"], config.stdio, directives, bpf,
+            inherited=self._inherit_stdio and config.stdio == Stdio())
+        undo.callback(shutil.rmtree, init_dir, True)
         # Mount points are made here, inside the rootfs, never by LXC through image symlinks.
         plan = prepare_mount_points(config.spec, rootfs, lxcconf.PROVIDED_BY_LXC)
         apparmor, selinux = _host_lsm()
@@ -329,20 +367,19 @@ class LxcBackend:
             # A CRIU restore has no gate: its processes are past that point.
             gate=("" if source is not None
                   else hook_command(config.state_dir, hold=self._hold_gate)),
-            own_init_dir=str(init_dir) if init_dir is not None else "",
-            path_kind=_host_path_kind if init_dir is not None else None,
+            own_init_dir=str(init_dir), path_kind=_path_kind(rootfs),
+            criu=config.checkpointable or source is not None,
             default_apparmor=apparmor_default,
             log_file=str(config.state_dir / cleanup.LXC_LOG), log_level=self._log_level,
             default_hostname=config.id, shim_pid=os.getpid(), source_is_dir=os.path.isdir,
-            cgroup=resources.detect(), seccomp_path=str(self._lxcpath / name / SECCOMP_FILE),
+            cgroup=resources.detect(),
             rootfs_mount=self._rootfs_mount(), own_cgroup=own_cgroup,
             apparmor=apparmor, selinux=selinux)
-        notes: list[str] = []
         text = lxcconf.render(lxcconf.lxc_config(config.spec, params, notes))
-        policy = lxcconf.seccomp_policy(config.spec, notes)
         for note in notes:  # DESIGN.md section 8: a downgrade is logged, never silent
             log.warning("downgraded: %s", note, extra={"container_id": config.id})
-        return _Prepared(name, rootfs, text, policy, init_dir)
+        return _Prepared(name, rootfs, text, init_dir,
+                         policy.flags if policy is not None else None)
 
     def _rootfs_mount(self) -> str:
         """LXC's compiled-in ``lxc.rootfs.mount`` where it exists (Debian and Proxmox: the
@@ -355,23 +392,25 @@ class LxcBackend:
         own.mkdir(parents=True, exist_ok=True)
         return str(own)
 
-    def _spawn(self, name: str, args: list[str], io: ProcessIO,
-               umask: int | None = None, *, own_init: bool = False) -> Child:
-        if own_init:
-            # -F: in the foreground, as this child, with its stdio as the container's; the
-            # program's argv is in the init's directory (runtime.lxc.owninit).
-            argv = [self._lxc_start, "-F", "-P", str(self._lxcpath), "-n", name]
-        else:
-            argv = [self._lxc_execute, "-q", "-P", str(self._lxcpath), "-n", name, "--", *args]
+    def _spawn(self, name: str, state_dir: Path, io: ProcessIO,
+               umask: int | None = None) -> Child:
+        if not self._monitor.is_file():
+            raise errdefs.FailedPrecondition(
+                f"{self._monitor}: the container monitor is not built (run `make setup`, "
+                "which compiles runtime/lxc/init/lxcri-start.c)")
+        # In the foreground, as this child, with its stdio as the container's; the program's
+        # argv is in the init's directory (runtime.lxc.owninit).
+        argv = [str(self._monitor), str(self._lxcpath), name,
+                str(state_dir / cleanup.LXC_LOG), self._log_level]
         # Its own session: a signal to the daemon's process group never reaches the container.
         return self._reaper.spawn(argv, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr,
                                   env=_HOST_ENV, cwd="/", new_session=True,
                                   controlling_tty=io.ctty, umask=umask)
 
     async def _await_gate(self, config: CreateConfig, st: state.PersistedState, gate: Gate,
-                          child: Child, io: ProcessIO,
-                          init_dir: Path | None = None) -> LxcContainer:
-        """The init's PID from the gate, racing lxc-execute's early exit and a timeout."""
+                          child: Child, io: ProcessIO, init_dir: Path,
+                          exec_fd: int) -> LxcContainer:
+        """The init's PID from the gate, racing the monitor's early exit and a timeout."""
         log_file = config.state_dir / cleanup.LXC_LOG
         try:
             st.monitor_pid, st.monitor_start_time = child.pid, state.start_time(child.pid)
@@ -379,9 +418,9 @@ class LxcBackend:
             pid = await self._race_gate(gate, child, log_file)
             st.pid, st.pid_start_time = pid, state.start_time(pid)
             state.save(config.state_dir, st)
-            return LxcContainer(st, config.state_dir, gate, child, io, init_dir)
+            return LxcContainer(st, config.state_dir, gate, child, io, init_dir, exec_fd)
         except BaseException:
-            await _stop_spawn(gate, child)
+            await _stop_spawn(gate, child, st.name, st.cgroup)
             await io.aclose()
             raise
 
@@ -398,15 +437,31 @@ class LxcBackend:
             return pid_task.result()
         if exit_task in done:
             details = lxc_log_errors(log_file) or "no ERROR lines in the LXC log"
-            raise errdefs.Internal(f"lxc-execute exited with status {exit_task.result()} "
+            raise errdefs.Internal(f"LXC exited with status {exit_task.result()} "
                                    f"before the container was created: {details}")
         raise errdefs.DeadlineExceeded(
             f"the start-host gate did not report within {self._gate_timeout:g}s")
 
 
-async def _stop_spawn(gate: Gate, child: Child) -> None:
+def zombie_status(pid: int) -> int | None:
+    """The exit status of dead, unreaped ``pid`` (proc(5): the last field of
+    /proc/PID/stat, exit_code, is the waitpid(2) status), shell-style; None if unknown."""
+    try:
+        stat_text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat_text.rsplit(")", 1)[-1].split()
+    if not fields or fields[0] != "Z":
+        return None
+    code = int(fields[-1])
+    return (code >> 8) & 0xFF if code & 0x7F == 0 else 128 + (code & 0x7F)
+
+
+async def _stop_spawn(gate: Gate, child: Child, name: str, path: str = "") -> None:
     """Undo a spawn whose gate never reported: abort the gate (buffered even if the hook has
-    not opened its FIFO yet), give LXC a moment to abort on its own, then SIGKILL."""
+    not opened its FIFO yet), give LXC a moment to abort on its own, then SIGKILL. A killed
+    monitor leaves its cgroups (lxc.monitor.<name>, lxc.payload.<name>) and maybe the
+    container's first process behind: those are killed and removed here."""
     gate.abort()
     try:
         async with asyncio.timeout(5.0):
@@ -414,20 +469,36 @@ async def _stop_spawn(gate: Gate, child: Child) -> None:
     except TimeoutError:
         child.send_signal(signal.SIGKILL)
         await child.wait()
+    for _ in range(100):
+        left = cgroup.lxc_cgroup_procs(name, path)
+        if not left:
+            break
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.02)  # the daemon (a subreaper) reaps the orphans
+    cgroup.remove_lxc_cgroups(name, path)
+
+
+#: How long LXC's monitor may take to end after the container's process did.
+MONITOR_GRACE = 5.0
 
 
 class LxcContainer(ContainerOps):
     """A created container: init held by the gate until :meth:`start`."""
 
     def __init__(self, st: state.PersistedState, state_dir: Path, gate: Gate | None,
-                 child: Child | None, io: ProcessIO, init_dir: Path | None = None) -> None:
+                 child: Child | None, io: ProcessIO, init_dir: Path | None,
+                 exec_fd: int | None = None) -> None:
         self._st = st
         self._state_dir = state_dir
         self._gate = gate
         self._child = child
         self._io = io
-        #: The in-container init's directory, where it records the program's exit status.
+        #: The in-container init's directory (runtime.lxc.owninit).
         self._init_dir = init_dir
+        #: The read end of the init's exec FIFO: EOF once the program has been exec'd.
+        self._exec_fd = exec_fd
         #: [storage] CRIU's keys of the streams that lead outside (runtime.lxc.criu_stdio).
         self.criu_stdio: dict[int, str] = {}
         self._pidfd: int | None = os.pidfd_open(st.pid)
@@ -444,7 +515,7 @@ class LxcContainer(ContainerOps):
 
     @property
     def monitor_pid(self) -> int:
-        """lxc-execute (or lxc-start), which exits with the program's status."""
+        """LXC's monitor (lxcri-start), which exits with the program's status."""
         return self._st.monitor_pid
 
     @property
@@ -453,26 +524,49 @@ class LxcContainer(ContainerOps):
         return self._st.name
 
     async def _wait_init(self) -> int:
-        """The monitor's exit status (lxc-execute's is the program's)."""
+        """The program's exit status: the monitor's (runtime/lxc/init/lxcri-start.c).
+
+        LXC's monitor can hang: a container killed right after the gate opened, while LXC
+        still finishes its set-up, leaves the monitor blocked reading its sync socket with
+        the dead process a zombie (measured: `unix_stream_read_generic`, about 1 run in 20 at
+        a SIGKILL 0-100 ms after Start). So the container's process is watched too: once it
+        is dead and the monitor has not ended within MONITOR_GRACE, the status is read from
+        the zombie (/proc/PID/stat's exit_code) and the monitor is killed."""
         assert self._child is not None
-        return await self._child.wait()
+        monitor = asyncio.ensure_future(self._child.wait())
+        if self._pidfd is None:
+            return await monitor
+        died: asyncio.Future[Any] = asyncio.ensure_future(fd_ready(self._pidfd))
+        try:
+            await asyncio.wait({monitor, died}, return_when=asyncio.FIRST_COMPLETED)
+            if monitor.done():
+                return monitor.result()
+            try:
+                async with asyncio.timeout(MONITOR_GRACE):
+                    return await asyncio.shield(monitor)
+            except TimeoutError:
+                status = zombie_status(self.pid)
+                log.warning("container %s: LXC's monitor did not end after the container "
+                            "did; killed it", self.name)
+                self._child.send_signal(signal.SIGKILL)
+                await monitor
+                return status if status is not None else 255
+        finally:
+            died.cancel()
 
     async def _watch(self) -> int:
-        rc = await self._wait_init()
+        status = await self._wait_init()
         await self._oom_settled()  # an OOM kill is reported before the exit, as by runc
-        status = rc
-        recorded = owninit.exit_status(self._init_dir) if self._init_dir else None
         if self._created_kill is not None:
+            # Killed at the gate: LXC aborted the start; the status is the signal's, as
+            # runc reports for a created container killed before its program ran.
             status = 128 + self._created_kill
-        elif recorded is not None:
-            status = recorded
-        elif self._init_dir is not None or (self._sigkilled and rc == 1):
-            # lxc-execute reports 1 (its own failure code, measured) when its init is killed,
-            # since the init cannot report the signal; the program died of our SIGKILL. The
-            # in-container init records a status unless it is killed itself, which only
-            # SIGKILL does (it waits for every other signal); lxc-start would say 0.
+        elif status == 255 and self._sigkilled:
+            # SIGKILLed after Start but before LXC had exec'd the init: LXC calls that a
+            # failed start (lxcri-start's 255, measured); the process died of our SIGKILL.
             status = 128 + signal.SIGKILL
         self._st.exit_status = status
+        self._close_exec_fd()
         if self._gate is not None:
             self._gate.close()
         with contextlib.suppress(OSError):
@@ -486,7 +580,12 @@ class LxcContainer(ContainerOps):
         if self._started:
             raise errdefs.FailedPrecondition(f"container {self.name} is already started")
         self._started = True
+        if self._exec_fd is None:
+            self._exec_fd = self._late_exec_fd()  # before the gate opens: EOF means execve
         self._release_gate()
+        # Start returns once the program runs, as runc's: the supervisor's poststart hooks
+        # follow (runtime.md "Lifecycle" 9-10), after the init's execve.
+        await self._exec_done()
 
     def _release_gate(self) -> None:
         if self._gate is not None:
@@ -495,6 +594,40 @@ class LxcContainer(ContainerOps):
     def _abort_gate(self) -> None:
         if self._gate is not None:
             self._gate.abort()
+
+    def _late_exec_fd(self) -> int | None:
+        """The exec FIFO's read end for a start by another process than the creating one
+        (runtime.lxc.attached); None here."""
+        return None
+
+    async def _exec_done(self) -> None:
+        """Until the init has exec'd the program (its end of the exec FIFO closed at the
+        execve), or failed, or the container ended."""
+        fd = self._exec_fd
+        if fd is None:
+            return
+        ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(self._exit))
+        try:
+            while True:
+                ready: asyncio.Future[Any] = asyncio.ensure_future(fd_ready(fd))
+                done, _ = await asyncio.wait({ready, ended},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                if ended in done:
+                    return
+                try:
+                    if os.read(fd, 64) == b"":
+                        return  # every writer closed: the init's descriptor, at its execve
+                except BlockingIOError:
+                    continue
+        finally:
+            ended.cancel()
+            self._close_exec_fd()
+
+    def _close_exec_fd(self) -> None:
+        if self._exec_fd is not None:
+            os.close(self._exec_fd)
+            self._exec_fd = None
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exit)
@@ -534,12 +667,6 @@ class LxcContainer(ContainerOps):
         CRIU options file for it (the container's streams as external files, recorded next
         to the images); ``stop``: CRIU ends the processes after the dump, which then count
         as SIGKILLed (137, like runc's --exit)."""
-        if self._init_dir is None:
-            raise errdefs.FailedPrecondition(
-                f"container {self.name} runs LXC's in-process init, whose executable lies "
-                "outside the container, so CRIU cannot dump it; containers get the "
-                "in-container init when they are created where `criu check` passes and "
-                "[storage] criu is not \"never\"")
         program = self.program_pid()
         modes = criu_stdio.modes_of(program, self.criu_stdio) if program else {}
         conf = criu_stdio.write_dump_files(images, self.criu_stdio, modes)
@@ -548,16 +675,12 @@ class LxcContainer(ContainerOps):
         return Path(self._st.lxcpath), self._st.name, conf
 
     def program_pid(self) -> int:
-        """The host PID of the program (the init's first child), 0 if there is none."""
-        try:
-            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
-        except OSError:
-            return 0
-        return int(children[0]) if children else 0
+        """The host PID of the program: the init's, which execve()d it."""
+        return self.pid
 
     def _signal_init(self, sig: int) -> None:
         # Through a pidfd: the init is not our child, so its PID could be reused once
-        # lxc-execute has reaped it; the pidfd always names the original process.
+        # the monitor has reaped it; the pidfd always names the original process.
         assert self._pidfd is not None
         try:
             signal.pidfd_send_signal(self._pidfd, sig)
@@ -584,6 +707,7 @@ class LxcContainer(ContainerOps):
         await self._io.aclose()
         if self._gate is not None:
             self._gate.close()
+        self._close_exec_fd()
         await self._after_exit()
         cleanup.remove_files(self._st, self._state_dir)
         if self._pidfd is not None:

@@ -138,6 +138,16 @@ def procs(directory: Path | None) -> list[int]:
     return found
 
 
+def lxc_cgroup_procs(name: str, path: str = "") -> list[int]:
+    """The processes left in the container's cgroup and ``lxc.monitor.<name>`` (a killed
+    monitor's leftovers)."""
+    found: list[int] = []
+    for root in hierarchy_roots():
+        for rel in (payload(name, path), monitor(name)):
+            found += [p for p in procs(root / rel) if p not in found]
+    return found
+
+
 def remove_lxc_cgroups(name: str, path: str = "") -> None:
     """Remove the container's cgroup (``path``, its cgroupsPath, or ``lxc.payload.<name>``)
     and ``lxc.monitor.<name>`` from every hierarchy.

@@ -48,7 +48,7 @@ def cleanup(state_dir: Path, bundle: Path) -> tuple[int, int]:
 def kill_container(st: state.PersistedState, state_dir: Path) -> bool:
     """SIGKILL the init (and, through its PID namespace, everything in it) if it is still the
     recorded process, release a held gate, and wait briefly for the init and the monitor
-    (lxc-execute) to go. True if anything was still running."""
+    (the LXC monitor) to go. True if anything was still running."""
     targets = [(st.pid, st.pid_start_time), (st.monitor_pid, st.monitor_start_time)]
     alive = [t for t in targets if state.is_alive(*t)]
     if not alive:

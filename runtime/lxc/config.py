@@ -19,7 +19,8 @@ Keys are documented in ``man lxc.container.conf`` (LXC 5.0.2); the facts measure
 host are in environment.md section 2 and DESIGN.md section 5.1.
 
 The process arguments are deliberately *not* translated: ``lxc.init.cmd`` does not honour shell
-quoting (environment.md section 2), so the backend passes argv on ``lxc-execute``'s command line.
+quoting (environment.md section 2), so the in-container init reads argv from a file
+(:mod:`runtime.lxc.owninit`).
 """
 
 from __future__ import annotations
@@ -93,8 +94,6 @@ class Params:
     source_is_dir: Callable[[str], bool] = lambda _path: True
     #: The host's cgroup layout (:func:`runtime.lxc.resources.detect`).
     cgroup: CgroupHost = CgroupHost()
-    #: Where the backend writes the rendered seccomp policy (``lxc.seccomp.profile``).
-    seccomp_path: str = ""
     #: Whether the host enforces AppArmor / SELinux (the keys are rendered either way).
     apparmor: bool = False
     selinux: bool = False
@@ -104,6 +103,9 @@ class Params:
     #: Host directory of the in-container init (:mod:`runtime.lxc.owninit`), or "" for LXC's
     #: own in-process init. With it the container is run by ``lxc-start``.
     own_init_dir: str = ""
+    #: The container may be checkpointed or is restored by CRIU: read-only paths are bound
+    #: by the mount hook, not by mount entries (setup_hooks.mount_hook explains why).
+    criu: bool = False
     #: The AppArmor profile of a spec without one (security.CRIU_APPARMOR_PROFILE for the
     #: own init).
     default_apparmor: str = security.DEFAULT_APPARMOR_PROFILE
@@ -139,21 +141,21 @@ def lxc_config(spec: dict[str, Any], params: Params,
     lines += configure_idmaps(spec, namespaces)
     lines += configure_console(bool(process.get("terminal")))
     lines += configure_init(spec, notes)
-    lines += security.configure_capabilities(process, notes)
-    lines += security.configure_rlimits(process)
+    # Capabilities, rlimits, user, groups, no_new_privs and seccomp are the in-container
+    # init's (runtime.lxc.security.process_directives), not LXC's keys.
     lines += security.configure_privileges(process)
     lines += security.configure_lsm(spec, params.apparmor, params.selinux, notes,
                                     params.default_apparmor)
-    lines += configure_seccomp(spec, params)
     lines += configure_auto_mounts(spec)
     lines += configure_mounts(spec, params)
     lines += configure_own_init(params)
     sysctls = configure_sysctls(spec, namespaces)
-    ro_in_hook = bool(sysctls) or bool(params.own_init_dir)
+    ro_in_hook = bool(sysctls) or params.criu
     resolved = params.mount_plan.paths if params.mount_plan is not None else {}
     lines += setup_hooks.path_entries(spec, params.rootfs_mount, ro_in_hook=ro_in_hook,
                                       path_kind=params.path_kind, resolved=resolved)
-    lines += setup_hooks.mount_hook(spec, sysctls, ro_in_hook=ro_in_hook, resolved=resolved)
+    lines += setup_hooks.mount_hook(spec, sysctls, ro_in_hook=ro_in_hook, resolved=resolved,
+                                    path_kind=params.path_kind)
     lines += setup_hooks.autodev_hook(spec, params.path_helper)
     lines += configure_cgroup_dir(spec, params)
     lines += resources.configure_resources(spec, params.cgroup, notes)
@@ -163,12 +165,15 @@ def lxc_config(spec: dict[str, Any], params: Params,
     return lines
 
 
-def seccomp_policy(spec: dict[str, Any], notes: list[str] | None = None) -> str | None:
-    """The LXC seccomp policy text for ``linux.seccomp``, or None when the spec has none."""
+def seccomp_policy(spec: dict[str, Any],
+                   notes: list[str] | None = None) -> lxc_seccomp.Filter | None:
+    """The checked filter of ``linux.seccomp`` (the init loads it), or None without one."""
     policy = (spec.get("linux") or {}).get("seccomp")
     if not policy:
         return None
-    return lxc_seccomp.render(policy, [] if notes is None else notes)
+    if not isinstance(policy, dict):
+        raise InvalidArgument("linux.seccomp: must be an object")
+    return lxc_seccomp.plan(policy, [] if notes is None else notes)
 
 
 def render(lines: Sequence[Line]) -> str:
@@ -289,7 +294,7 @@ def validate(spec: dict[str, Any]) -> None:
         raise InvalidArgument("process.cwd: must be an absolute path")
     _validate_user(process.get("user", {}))
     # process.terminal is a stdio matter, not an LXC key: the init inherits whatever stdio the
-    # runtime gives lxc-execute (lxc.console.path = none), a pty slave for a terminal.
+    # runtime gives the monitor (lxc.console.path = none), a pty slave for a terminal.
     root = spec.get("root", {})
     if not isinstance(root, dict):
         raise InvalidArgument("root: must be an object")
@@ -448,8 +453,11 @@ class NamespacePlan:
 
 def namespace_plan(spec: dict[str, Any]) -> NamespacePlan:
     """Decide per namespace from ``linux.namespaces``: absent → keep the shim's, with ``path``
-    → join it, without → new. The pid and mount namespaces must be new: the created state relies
-    on the init being PID 1 of its own namespace (``NSpid: <pid> 1``, DESIGN.md section 5.1)."""
+    → join it, without → new. The mount namespace must be new (LXC builds the container's
+    mounts in it). The PID namespace may be new, joined by path (``shareProcessNamespace``,
+    containerd's pod-level PID mode) or the runtime's own (hostPID): LXC's start mode handles
+    all three (measured with LXC 5.0.2: ``lxc.namespace.share.pid``); the program is then not
+    PID 1, as under runc."""
     linux = spec.get("linux", {})
     entries = linux.get("namespaces", []) if isinstance(linux, dict) else None
     if not isinstance(entries, list):
@@ -469,12 +477,10 @@ def namespace_plan(spec: dict[str, Any]) -> NamespacePlan:
 
 
 def _plan_from(seen: dict[str, str]) -> NamespacePlan:
-    for required in ("pid", "mount"):
-        if required not in seen:
-            raise NotImplementedErr(f"linux.namespaces: a new {required} namespace is required")
-        if seen[required]:
-            raise NotImplementedErr(f"linux.namespaces: joining a {required} namespace is not "
-                                    "supported")
+    if "mount" not in seen:
+        raise NotImplementedErr("linux.namespaces: a new mount namespace is required")
+    if seen["mount"]:
+        raise NotImplementedErr("linux.namespaces: joining a mount namespace is not supported")
     if "time" in seen:
         raise NotImplementedErr("linux.namespaces: time namespaces are not supported")
     for kind in ("user", "cgroup"):
@@ -482,7 +488,7 @@ def _plan_from(seen: dict[str, str]) -> NamespacePlan:
             raise NotImplementedErr(f"linux.namespaces: joining a {kind} namespace is not "
                                     "supported")
     share = tuple((NAMESPACES[t], p) for t, p in seen.items() if p)
-    keep = tuple(NAMESPACES[t] for t in ("network", "ipc", "uts") if t not in seen)
+    keep = tuple(NAMESPACES[t] for t in ("network", "ipc", "uts", "pid") if t not in seen)
     return NamespacePlan(share=share, keep=keep, user="user" in seen, cgroup="cgroup" in seen)
 
 
@@ -490,7 +496,7 @@ def _plan_from(seen: dict[str, str]) -> NamespacePlan:
 
 
 def configure_log(params: Params) -> list[Line]:
-    # The backend quotes the ERROR lines of this file when lxc-execute fails.
+    # The backend quotes the ERROR lines of this file when LXC fails.
     return [("lxc.log.file", params.log_file), ("lxc.log.level", params.log_level)]
 
 
@@ -551,10 +557,10 @@ def configure_idmaps(spec: dict[str, Any], ns: NamespacePlan) -> list[Line]:
 
 
 def configure_console(terminal: bool = False) -> list[Line]:
-    # Without a terminal, console.path = none: the init inherits lxc-execute's stdin/stdout/
+    # Without a terminal, console.path = none: the init inherits the monitor's stdin/stdout/
     # stderr, which are containerd's FIFOs (environment.md section 2). With a terminal, LXC's
     # default console: the init's stdio is a pty of the container's own devpts (so `tty` names
-    # /dev/pts/N inside), which lxc-execute proxies to its controlling terminal, the shim's pty,
+    # /dev/pts/N inside), which the monitor proxies to its controlling terminal, the shim's pty,
     # forwarding window-size changes (measured). No ttys; a private devpts for programs that
     # open ptys themselves.
     console = [] if terminal else [("lxc.console.path", "none")]
@@ -565,27 +571,10 @@ def configure_init(spec: dict[str, Any], notes: list[str]) -> list[Line]:
     process = spec["process"]
     lines: list[Line] = [("lxc.environment", item) for item in process.get("env", [])]
     lines.append(("lxc.init.cwd", process.get("cwd", "/")))
-    user = process.get("user", {})
-    lines.append(("lxc.init.uid", str(user.get("uid", 0))))
-    lines.append(("lxc.init.gid", str(user.get("gid", 0))))
-    groups = user.get("additionalGids", [])
-    if groups:
-        # lxc.init.groups (liblxc 5, absent from the 5.0.2 man page) sets the supplementary
-        # groups; comma-separated, measured: groups=10,20.
-        lines.append(("lxc.init.groups", ",".join(str(g) for g in groups)))
-    # process.user.umask: LXC 5 has no key for it; the backend sets it on lxc-execute, whose
-    # umask the program inherits (runtime.reaper, spawn(umask=...)).
+    # user, groups: the in-container init switches to them (runtime.lxc.security); LXC runs
+    # it as root. process.user.umask: LXC 5 has no key for it; the backend sets it on the
+    # monitor, whose umask the program inherits (runtime.reaper, spawn(umask=...)).
     return lines
-
-
-def configure_seccomp(spec: dict[str, Any], params: Params) -> list[Line]:
-    """The policy file the backend writes from :func:`seccomp_policy` (``man
-    lxc.container.conf``, lxc.seccomp.profile). No ``linux.seccomp``: no filter (OCI)."""
-    if not (spec.get("linux") or {}).get("seccomp"):
-        return []
-    if not params.seccomp_path:
-        raise InvalidArgument("linux.seccomp: no place to write the policy (runtime bug)")
-    return [("lxc.seccomp.profile", params.seccomp_path)]
 
 
 def configure_sysctls(spec: dict[str, Any], ns: NamespacePlan) -> dict[str, str]:
@@ -691,13 +680,15 @@ def _fstab_escape(field: str) -> str:
 
 
 def configure_own_init(params: Params) -> list[Line]:
-    """The in-container init's directory on the autodev /dev, and the init as
-    ``lxc.init.cmd`` (lxc-start execs it as PID 1; its argv is in that directory)."""
+    """The in-container init's directory on the autodev /dev, read-only (the container's root
+    must not change the init or its files: the binary is one inode shared by every container
+    of a build), and the init as ``lxc.init.cmd`` (LXC execs it as PID 1; its argv is in that
+    directory)."""
     if not params.own_init_dir:
         return []
     target = owninit.MOUNT_POINT.lstrip("/")
     return [("lxc.mount.entry",
-             f"{_fstab_escape(params.own_init_dir)} {target} none bind,create=dir 0 0"),
+             f"{_fstab_escape(params.own_init_dir)} {target} none bind,ro,create=dir 0 0"),
             ("lxc.init.cmd", owninit.INIT_PATH)]
 
 

@@ -2,7 +2,7 @@
 
 Protocol, over two FIFOs in the container's state dir:
 
-1. Before ``lxc-execute`` runs, the backend makes ``gate-ready`` and ``gate-start`` and opens
+1. Before the monitor runs, the backend makes ``gate-ready`` and ``gate-start`` and opens
    both ``O_RDWR`` (never blocks, fifo(7)); it holds the only writer of ``gate-start``.
 2. The gate opens ``gate-start`` for reading, writes ``$LXC_PID`` + newline into ``gate-ready``
    and blocks reading one line from ``gate-start``.
@@ -12,7 +12,7 @@ Protocol, over two FIFOs in the container's state dir:
    ``delete`` action also writes ``abort`` (``cleanup.abort_gate``), which covers a gate that
    had not opened ``gate-start`` yet when the backend died.
 
-The backend keeps ``gate-start`` open until ``lxc-execute`` has exited, so an ``abort`` written
+The backend keeps ``gate-start`` open until the monitor has exited, so an ``abort`` written
 before the gate opened the FIFO stays buffered and is read when it does.
 """
 
@@ -91,7 +91,7 @@ class Gate:
             os.write(self._start, line)  # a FIFO write of < PIPE_BUF bytes is atomic
 
     def close(self) -> None:
-        """Close both FIFOs (after lxc-execute exited) and remove them. Idempotent."""
+        """Close both FIFOs (after the monitor exited) and remove them. Idempotent."""
         for fd in (self._start, self._ready):
             if fd is not None:
                 os.close(fd)

@@ -18,7 +18,7 @@ from typing import Any
 
 from runtime import cgroups, errdefs
 from runtime.lxc import cgroup, state
-from runtime.lxc.exec import AttachContext, LxcExec, start_exec
+from runtime.lxc.exec import AttachContext, LxcExec, in_our_pid_ns, start_exec
 from runtime.lxc.oom import OomWatch
 from runtime.stdio import ProcessIO, TerminalIO
 from runtime.types import ExecConfig
@@ -59,7 +59,13 @@ class ContainerOps:
     async def exec(self, config: ExecConfig) -> LxcExec:
         if self.attach is None:
             raise errdefs.NotImplementedErr("exec: lxc-attach is not available")
-        return await start_exec(self.attach, config)
+        if cgroups.is_frozen(self._live_cgroups()):
+            # runc refuses it too ("cannot exec in a paused container"); lxc-attach would
+            # hang until the container is resumed.
+            raise errdefs.FailedPrecondition(
+                f"container {self._st.name} is paused: resume it before exec")
+        return await start_exec(self.attach, config,
+                                shared_pid_ns=in_our_pid_ns(self._st.pid))
 
     def resize(self, width: int, height: int) -> None:
         if isinstance(self._io, TerminalIO):

@@ -1,28 +1,39 @@
-"""The in-container init (``lxcri-init``) of containers that may be checkpointed with CRIU.
+"""The container's first process (``lxcri-init``): it applies the process settings and
+execve()s the program, which is then PID 1 of the container (runc's behaviour).
 
-With no init inside the container, ``lxc-execute`` runs LXC's init in-process: the container's
-PID 1 then maps the host's ``/usr/bin/lxc-execute`` and liblxc, which lie outside the
-container's mount namespace, and CRIU refuses the dump (``Can't lookup mount=… for fd=-3
-path=/usr/bin/lxc-execute``, measured in the kernel test host). LXC 5.0.2 has no setting for
-another init in execute mode (its ``lxc-execute`` carries no ``init.lxc`` lookup, measured
-with ``strings``), so such containers run with ``lxc-start -F`` and ``lxc.init.cmd`` naming
-this project's static init, bind-mounted with its per-container files at ``/dev/.lxcri``
-(on the container's autodev tmpfs, so nothing is written into the root filesystem):
+Every container is started with ``lxcri-start`` (LXC's start mode, :mod:`runtime.lxc.backend`)
+and ``lxc.init.cmd`` naming this project's static init, bind-mounted with its per-container
+files at ``/dev/.lxcri`` (on the container's autodev tmpfs, so nothing is written into the
+root filesystem). What the init does and in which order is in
+``runtime/lxc/init/lxcri-init.c``; its files:
 
-- ``init.lxc``: a copy of the static binary (built by ``make setup`` from
-  ``runtime/lxc/init/lxcri-init.c``);
+- ``init.lxc``: a copy of the static binary (built by ``make setup``);
 - ``argv``: the program's arguments, NUL-terminated (``lxc.init.cmd`` is split at spaces
   without honouring quotes, so the argv cannot go there);
-- ``stdio``: which standard descriptors become the container's own ``/dev/null``;
-- ``status``: the program's exit status, written by the init before it exits. ``lxc-start``
-  always exits 0, and after a CRIU restore the init's parent is LXC's restore monitor, so this
-  file is where the runtime learns the status.
+- ``process``: user, groups, rlimits, capabilities, no_new_privs, whether to load the seccomp
+  filter (:func:`runtime.lxc.security.process_directives`);
+- ``seccomp``: the compiled filter (:mod:`runtime.lxc.seccomp`);
+- ``stdio``: which standard descriptors become the container's own ``/dev/null`` (the host's
+  would be a file CRIU cannot dump);
+- ``exec``: a FIFO whose write end the init holds with O_CLOEXEC: the runtime sees its end
+  when the program has been exec'd (poststart hooks run then).
+
+An exec gets a directory of its own inside (``x-…``), with the same files, and runs the same
+init through ``lxc-attach`` (:mod:`runtime.lxc.exec`).
+
+Why a static init bind-mounted in, not LXC's: ``lxc-execute`` runs LXC's init in-process, as
+PID 1 with the program as PID 2; that init signalled every process on SIGTERM, froze forking
+and SIGKILLed all a second later, and its executable lies outside the container's mount
+namespace, so CRIU could not dump it (``Can't lookup mount=… for fd=-3
+path=/usr/bin/lxc-execute``, measured in the kernel test host).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from runtime import errdefs
@@ -34,34 +45,108 @@ MOUNT_POINT = "/dev/.lxcri"
 INIT_PATH = MOUNT_POINT + "/init.lxc"
 #: The static binary ``make setup`` builds.
 BINARY = Path(__file__).with_name("init") / "lxcri-init"
+#: The Proxmox backend's init (runtime/proxmox/initdir.py): a forking PID 1 that records the
+#: program's status, since Proxmox's own lxc-start reports none (lxcri-pve-init.c).
+PVE_BINARY = Path(__file__).with_name("init") / "lxcri-pve-init"
 #: The per-container directory, inside the backend's state directory.
 DIR_NAME = OWN_INIT_DIR
+#: The FIFO that tells the runtime the program has been exec'd.
+EXEC_FIFO = "exec"
 
 
-def prepare(state_dir: Path, args: list[str], stdio: Stdio, binary: Path = BINARY) -> Path:
-    """Create the per-container directory; returns its host path."""
+def prepare(state_dir: Path, args: list[str], stdio: Stdio, directives: str,
+            seccomp: bytes | None = None, binary: Path = BINARY, *,
+            inherited: bool = False) -> Path:
+    """Create the per-container directory; returns its host path. ``inherited``: the
+    container has the caller's stdio (the CLI's pass-through), kept as it is."""
     if not binary.is_file():
         raise errdefs.FailedPrecondition(
-            f"{binary}: the in-container init for CRIU checkpoints is not built "
+            f"{binary}: the container init is not built "
             "(run `make setup`, which compiles runtime/lxc/init/lxcri-init.c)")
     d = state_dir / DIR_NAME
     d.mkdir(mode=0o755, exist_ok=True)
-    shutil.copy2(binary, d / "init.lxc")
-    (d / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in args))
-    marks = "".join("n" if not path else "-" for path in (stdio.stdin, stdio.stdout,
-                                                           stdio.stderr))
-    (d / "stdio").write_text(marks)
-    status = d / "status"
-    status.write_text("")
-    # The init runs as the spec's user, which may not be root.
-    os.chmod(status, 0o666)
+    _place_binary(binary, state_dir.parent, d / "init.lxc")
+    marks = "".join("n" if not path and not inherited else "-"
+                    for path in (stdio.stdin, stdio.stdout, stdio.stderr))
+    _write_files(d, args, directives, seccomp, marks)
+    fifo = d / EXEC_FIFO
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo, 0o600)
     return d
 
 
-def exit_status(directory: Path) -> int | None:
-    """The status the init recorded, or None if it wrote none (it was SIGKILLed)."""
+def _place_binary(binary: Path, shared_dir: Path, target: Path) -> None:
+    """A hard link to one shared copy of the binary per build, next to the containers' state
+    directories (same filesystem): a copy per container cost ~0.8 MB of tmpfs each."""
+    st = binary.stat()
+    shared = shared_dir / f".lxcri-init-{st.st_size}-{st.st_mtime_ns}"
     try:
-        text = (directory / "status").read_text().strip()
+        if not shared.exists():
+            tmp = shared.with_name(f"{shared.name}.{os.getpid()}.tmp")
+            shutil.copy2(binary, tmp)
+            os.replace(tmp, shared)  # atomic: concurrent creates see a whole file or none
+        os.link(shared, target)
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        shutil.copy2(binary, target)  # another filesystem, or a read-only parent
+
+
+def _write_files(d: Path, args: list[str], directives: str, seccomp: bytes | None,
+                 marks: str) -> None:
+    (d / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in args))
+    (d / "process").write_text(directives)
+    (d / "stdio").write_text(marks)
+    if seccomp is not None:
+        (d / "seccomp").write_bytes(seccomp)
+    # The init reads them before its uid change, but in a user namespace its root is not
+    # the host's root that owns them.
+    for name in ("argv", "process", "stdio", "seccomp"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(d / name, 0o644)
+
+
+def prepare_exec(init_dir: Path, args: list[str], directives: str) -> tuple[Path, str]:
+    """A directory for one exec inside the container's init directory: (its host path, its
+    path inside the container). The container's seccomp filter, if any, applies to it too."""
+    d = Path(tempfile.mkdtemp(prefix="x-", dir=init_dir))
+    os.chmod(d, 0o755)
+    has_filter = (init_dir / "seccomp").is_file()
+    _write_files(d, args, directives, None, "---")
+    if has_filter:
+        os.link(init_dir / "seccomp", d / "seccomp")
+    return d, f"{MOUNT_POINT}/{d.name}"
+
+
+async def wait_for_exec(fd: int, pid: int) -> None:
+    """Until the exec FIFO's read end ``fd`` reads EOF (the init has exec'd the program, or
+    died) or process ``pid`` has ended; for a waiter that is not the container's owner (the
+    CLI's ``start``)."""
+    import asyncio
+
+    from runtime.stdio import fd_ready
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        while True:
+            ready = asyncio.ensure_future(fd_ready(fd))
+            died = asyncio.ensure_future(fd_ready(pidfd))
+            done, _ = await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            died.cancel()
+            if died in done:
+                return
+            try:
+                if os.read(fd, 64) == b"":
+                    return
+            except BlockingIOError:
+                continue
+    finally:
+        os.close(pidfd)
+
+
+def open_exec_fifo(init_dir: Path) -> int:
+    """The read end of the init's ``exec`` FIFO (non-blocking, never blocks to open): it reads
+    EOF once the init has exec'd the program (or died)."""
+    return os.open(init_dir / EXEC_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

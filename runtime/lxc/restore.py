@@ -3,10 +3,11 @@
 LXC's restore (``do_restore`` in src/lxc/criu.c) forks a monitor that runs ``criu restore
 --restore-detached --restore-sibling`` with the container's configuration (rootfs, mount
 entries, cgroups, network), then stays as the container's monitor while ``lxc-checkpoint``
-itself exits. The restored init is therefore the monitor's child, not ours: its end is seen
-through a pidfd and its exit status is the one the in-container init recorded
-(:mod:`runtime.lxc.owninit`); the monitor, orphaned, comes back to the daemon, a child
-subreaper (:mod:`runtime.reaper`), which reaps it.
+itself exits. The restored program (PID 1: the init exec'd it before the dump) is therefore
+the monitor's child, not ours: its end is seen through a pidfd; its exit status is known only
+when the runtime killed it (137), otherwise reported as 255 (LXC's monitor keeps it). The
+monitor, orphaned, comes back to the daemon, a child subreaper (:mod:`runtime.reaper`), which
+reaps it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from runtime import cgroups, criu_log, errdefs
 from runtime.lxc import cgroup, cleanup, criu_stdio, state
-from runtime.lxc.backend import LxcContainer, lxc_log_errors
+from runtime.lxc.backend import LxcContainer, lxc_log_errors, zombie_status
 from runtime.reaper import Reaper
 from runtime.stdio import ProcessIO, fd_ready
 
@@ -212,7 +213,14 @@ class RestoredContainer(LxcContainer):
             await fd_ready(fd)  # a pidfd is readable once its process has exited
         finally:
             os.close(fd)
-        return 255  # unknown unless the init recorded its status (LxcContainer._watch)
+        # The restored program is PID 1 and LXC's restore monitor, its parent, passes no
+        # status on. Read from the zombie when the monitor has not reaped it yet (a race this
+        # side often wins: the pidfd turns readable at the exit); else 137 when the runtime
+        # killed it (Kill, or a checkpoint with exit), otherwise unknown (255).
+        status = zombie_status(self._st.pid)
+        if status is not None:
+            return status
+        return 128 + 9 if self._sigkilled else 255
 
     async def _after_exit(self) -> None:
         # LXC's monitor removes the container's cgroups after the init is gone; the files go

@@ -1,23 +1,22 @@
-"""The process's security settings → LXC keys: capabilities, rlimits, no_new_privs,
+"""The process's security settings: capabilities, rlimits, user and groups, no_new_privs,
 oom_score_adj, AppArmor and SELinux (config.md "Linux process", DESIGN.md section 8).
 
-What LXC can and cannot express was measured on this host (LXC 5.0.2, lxc-execute):
-
-- ``lxc.cap.keep`` sets the **bounding** set: LXC drops every other capability with
-  PR_CAPBSET_DROP (``man lxc.container.conf``, lxc.cap.keep). ``lxc.cap.keep = none`` drops all.
-- A **root** process (uid 0) then has permitted = effective = the bounding set, inheritable and
-  ambient empty (``/proc/self/status`` read in the container: CapPrm = CapEff = CapBnd).
-- A **non-root** process (``lxc.init.uid`` ≠ 0) has permitted, effective, inheritable and
-  ambient all empty: LXC switches uid without keeping capabilities.
-
-So the bounding set is honoured exactly; the other four sets are honoured when they equal what
-LXC produces and otherwise downgraded with a note (logged by the backend as a warning).
-Pure: the host facts (is AppArmor/SELinux enabled) come in as arguments.
+The process settings go to the project's in-container init (:func:`process_directives`,
+``runtime/lxc/init/lxcri-init.c``), which applies them in runc's order right before it
+execve()s the program, so all five capability sets are honoured exactly. Done by LXC
+(``lxc.cap.keep``, ``lxc.init.uid``, ``lxc.prlimit``, ``lxc.no_new_privs``, measured on LXC
+5.0.2) a non-root process lost its effective and permitted sets, the inheritable and ambient
+sets were never set, and the settings confined LXC's own last steps too.
+AppArmor and SELinux stay LXC's keys: LXC sets the label for the exec of the init, and the
+label carries over the init's execve of the program. Pure: the host facts (is AppArmor/SELinux
+enabled) come in as arguments.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from runtime.errdefs import InvalidArgument
 
 Line = tuple[str, str]
 
@@ -33,48 +32,92 @@ CRIU_APPARMOR_PROFILE = "lxc-container-default-cgns"
 _U64_MAX = 2**64 - 1
 
 
-def configure_capabilities(process: dict[str, Any], notes: list[str]) -> list[Line]:
+#: Linux capability numbers (include/uapi/linux/capability.h), by the OCI name.
+CAPABILITIES = {f"CAP_{name}": nr for nr, name in enumerate((
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE",
+    "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ",
+    "PERFMON", "BPF", "CHECKPOINT_RESTORE"))}
+#: RLIMIT_* numbers (include/uapi/asm-generic/resource.h, the same on x86 and arm).
+RLIMITS = {f"RLIMIT_{name}": nr for nr, name in enumerate((
+    "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS", "LOCKS",
+    "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME"))}
+_CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+# mount(2) flags (include/uapi/linux/mount.h).
+_MS_REC, _MS_UNBINDABLE, _MS_PRIVATE = 0x4000, 1 << 17, 1 << 18
+_MS_SLAVE, _MS_SHARED = 1 << 19, 1 << 20
+#: linux.rootfsPropagation → mount(2) flags for "/" (config-linux.md "rootfsPropagation").
+PROPAGATION = {"shared": _MS_SHARED, "slave": _MS_SLAVE, "private": _MS_PRIVATE,
+               "unbindable": _MS_UNBINDABLE, "rshared": _MS_SHARED | _MS_REC,
+               "rslave": _MS_SLAVE | _MS_REC, "rprivate": _MS_PRIVATE | _MS_REC,
+               "runbindable": _MS_UNBINDABLE | _MS_REC}
+
+
+def propagation_directive(spec: dict[str, Any]) -> str:
+    """The init's ``propagation`` line for ``linux.rootfsPropagation`` (the container's
+    process only; "" without one). The init sets it after LXC's pivot_root."""
+    value = (spec.get("linux") or {}).get("rootfsPropagation")
+    if not value:
+        return ""
+    if value not in PROPAGATION:
+        raise InvalidArgument(f"linux.rootfsPropagation: {value!r} is not one of "
+                              f"{', '.join(PROPAGATION)}")
+    return f"propagation {PROPAGATION[value]}\n"
+
+
+def process_directives(process: dict[str, Any], notes: list[str], *,
+                       seccomp_flags: int | None = None) -> str:
+    """The in-container init's ``process`` file (runtime/lxc/init/lxcri-init.c): user and
+    groups, rlimits, the five capability sets, no_new_privs and whether to load the seccomp
+    filter, which the init applies in runc's order right before ``execve``. LXC is given none
+    of these: it would apply them before its own last steps and the init, and it clears the
+    effective and permitted sets of a non-root user and never sets the inheritable and
+    ambient ones (measured, issue 13)."""
+    user = process.get("user") or {}
+    groups = " ".join(str(int(g)) for g in user.get("additionalGids") or [])
+    lines = [f"uid {int(user.get('uid', 0))}", f"gid {int(user.get('gid', 0))}",
+             f"groups {groups}".rstrip()]
+    for i, r in enumerate(process.get("rlimits") or []):
+        field = f"process.rlimits[{i}]"
+        if not isinstance(r, dict) or r.get("type") not in RLIMITS:
+            raise InvalidArgument(f"{field}.type: unknown rlimit type {r.get('type')!r}"
+                                  if isinstance(r, dict) else f"{field}: must be an object")
+        soft, hard = r.get("soft"), r.get("hard")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _U64_MAX
+                   for v in (soft, hard)):
+            raise InvalidArgument(f"{field}: soft and hard must be unsigned 64-bit integers")
+        lines.append(f"rlimit {RLIMITS[r['type']]} {soft} {hard}")
     caps = process.get("capabilities")
-    if caps is None:
-        # No capabilities object: LXC keeps every capability (what runc does for a nil set).
-        notes.append("process.capabilities: absent, the container keeps all capabilities")
-        return []
-    bounding = list(caps.get("bounding") or [])
-    keep = " ".join(c.removeprefix("CAP_").lower() for c in bounding) or "none"
-    uid = (process.get("user") or {}).get("uid", 0)
-    for name in ("effective", "permitted"):
-        asked = set(caps.get(name) or [])
-        got = set(bounding) if uid == 0 else set()
-        if asked != got:
-            notes.append(f"process.capabilities.{name}: LXC gives "
-                         f"{'the bounding set' if uid == 0 else 'none to a non-root user'}, "
-                         "not the set asked")
-    for name in ("inheritable", "ambient"):
-        if caps.get(name):
-            notes.append(f"process.capabilities.{name}: not applied (LXC leaves it empty)")
-    return [("lxc.cap.keep", keep)]
-
-
-def configure_rlimits(process: dict[str, Any]) -> list[Line]:
-    """``lxc.prlimit.<resource> = soft:hard`` (``man lxc.container.conf``, lxc.prlimit)."""
-    lines: list[Line] = []
-    for r in process.get("rlimits") or []:
-        name = r["type"].removeprefix("RLIMIT_").lower()
-        lines.append((f"lxc.prlimit.{name}", f"{_limit(r['soft'])}:{_limit(r['hard'])}"))
-    return lines
-
-
-def _limit(value: int) -> str:
-    return "unlimited" if value >= _U64_MAX else str(value)
+    if caps is not None:
+        # No capabilities object: nothing is changed (runc too); a root process keeps all.
+        masks = []
+        for name in _CAP_SETS:
+            mask = 0
+            for cap in caps.get(name) or []:
+                if cap in CAPABILITIES:
+                    mask |= 1 << CAPABILITIES[cap]
+                else:  # runc ignores capabilities it does not know, with a warning
+                    notes.append(f"process.capabilities.{name}: unknown capability {cap!r} "
+                                 "ignored")
+            masks.append(format(mask, "x"))
+        lines.append("caps " + " ".join(masks))
+    if process.get("noNewPrivileges"):
+        lines.append("nnp")
+    if process.get("cwd"):
+        lines.append(f"cwd {process['cwd']}")
+    if seccomp_flags is not None:
+        lines.append(f"seccomp {seccomp_flags}")
+    return "".join(f"{line}\n" for line in lines)
 
 
 def configure_privileges(process: dict[str, Any]) -> list[Line]:
-    lines: list[Line] = []
-    if process.get("noNewPrivileges"):
-        lines.append(("lxc.no_new_privs", "1"))  # prctl(PR_SET_NO_NEW_PRIVS) before exec
+    """``oomScoreAdj``; the other privileges are the init's (:func:`process_directives`)."""
     if process.get("oomScoreAdj") is not None:
-        lines.append(("lxc.proc.oom_score_adj", str(process["oomScoreAdj"])))
-    return lines
+        return [("lxc.proc.oom_score_adj", str(process["oomScoreAdj"]))]
+    return []
 
 
 def configure_lsm(spec: dict[str, Any], apparmor: bool, selinux: bool,

@@ -1,6 +1,6 @@
 """Filesystem settings LXC has no key for, rendered as ``lxc.hook.mount`` / ``lxc.hook.autodev``
-lines: sysctls and domainname, a read-only root, root propagation, the spec's flags for /proc,
-/sys and /dev, masked and read-only paths (shell one-liners), and device nodes (made by
+lines: sysctls and domainname, a read-only root, the spec's flags for /proc, /sys and /dev,
+masked and read-only paths (shell one-liners), and device nodes (made by
 :mod:`runtime.lxc.rootpath`, which resolves each path inside the rootfs).
 
 Why hooks (``man lxc.container.conf``, CONTAINER HOOKS): the mount hook runs in the container's
@@ -134,7 +134,9 @@ def path_entries(spec: dict[str, Any], rootfs_mount: str, *, ro_in_hook: bool,
     - A read-only path is bound onto itself read-only; its source names the container's path
       through ``lxc.rootfs.mount``, where LXC has the rootfs mounted at that moment.
 
-    ``path_kind`` ("dir", "file" or "" for absent) chooses the one entry that fits instead, for
+    ``path_kind`` ("dir", "file", "special" or "" for absent) chooses the one entry that fits
+    instead (a "special" path, a FIFO, socket or device, is left to :func:`mount_hook`: LXC
+    opens a mount entry's target, and opening a FIFO blocks), for
     containers CRIU may dump: LXC declares every bind entry to CRIU as an external mount keyed
     by its target, so the unused /dev/null bind of a masked directory made the restore bind
     /dev/null onto that directory ("Can't bind-mount at …/proc/acpi: Not a directory",
@@ -166,7 +168,8 @@ def path_entries(spec: dict[str, Any], rootfs_mount: str, *, ro_in_hook: bool,
 
 def mount_hook(spec: dict[str, Any], sysctls: dict[str, str], *,
                ro_in_hook: bool | None = None,
-               resolved: Mapping[str, str] | None = None) -> list[Line]:
+               resolved: Mapping[str, str] | None = None,
+               path_kind: Callable[[str], str] | None = None) -> list[Line]:
     """The ``lxc.hook.mount`` line, or none when nothing needs it. ``sysctls`` already
     includes ``kernel.domainname`` when the spec sets a domainname. ``ro_in_hook`` (default:
     when there are sysctls) makes the read-only paths here instead of by mount entries."""
@@ -184,9 +187,8 @@ def mount_hook(spec: dict[str, Any], sysctls: dict[str, str], *,
               for path, opts in special_remounts(spec)]
     if (spec.get("root") or {}).get("readonly"):
         steps.append('mount -o remount,bind,ro "$r"')
-    propagation = linux.get("rootfsPropagation")
-    if propagation:
-        steps.append(f'mount --make-{propagation} "$r"')
+    # linux.rootfsPropagation is the in-container init's, after the pivot (set here, before
+    # it, "shared" made LXC's pivot_root fail and LXC remounted the root shared afterwards).
     if ro_in_hook:
         # /proc/sys must stay writable until the sysctls are written (above), so read-only
         # paths are made here, after them, instead of by mount entries (path_entries). Also
@@ -198,6 +200,10 @@ def mount_hook(spec: dict[str, Any], sysctls: dict[str, str], *,
         # the host's way.
         steps += [f"p {shlex.quote((resolved or {}).get(p, p))}"
                   for p in linux.get("readonlyPaths") or []]
+    if path_kind is not None:
+        # mount(8) binds onto a FIFO without opening it (measured); LXC's entries open it.
+        steps += [f'mount --bind /dev/null "$r"{shlex.quote((resolved or {}).get(p, p))}'
+                  for p in linux.get("maskedPaths") or [] if path_kind(p) == "special"]
     if not steps:
         return []
     script = "set -e; r=$LXC_ROOTFS_MOUNT; " + _FUNCTIONS + "; " + "; ".join(steps)

@@ -12,9 +12,9 @@ DESIGN.md section 9). Schema, version 1::
       "rootfs": "/run/containerd/.../web/rootfs",     # the container's root on the host
       "pid": 4242,                      # host PID of the container's init (0 = not known yet)
       "pid_start_time": 123456,         # field 22 of /proc/<pid>/stat, guards PID reuse
-      "monitor_pid": 4241,              # lxc-execute
+      "monitor_pid": 4241,              # the LXC monitor (lxcri-start)
       "monitor_start_time": 123450,
-      "exit_status": null,              # set once lxc-execute has exited
+      "exit_status": null,              # set once the monitor has exited
       "cgroup": "kubepods/pod1/web"     # linux.cgroupsPath below the roots ("": LXC's
                                         # lxc.payload.<name>)
     }

@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 
 from runtime import errdefs
-from runtime.lxc.owninit import BINARY
+from runtime.lxc.owninit import PVE_BINARY as BINARY
 from runtime.proxmox.ctconfig import mount_path
 from runtime.types import Stdio
 

@@ -28,7 +28,9 @@ from runtime.lxc import cleanup
 from runtime.lxc.backend import LxcBackend, LxcContainer
 from runtime.lxc.mount import mounted_under, unmount
 from runtime.reaper import Reaper
-from runtime.types import CreateConfig, Mount, Stdio
+from runtime.stdio import fd_ready
+from runtime.types import CreateConfig, ExecConfig, Mount, Stdio
+from tests.harness import leaks
 from tests.harness.rootfs import populate_busybox_rootfs
 
 pytestmark = [
@@ -138,6 +140,24 @@ def open_reader(path: Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
 
 
+async def start_when_ready(e: Env, script: str) -> tuple[LxcContainer, int]:
+    """Start ``sh -c script``, which prints "ready" once its traps are set, and wait for that
+    line: a signal to PID 1 before its handler exists is dropped (PID-1 semantics). Returns
+    the handle and the stdout reader (the caller closes it)."""
+    out = e.fifo(f"ready-{uuid.uuid4().hex[:6]}")
+    reader = open_reader(out)
+    handle = await e.create(e.config(["sh", "-c", script], stdio=Stdio(stdout=str(out))))
+    await handle.start()
+    got = b""
+    while b"ready\n" not in got:
+        await fd_ready(reader)
+        try:
+            got += os.read(reader, 64)
+        except BlockingIOError:
+            continue
+    return handle, reader
+
+
 def assert_gone(e: Env, handle_name: str, pid: int) -> None:
     assert mounted_under(e.bundle) == []
     assert not (e.lxcpath / handle_name).exists()
@@ -215,13 +235,28 @@ async def test_sigkill_gives_137(env: Env) -> None:
 
 
 @pytest.mark.asyncio
-async def test_sigterm_stops_a_plain_sleep(env: Env) -> None:
-    # LXC's init is PID 1 and forwards the signal to the program (DESIGN.md 5.1).
+@pytest.mark.parametrize("delay", [0, 0.005, 0.02, 0, 0.005, 0.02])
+async def test_sigkill_right_after_start_gives_137(env: Env, delay: float) -> None:
+    # While LXC still finishes its set-up: its monitor may then hang on its sync socket
+    # (LxcContainer._wait_init), and LXC itself calls the start failed.
     handle = await env.create(env.config(["sleep", "60"]))
     await handle.start()
-    await asyncio.sleep(0.1)
-    handle.kill(signal.SIGTERM)
-    assert await asyncio.wait_for(handle.wait(), 10) == 128 + signal.SIGTERM
+    await asyncio.sleep(delay)
+    handle.kill(signal.SIGKILL)
+    assert await asyncio.wait_for(handle.wait(), 20) == 137
+
+
+@pytest.mark.asyncio
+async def test_sigterm_reaches_a_program_with_a_handler(env: Env) -> None:
+    # The program is PID 1 (runtime.lxc.owninit): TERM reaches it only through a handler,
+    # as under runc; test_own_init.py shows a program without one keeps running.
+    handle, reader = await start_when_ready(
+        env, "trap 'exit 143' TERM; echo ready; sleep 60 & wait")
+    try:
+        handle.kill(signal.SIGTERM)
+        assert await asyncio.wait_for(handle.wait(), 10) == 128 + signal.SIGTERM
+    finally:
+        os.close(reader)
 
 
 @pytest.mark.asyncio
@@ -229,11 +264,11 @@ async def test_kill_all_and_pids(env: Env) -> None:
     handle = await env.create(env.config(["sh", "-c", "sleep 60 & sleep 61 & wait"]))
     await handle.start()
     for _ in range(100):
-        if len(handle.pids()) >= 4:  # init, sh, two sleeps
+        if len(handle.pids()) >= 3:  # sh (PID 1), two sleeps
             break
         await asyncio.sleep(0.02)
     pids = handle.pids()
-    assert pids[0] == handle.pid and len(pids) >= 4
+    assert pids[0] == handle.pid and len(pids) >= 3
     handle.kill(signal.SIGKILL, all=True)
     assert await asyncio.wait_for(handle.wait(), 10) == 137
     assert handle.pids() == []
@@ -350,6 +385,22 @@ async def test_lxc_setup_failure_quotes_the_lxc_log_and_leaves_nothing(env: Env)
     assert mounted_under(env.bundle) == []
     assert not (env.lxcpath / f"lxctest-{cfg.id}").exists()
     assert processes_mentioning(cfg.id) == []
+    assert leaks.cgroups_named([f"lxctest-{cfg.id}"]) == set()
+
+
+@pytest.mark.asyncio
+async def test_a_gate_timeout_leaves_no_process_and_no_cgroup(env: Env) -> None:
+    # The monitor cannot reach the gate within a millisecond: the create fails as a gate
+    # timeout, and the killed monitor's cgroups (lxc.monitor.*, lxc.payload.*) are removed.
+    backend = LxcBackend(env.reaper, env.lxcpath, gate_timeout=0.001)
+    cfg = env.config(["true"])
+    with pytest.raises(errdefs.DeadlineExceeded, match="gate did not report"):
+        await backend.create(cfg)
+    name = f"lxctest-{cfg.id}"
+    assert mounted_under(env.bundle) == []
+    assert not (env.lxcpath / name).exists()
+    assert processes_mentioning(cfg.id) == []
+    assert leaks.cgroups_named([name]) == set()
 
 
 @pytest.mark.asyncio
@@ -540,3 +591,27 @@ async def test_a_failed_create_leaves_no_container_cgroup(env: Env) -> None:
         assert not any((h / pod / "c2").exists() for h in CGROUP_ROOT.iterdir())
         assert not any((h / f"lxc.monitor.lxctest-{cfg.id}").exists()
                        for h in CGROUP_ROOT.iterdir())
+
+
+@pytest.mark.asyncio
+async def test_host_pid_namespace_and_its_execs(env: Env) -> None:
+    # hostPID: no pid entry in linux.namespaces; the program is not PID 1 and sees the host's
+    # processes, and an exec's PID is the one its process has.
+    cfg = env.config(["sleep", "60"])
+    cfg.spec["linux"]["namespaces"] = [n for n in cfg.spec["linux"]["namespaces"]
+                                       if n["type"] != "pid"]
+    handle = await env.create(cfg)
+    await handle.start()
+    for i in range(3):
+        out = env.fifo(f"x{i}")
+        reader = open_reader(out)
+        try:
+            ex = await handle.exec(ExecConfig(exec_id=f"e{i}", stdio=Stdio(stdout=str(out)),
+                                              process={"args": ["sh", "-c", "echo $$; sleep 1"],
+                                                       "env": ["PATH=/bin"], "cwd": "/"}))
+            assert await ex.wait() == 0
+            assert read_fifo_after_exit(reader) == f"{ex.pid}\n".encode()
+        finally:
+            os.close(reader)
+    handle.kill(signal.SIGKILL)
+    assert await asyncio.wait_for(handle.wait(), 10) == 137

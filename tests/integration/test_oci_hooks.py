@@ -133,3 +133,21 @@ async def test_failing_poststart_and_poststop_hooks_only_warn(
                for m in warned)
     assert any(m.startswith("hooks.poststop[0]") for m in warned)
     assert (probe.base / "out").read_text() == "ran\n"
+
+
+@pytest.mark.asyncio
+async def test_poststart_runs_after_the_program_was_execd(probe: Probe) -> None:
+    # The state's pid is the container's first process: before the execve it runs the
+    # runtime's init (/dev/.lxcri/init.lxc), after it the program (busybox here).
+    script = probe.base / "exe.sh"
+    script.write_text('#!/bin/sh\npid=$(sed \'s/.*"pid": *\\([0-9]*\\).*/\\1/\')\n'
+                      'readlink "/proc/$pid/exe" >> "$1"\n')
+    script.chmod(0o755)
+    log = probe.base / "exe.log"
+    spec = probe.spec("sleep 2")
+    spec["hooks"] = {"poststart": [hook(script, str(log))]}
+    handle = await probe.create(spec, probe.base / "out")
+    await handle.start()
+    assert log.read_text().strip().endswith("busybox"), log.read_text()
+    handle.kill(9)
+    await handle.wait()

@@ -1,9 +1,10 @@
-"""Containers run with the in-container init (runtime.lxc.owninit), the mode the runtime uses
-for containers that may be checkpointed with CRIU, against the real LXC tools.
+"""The container init (runtime.lxc.owninit) against the real LXC tools: it applies the process
+settings and execve()s the program, which is PID 1 of the container as under runc.
 
-What a user sees must not change with the init: exit statuses, signals, stdio, arguments with
-spaces. What changes is what CRIU needs: PID 1's executable lies inside the container, and
-PID 1 holds no file from outside it.
+What a user sees: exit statuses (the monitor's), PID-1 signal semantics (a signal without a
+handler is ignored; nothing kills on its own), stdio, arguments with spaces, the five
+capability sets and the supplementary groups. What CRIU needs: PID 1's executable lies inside
+the container, and empty stdio is the container's own /dev/null.
 """
 
 # The backend tests' fixtures are imported by name, and pytest passes them back as parameters
@@ -31,6 +32,7 @@ from tests.integration.test_lxc_backend import (  # noqa: F401  (fixtures)
     env,
     open_reader,
     read_fifo_after_exit,
+    start_when_ready,
 )
 
 pytestmark = [
@@ -41,6 +43,7 @@ pytestmark = [
 
 
 def own(config: CreateConfig) -> CreateConfig:
+    """A container CRIU may dump (only its default AppArmor profile differs)."""
     return dataclasses.replace(config, checkpointable=True)
 
 
@@ -70,16 +73,17 @@ async def run_capturing(env: Env, args: list[str], *, stdout: bool = True, mount
 
 
 @pytest.mark.asyncio
-async def test_pid_1_is_the_init_inside_the_container_and_holds_no_host_file(env: Env) -> None:
-    script = ("readlink /proc/1/exe; ls -l /proc/1/fd | awk '/->/ {print $NF}' | sort -u; "
-              "echo pid=$$")
-    status, output = await run_capturing(env, ["sh", "-c", script])
+async def test_the_program_is_pid_1_and_nothing_of_the_init_is_left(env: Env) -> None:
+    script = ("readlink /proc/1/exe; tr '\\0' ' ' < /proc/1/cmdline; echo; echo pid=$$; "
+              "ls /proc/1/fd | wc -l")
+    status, output = await run_capturing(env, ["sh", "-c", script], edit=None)
     assert status == 0
     lines = output.decode().splitlines()
-    assert lines[0] == owninit.INIT_PATH
-    # PID 1's descriptors: only the container's /dev/null (the FIFO is the program's).
-    assert lines[1:-1] == ["/dev/null"]
-    assert lines[-1] == "pid=2"
+    assert lines[0] == "/bin/busybox"  # the program itself, not an init
+    assert lines[1].startswith("sh -c readlink")
+    assert lines[2] == "pid=1"
+    # stdin, stdout, stderr: nothing the init held is inherited.
+    assert lines[3] == "3"
 
 
 @pytest.mark.asyncio
@@ -91,24 +95,47 @@ async def test_exit_status_arguments_with_spaces_and_stdout(env: Env) -> None:
 
 
 @pytest.mark.asyncio
-async def test_sigterm_is_forwarded_and_sigkill_gives_137(env: Env) -> None:
-    handle = await env.create(own(env.config(["sh", "-c", "trap 'exit 3' TERM; "
-                                              "sleep 60 & wait"])))
-    await handle.start()
-    await asyncio.sleep(0.3)
-    handle.kill(signal.SIGTERM)
-    assert await asyncio.wait_for(handle.wait(), 10) == 3
+async def test_term_trap_runs_and_a_program_without_handler_ignores_term(env: Env) -> None:
+    handle, reader = await start_when_ready(env, "trap 'exit 3' TERM; echo ready; "
+                                                 "sleep 60 & wait")
+    try:
+        handle.kill(signal.SIGTERM)
+        assert await asyncio.wait_for(handle.wait(), 10) == 3
+    finally:
+        os.close(reader)
 
-    handle = await env.create(own(env.config(["sleep", "60"])))
+    # PID 1 without a TERM handler: the kernel drops the signal (pid_namespaces(7)); nothing
+    # else kills it either (LXC's init used to SIGKILL everything a second after TERM).
+    handle = await env.create(env.config(["sleep", "60"]))
     await handle.start()
     await asyncio.sleep(0.2)
+    handle.kill(signal.SIGTERM)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(handle.wait()), 1.5)
     handle.kill(signal.SIGKILL)
     assert await asyncio.wait_for(handle.wait(), 10) == 137
 
 
 @pytest.mark.asyncio
+async def test_a_trap_that_exits_ends_the_container_at_once(env: Env) -> None:
+    # With a child still running: no init waits for orphans.
+    handle, reader = await start_when_ready(env, "trap 'exit 9' USR1; echo ready; "
+                                                 "sleep 60 & wait")
+    try:
+        handle.kill(signal.SIGUSR1)
+        assert await asyncio.wait_for(handle.wait(), 5) == 9
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.asyncio
 async def test_a_signal_death_of_the_program_is_128_plus_the_signal(env: Env) -> None:
-    assert await run_to_exit(env, ["sh", "-c", "kill -USR1 $$"]) == 128 + signal.SIGUSR1
+    # A fault's signal is forced even on PID 1 (kill -SEGV $$ is not: PID 1 ignores it).
+    handle = await env.create(env.config(["sleep", "60"]))
+    await handle.start()
+    await asyncio.sleep(0.2)
+    handle.kill(signal.SIGKILL)
+    assert await asyncio.wait_for(handle.wait(), 10) == 128 + signal.SIGKILL
 
 
 @pytest.mark.asyncio
@@ -125,15 +152,28 @@ async def test_empty_stdio_is_the_containers_own_dev_null(env: Env) -> None:
 
 
 @pytest.mark.asyncio
-async def test_unprivileged_user_still_reports_its_status(env: Env) -> None:
+async def test_unprivileged_user_gets_its_groups_and_all_five_capability_sets(env: Env) -> None:
     def as_1000(config: CreateConfig) -> None:
-        config.spec["process"]["user"] = {"uid": 1000, "gid": 1000}
+        config.spec["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [10, 1234]}
+        config.spec["process"]["capabilities"] = {
+            "bounding": ["CAP_NET_BIND_SERVICE", "CAP_CHOWN", "CAP_KILL"],
+            "effective": ["CAP_NET_BIND_SERVICE"], "permitted": ["CAP_NET_BIND_SERVICE"],
+            "inheritable": ["CAP_NET_BIND_SERVICE"], "ambient": ["CAP_NET_BIND_SERVICE"]}
+        config.spec["process"]["noNewPrivileges"] = True
 
     # mount=False: the bundle's rootfs, whose / is searchable by others (the shared busybox
     # dir is a 0700 temporary directory).
-    status, output = await run_capturing(env, ["sh", "-c", "id -u; exit 5"], mount=False,
-                                         edit=as_1000)
-    assert (status, output.decode()) == (5, "1000\n"), output.decode()
+    script = "id -u; grep -E '^(Groups|Cap...|NoNewPrivs):' /proc/self/status; exit 5"
+    status, output = await run_capturing(env, ["sh", "-c", script], mount=False, edit=as_1000)
+    assert status == 5, output.decode()
+    fields = dict(line.split(":", 1) for line in output.decode().splitlines()[1:])
+    assert output.decode().splitlines()[0] == "1000"
+    assert fields["Groups"].split() == ["10", "1234"]
+    bind = 1 << 10  # CAP_NET_BIND_SERVICE
+    assert {k: int(v, 16) for k, v in fields.items() if k.startswith("Cap")} == {
+        "CapInh": bind, "CapPrm": bind, "CapEff": bind, "CapAmb": bind,
+        "CapBnd": bind | 1 << 0 | 1 << 5}
+    assert fields["NoNewPrivs"].strip() == "1"
 
 
 @pytest.mark.asyncio
@@ -152,7 +192,7 @@ async def test_delete_leaves_nothing(env: Env) -> None:
 async def test_missing_init_binary_is_a_clear_error_that_leaves_nothing(
         env: Env, tmp_path: Path) -> None:
     with pytest.raises(errdefs.FailedPrecondition, match="lxcri-init.c"):
-        owninit.prepare(tmp_path, ["true"], Stdio(), binary=tmp_path / "absent")
+        owninit.prepare(tmp_path, ["true"], Stdio(), "", binary=tmp_path / "absent")
     assert not (tmp_path / owninit.DIR_NAME).exists()
 
 
@@ -191,11 +231,75 @@ async def test_read_only_paths_are_read_only(env: Env) -> None:
 
 
 @pytest.mark.asyncio
-async def test_an_init_killed_from_outside_reports_137(env: Env) -> None:
-    # Not through the runtime's kill (the OOM killer, an operator's kill -9): the init records
-    # nothing, and lxc-start would say 0.
+async def test_a_program_killed_from_outside_reports_137(env: Env) -> None:
+    # Not through the runtime's kill (the OOM killer, an operator's kill -9): the monitor
+    # reports the signal (lxc-start would say 0).
     handle = await env.create(own(env.config(["sleep", "60"])))
     await handle.start()
     await asyncio.sleep(0.2)
     os.kill(handle.pid, signal.SIGKILL)
     assert await asyncio.wait_for(handle.wait(), 10) == 137
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("propagation", "tag"), [
+    ("private", ""), ("rprivate", ""), ("shared", "shared:"), ("rshared", "shared:"),
+    ("slave", "-shared:"), ("rslave", "-shared:"), ("unbindable", "unbindable")])
+async def test_rootfs_propagation_is_the_specs_after_the_pivot(
+        env: Env, propagation: str, tag: str) -> None:
+    def set_propagation(config: CreateConfig) -> None:
+        config.spec["linux"]["rootfsPropagation"] = propagation
+
+    # The optional fields of / in mountinfo (proc(5)): shared:N, master:N, unbindable.
+    script = "awk '$5 == \"/\" {for (i = 7; $i != \"-\"; i++) printf \"%s \", $i}' " \
+             "/proc/self/mountinfo; echo"
+    status, output = await run_capturing(env, ["sh", "-c", script], edit=set_propagation)
+    assert status == 0, output
+    fields = output.decode().split()
+    if tag.startswith("-"):
+        # A slave of nothing (the rootfs has no shared master here): no longer shared.
+        assert not any(f.startswith(tag[1:]) for f in fields), fields
+    elif tag:
+        assert any(f.startswith(tag) for f in fields), fields
+    else:
+        assert fields == []
+
+
+@pytest.mark.asyncio
+async def test_masked_and_read_only_fifos_are_handled_without_opening_them(env: Env) -> None:
+    # A FIFO opened for reading would block until a writer came (fifo(7)): create hung until
+    # the gate timed out. Masked: a /dev/null bind; read-only: a read-only bind.
+    def with_fifos(config: CreateConfig) -> None:
+        rootfs = config.bundle / "rootfs"
+        for name in ("masked-fifo", "ro-fifo"):
+            (rootfs / name).unlink(missing_ok=True)
+            os.mkfifo(rootfs / name)
+        config.spec["linux"]["maskedPaths"] = ["/masked-fifo"]
+        config.spec["linux"]["readonlyPaths"] = ["/ro-fifo"]
+
+    script = ("[ -c /masked-fifo ] && echo masked-is-null; "
+              "grep -c ' /ro-fifo .*ro,' /proc/self/mountinfo")
+    status, output = await run_capturing(env, ["sh", "-c", script], mount=False,
+                                         edit=with_fifos)
+    assert status == 0, output
+    assert output.split() == [b"masked-is-null", b"1"]
+
+
+@pytest.mark.asyncio
+async def test_an_oom_kill_ends_the_program_with_137(env: Env) -> None:
+    # The program is the only and biggest process: the OOM killer's choice (LXC's init, bigger
+    # than a small program, used to be killed instead, and the container ended with 1).
+    def small(config: CreateConfig) -> None:
+        config.spec["linux"]["resources"] = {"memory": {"limit": 32 << 20, "swap": 32 << 20}}
+
+    status, _ = await run_capturing(env, ["awk", 'BEGIN { s = "x"; while (1) s = s s }'],
+                                    edit=small)
+    assert status == 137
+
+
+@pytest.mark.asyncio
+async def test_the_inits_directory_is_read_only_inside(env: Env) -> None:
+    script = ("{ echo x > /dev/.lxcri/init.lxc; } 2>/dev/null && echo init-writable; "
+              "touch /dev/.lxcri/new 2>/dev/null && echo dir-writable; echo done")
+    status, output = await run_capturing(env, ["sh", "-c", script])
+    assert (status, output) == (0, b"done\n")

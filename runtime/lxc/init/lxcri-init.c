@@ -1,88 +1,235 @@
 /*
- * lxcri-init: PID 1 of a container that may be checkpointed with CRIU.
+ * lxcri-init: the container's first process until it becomes the user's program.
  *
- * Why it exists: with no init inside the container, lxc-execute runs LXC's init in-process,
- * so the container's PID 1 maps the host's /usr/bin/lxc-execute and liblxc, files outside the
- * container's mount namespace that CRIU cannot dump ("Can't lookup mount=... for fd=-3
- * path=/usr/bin/lxc-execute", measured in the kernel test host). LXC 5 execs an init it finds
- * in the container instead (choose_init() in src/lxc/utils.c searches "init.lxc" along PATH
- * under the rootfs, after the mount entries are mounted); the runtime bind-mounts a directory
- * holding this static binary at /dev/.lxcri and puts that directory first in PATH.
+ * LXC starts every container in its "start" mode with lxc.init.cmd naming this static binary
+ * (bind-mounted with its per-container files at /dev/.lxcri, on the container's autodev
+ * tmpfs, so nothing is written into the root filesystem). It does what runc's `runc init`
+ * does between the container's set-up and the program, in runc's order
+ * (libcontainer/standard_init_linux.go, finalizeNamespace in init_linux.go), and then
+ * execve()s the program in its own place: the program is PID 1 of the container's PID
+ * namespace, with the host PID LXC reported to the start-host gate, as under runc.
  *
- * It behaves like LXC's own init (`docker run --init`): the program runs as PID 2 in its own
- * session (with the terminal as its controlling tty when stdin is one), signals sent to PID 1
- * are forwarded to it, orphans are reaped, and PID 1 exits with the program's status (128 +
- * signal for a signal death). That status is also written to /dev/.lxcri/status before the
- * exit: after a CRIU restore the init's parent is LXC's restore monitor, which does not pass
- * the status on, so the runtime reads it there. The runtime creates that file writable for
- * the init, which may run as an unprivileged user.
+ *   1. descriptors other than stdio closed (LXC hands its log over as one); the stdio marked
+ *      in /dev/.lxcri/stdio replaced by the container's own /dev/null; a terminal on stdin
+ *      made the controlling terminal;
+ *   2. the root's mount propagation (linux.rootfsPropagation), after LXC's pivot_root;
+ *   3. rlimits;
+ *   4. without no_new_privs: the seccomp filter now, while the capability to load it
+ *      (CAP_SYS_ADMIN) is still held;
+ *   5. the bounding set; keep-caps; supplementary groups, gid, uid (the working directory
+ *      entered before the uid change, and again after it if root could not); the effective,
+ *      permitted and inheritable sets (capset) and the ambient set;
+ *   6. no_new_privs;
+ *   7. signal mask and dispositions reset; with no_new_privs the seccomp filter now, as the
+ *      last step, so it confines the program and nothing of this init but the execve;
+ *      execve. The write end of /dev/.lxcri/exec, held with O_CLOEXEC, closes on the
+ *      successful execve: the runtime's poststart hooks wait for that.
  *
- * /dev/.lxcri/stdio holds one character per standard descriptor of the program: 'n' replaces
- * it with the container's own /dev/null (the runtime's stand-in for an empty stdio path would
- * be the host's /dev/null, a file CRIU cannot dump), '-' keeps it.
+ * LXC itself is configured to do none of steps 3-7 (no lxc.cap.keep, lxc.init.uid/gid/
+ * groups, lxc.prlimit, lxc.no_new_privs or lxc.seccomp.profile): done by LXC they would
+ * confine LXC's own last steps and this init, and LXC clears the effective and permitted
+ * sets of a non-root user and never sets the inheritable and ambient ones.
  *
- * 'f' (the Proxmox backend, runtime/proxmox/initdir.py) opens /dev/.lxcri/fd<N> instead: there
- * the container's own stdio is Proxmox's (/dev/null), so the runtime bind-mounts the client's
- * stdio FIFOs there; the program opens them, as the program's own user.
+ * Files (written by runtime/lxc/owninit.py):
+ *   argv     the program's arguments, NUL-terminated (LXC splits lxc.init.cmd at spaces
+ *            without honouring quotes, so they cannot go there);
+ *   process  one directive per line: "uid N", "gid N", "groups [N...]",
+ *            "rlimit RESOURCE SOFT HARD", "caps BOUNDING EFFECTIVE PERMITTED INHERITABLE
+ *            AMBIENT" (hexadecimal masks; no line: capabilities untouched), "nnp",
+ *            "cwd PATH", "propagation MOUNT_FLAGS", "seccomp FLAGS" (load the filter in
+ *            the file seccomp with these seccomp(2) flags);
+ *   seccomp  the compiled filter: an array of struct sock_filter (runtime/lxc/seccomp.py);
+ *   stdio    one character per standard descriptor: 'n' = the container's /dev/null;
+ *   exec     a FIFO the runtime reads; its write end closes at the execve.
  *
- * If /dev/.lxcri/gate exists (Proxmox backend), PID 1 reads one line from it before the program
- * runs: "go" runs it, anything else (EOF: the runtime is gone or aborted) exits 1 without
- * running it. This holds a created container whose start is not the runtime's to hold.
+ * An exec (lxc-attach into the running container) runs this init too, with the directory of
+ * its own files as the only argument, so the exec'd process gets its own user, groups and
+ * capabilities and the container's seccomp filter exactly as the container's process does
+ * (lxc-attach has no option for supplementary groups and would apply LXC's capability and
+ * seccomp settings, which the container no longer has). "cwd PATH" (also in the
+ * container's file) is the working directory, the exec's only way to one (lxc-attach has no
+ * option for it). "propagation FLAGS" is the container's only.
  *
- * The runtime starts it with lxc-start as lxc.init.cmd, with no arguments: LXC splits
- * lxc.init.cmd at spaces without honouring quotes, so the program's argv is read from
- * /dev/.lxcri/argv (NUL-terminated strings) instead. Given "-- PROGRAM ARGS", it runs those.
+ * Any failure before the execve is reported on stderr as "lxcri-init: ..." and ends the
+ * container with status 127 (program not found), 126 (not executable) or 1 (set-up).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
-#include <termios.h>
 #include <unistd.h>
 
-#define STATUS_FILE "/dev/.lxcri/status"
-#define ARGV_FILE "/dev/.lxcri/argv"
-#define STDIO_FILE "/dev/.lxcri/stdio"
-#define GATE_FILE "/dev/.lxcri/gate"
+#define DIR "/dev/.lxcri/"
+#define PATH_MAX_LEN 4096
 #define ARGV_MAX (1 << 20)
+#define GROUPS_MAX 65536
+#define RLIMITS_MAX 32
+#define FILTER_MAX 65536 /* BPF_MAXINSNS is 4096; libseccomp never makes more */
 
-/* The NUL-separated strings of ARGV_FILE as a NULL-terminated vector, or NULL. */
-static char **read_argv(void)
+/* The directory of the files: DIR, or the one given as the only argument (an exec's). */
+static const char *dir = DIR;
+
+static const char *in_dir(const char *name)
 {
-	static char buf[ARGV_MAX];
-	size_t len = 0, count = 0;
-	char **argv;
-	int fd = open(ARGV_FILE, O_RDONLY | O_CLOEXEC);
+	static char buf[4][PATH_MAX_LEN];
+	static int next;
+	char *out = buf[next++ % 4];
 
-	if (fd < 0)
-		return NULL;
+	snprintf(out, PATH_MAX_LEN, "%s/%s", dir, name);
+	return out;
+}
+
+struct process {
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;
+	int ngroups;
+	struct {
+		int resource;
+		struct rlimit limit;
+	} rlimits[RLIMITS_MAX];
+	int nrlimits;
+	int caps; /* the caps line was given */
+	uint64_t bounding, effective, permitted, inheritable, ambient;
+	int nnp;
+	char *cwd;
+	unsigned long propagation; /* mount flags for "/" (MS_SHARED, MS_REC, ...), 0: none */
+	int seccomp; /* the seccomp line was given */
+	unsigned int seccomp_flags;
+};
+
+static void fail(const char *what)
+{
+	fprintf(stderr, "lxcri-init: %s: %s\n", what, strerror(errno));
+	_exit(1);
+}
+
+static void fail_msg(const char *what)
+{
+	fprintf(stderr, "lxcri-init: %s\n", what);
+	_exit(1);
+}
+
+/* The whole file, NUL-terminated, in a static or allocated buffer; *len its length. */
+static char *read_file(const char *path, size_t max, size_t *len)
+{
+	char *buf = malloc(max + 1);
+	size_t n = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (!buf || fd < 0)
+		fail(path);
 	for (;;) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		ssize_t r = read(fd, buf + n, max - n);
 
-		if (n < 0 && errno == EINTR)
+		if (r < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
+		if (r < 0)
+			fail(path);
+		if (r == 0)
 			break;
-		len += n;
+		n += r;
+		if (n == max)
+			fail_msg("a file of the init is too large");
 	}
 	close(fd);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+/* The NUL-separated strings of the argv file as a NULL-terminated vector. */
+static char **read_argv(void)
+{
+	size_t len, count = 0;
+	char *buf = read_file(in_dir("argv"), ARGV_MAX, &len);
+	char **argv;
+
 	if (len == 0 || buf[len - 1] != '\0')
-		return NULL;
+		fail_msg("argv: empty or not NUL-terminated");
 	for (size_t i = 0; i < len; i++)
 		count += buf[i] == '\0';
 	argv = calloc(count + 1, sizeof(*argv));
 	if (!argv)
-		return NULL;
+		fail("calloc");
 	for (size_t i = 0, k = 0; i < len; i += strlen(buf + i) + 1)
 		argv[k++] = buf + i;
 	return argv;
+}
+
+static void read_process(struct process *p)
+{
+	size_t len;
+	char *text = read_file(in_dir("process"), 1 << 20, &len);
+	char *save = NULL;
+
+	memset(p, 0, sizeof(*p));
+	p->groups = calloc(GROUPS_MAX, sizeof(gid_t));
+	if (!p->groups)
+		fail("calloc");
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		unsigned long long a, b;
+		int r, off;
+
+		if (sscanf(line, "uid %u", &p->uid) == 1 || sscanf(line, "gid %u", &p->gid) == 1)
+			continue;
+		if (strncmp(line, "groups", 6) == 0) {
+			char *s = line + 6;
+			unsigned int g;
+
+			while (p->ngroups < GROUPS_MAX && sscanf(s, " %u%n", &g, &off) == 1) {
+				p->groups[p->ngroups++] = g;
+				s += off;
+			}
+			continue;
+		}
+		if (sscanf(line, "rlimit %d %llu %llu", &r, &a, &b) == 3) {
+			if (p->nrlimits == RLIMITS_MAX)
+				fail_msg("too many rlimits");
+			p->rlimits[p->nrlimits].resource = r;
+			p->rlimits[p->nrlimits].limit.rlim_cur = a;
+			p->rlimits[p->nrlimits].limit.rlim_max = b;
+			p->nrlimits++;
+			continue;
+		}
+		if (sscanf(line, "caps %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64,
+			   &p->bounding, &p->effective, &p->permitted, &p->inheritable,
+			   &p->ambient) == 5) {
+			p->caps = 1;
+			continue;
+		}
+		if (sscanf(line, "propagation %lu", &p->propagation) == 1)
+			continue;
+		if (strncmp(line, "cwd ", 4) == 0) {
+			p->cwd = line + 4;
+			continue;
+		}
+		if (strcmp(line, "nnp") == 0) {
+			p->nnp = 1;
+			continue;
+		}
+		if (sscanf(line, "seccomp %u", &p->seccomp_flags) == 1) {
+			p->seccomp = 1;
+			continue;
+		}
+		fprintf(stderr, "lxcri-init: process: unknown line \"%s\"\n", line);
+		_exit(1);
+	}
 }
 
 static void close_from(int lowest)
@@ -95,24 +242,13 @@ static void close_from(int lowest)
 		close(fd);
 }
 
-static void write_status(int status)
-{
-	char buf[16];
-	int n = snprintf(buf, sizeof(buf), "%d\n", status);
-	int fd = open(STATUS_FILE, O_WRONLY | O_TRUNC | O_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	if (write(fd, buf, n) != n)
-		perror("lxcri-init: " STATUS_FILE);
-	close(fd);
-}
-
-/* Point the descriptors STDIO_FILE marks with 'n' at the container's /dev/null. */
+/* Point the descriptors the stdio file marks with 'n' at the container's /dev/null: the
+ * runtime's stand-in for an empty stdio path is the host's /dev/null, a file CRIU cannot
+ * dump. */
 static void null_stdio(void)
 {
 	char marks[3];
-	int fd = open(STDIO_FILE, O_RDONLY | O_CLOEXEC);
+	int fd = open(in_dir("stdio"), O_RDONLY | O_CLOEXEC);
 	ssize_t n;
 
 	if (fd < 0)
@@ -120,30 +256,11 @@ static void null_stdio(void)
 	n = read(fd, marks, sizeof(marks));
 	close(fd);
 	for (int i = 0; i < n; i++) {
-		if (marks[i] == 'f') {
-			char path[32];
-			int f;
-
-			snprintf(path, sizeof(path), "/dev/.lxcri/fd%d", i);
-			/* Outputs O_RDWR, as runtime/stdio.py opens them for the LXC backend: the
-			 * program then holds a reader too, so its writes never fail with EPIPE while
-			 * no client reads (ctr run -d), and the client's EOF comes when it exits. */
-			f = open(path, i == 0 ? O_RDONLY : O_RDWR);
-			if (f < 0) {
-				perror(path);
-				_exit(126);
-			}
-			if (f != i) {
-				dup2(f, i);
-				close(f);
-			}
-			continue;
-		}
 		if (marks[i] != 'n')
 			continue;
 		int null = open("/dev/null", O_RDWR);
 		if (null < 0)
-			return;
+			fail("/dev/null");
 		if (null != i) {
 			dup2(null, i);
 			close(null);
@@ -151,116 +268,148 @@ static void null_stdio(void)
 	}
 }
 
-/* One line from GATE_FILE: true for "go". Opened non-blocking so that a FIFO without a writer
- * (the runtime is gone) reads EOF instead of waiting forever. */
-static int gate_passed(void)
+/* The compiled filter (read before the uid change, which could make it unreadable). */
+static struct sock_fprog read_filter(void)
 {
-	char buf[8];
-	size_t len = 0;
-	int fd = open(GATE_FILE, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	size_t len;
+	char *buf = read_file(in_dir("seccomp"), FILTER_MAX * sizeof(struct sock_filter), &len);
+	struct sock_fprog prog;
 
-	if (fd < 0)
-		return 0;
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	while (len < sizeof(buf)) {
-		ssize_t n = read(fd, buf + len, 1);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || buf[len] == '\n')
-			break;
-		len++;
-	}
-	close(fd);
-	return len == 2 && memcmp(buf, "go", 2) == 0;
+	if (len == 0 || len % sizeof(struct sock_filter) != 0)
+		fail_msg("seccomp: not a BPF program");
+	prog.len = len / sizeof(struct sock_filter);
+	prog.filter = (struct sock_filter *)buf;
+	return prog;
 }
 
-static int decode(int wstatus)
+static void load_filter(struct sock_fprog *prog, unsigned int flags)
 {
-	if (WIFEXITED(wstatus))
-		return WEXITSTATUS(wstatus);
-	if (WIFSIGNALED(wstatus))
-		return 128 + WTERMSIG(wstatus);
-	return 255;
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, prog) != 0)
+		fail("loading the seccomp filter");
+}
+
+static int last_cap(void)
+{
+	char buf[16] = "";
+	int fd = open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC);
+	int last = CAP_LAST_CAP;
+
+	if (fd >= 0) {
+		if (read(fd, buf, sizeof(buf) - 1) > 0)
+			last = atoi(buf);
+		close(fd);
+	}
+	return last;
+}
+
+static void set_caps(const struct process *p)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[2];
+
+	for (int i = 0; i < 2; i++) {
+		data[i].effective = (uint32_t)(p->effective >> (32 * i));
+		data[i].permitted = (uint32_t)(p->permitted >> (32 * i));
+		data[i].inheritable = (uint32_t)(p->inheritable >> (32 * i));
+	}
+	if (syscall(SYS_capset, &hdr, data) != 0)
+		fail("capset (effective, permitted, inheritable)");
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+		fail("clearing the ambient capabilities");
+	for (int cap = 0; cap < 64; cap++) {
+		if (!(p->ambient & (1ULL << cap)))
+			continue;
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0) {
+			fprintf(stderr, "lxcri-init: raising ambient capability %d (it must be "
+				"permitted and inheritable too): %s\n", cap, strerror(errno));
+			_exit(1);
+		}
+	}
+}
+
+static void reset_signals(void)
+{
+	sigset_t none;
+
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL); /* SIGKILL, SIGSTOP and the libc-reserved ones fail: fine */
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 int main(int argc, char *argv[])
 {
-	sigset_t all, old;
-	char **program = NULL;
-	pid_t child;
+	struct process p;
+	struct sock_fprog filter = {0};
+	char **program;
+	int exec_fd;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0) {
-			program = &argv[i + 1];
-			break;
+	if (argc > 1)
+		dir = argv[1];
+	close_from(3); /* LXC hands its log file over as -o /proc/1/fd/N */
+	program = read_argv();
+	read_process(&p);
+	if (p.seccomp)
+		filter = read_filter();
+	null_stdio();
+	/* LXC made this process a session leader already when it has a terminal; otherwise
+	 * setsid() makes it one, as runc's init is (its own session). */
+	setsid();
+	if (isatty(STDIN_FILENO))
+		ioctl(STDIN_FILENO, TIOCSCTTY, 0);
+	/* The runtime holds the read end; without a reader (the runtime is gone) there is
+	 * nobody to tell. */
+	exec_fd = open(in_dir("exec"), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	(void)exec_fd;
+
+	/* linux.rootfsPropagation, after LXC's pivot_root (before it, "shared" made the pivot
+	 * fail with EINVAL) and after LXC's own remount of the new root as shared: runc sets it
+	 * at the same point (libcontainer/rootfs_linux.go, rootfsParentMountPrivate/pivot). */
+	if (p.propagation && mount(NULL, "/", NULL, p.propagation, NULL) != 0)
+		fail("setting the propagation of /");
+	for (int i = 0; i < p.nrlimits; i++) {
+		if (setrlimit(p.rlimits[i].resource, &p.rlimits[i].limit) != 0)
+			fail("setrlimit");
+	}
+	if (p.seccomp && !p.nnp)
+		load_filter(&filter, p.seccomp_flags);
+	if (p.caps) {
+		int last = last_cap();
+
+		for (int cap = 0; cap <= last && cap < 64; cap++) {
+			if (!(p.bounding & (1ULL << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
+				fail("dropping from the bounding set");
 		}
+		if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)
+			fail("PR_SET_KEEPCAPS");
 	}
-	if (!program)
-		program = read_argv();
-	if (!program || !program[0]) {
-		fprintf(stderr, "lxcri-init: no program: %s is missing or empty and no \"-- PROGRAM\" "
-			"was given\n", ARGV_FILE);
-		return 1;
+	/* Before the uid change, as root; again after it when root could not (runc does both). */
+	int cwd_done = !p.cwd || chdir(p.cwd) == 0;
+
+	/* In a user namespace whose setgroups is "deny", only an empty list is allowed: skip. */
+	if (setgroups(p.ngroups, p.groups) != 0 && !(errno == EPERM && p.ngroups == 0))
+		fail("setgroups");
+	if (setresgid(p.gid, p.gid, p.gid) != 0)
+		fail("setresgid");
+	if (setresuid(p.uid, p.uid, p.uid) != 0)
+		fail("setresuid");
+	if (!cwd_done && chdir(p.cwd) != 0)
+		fail(p.cwd);
+	if (p.caps) {
+		if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)
+			fail("PR_SET_KEEPCAPS");
+		set_caps(&p);
 	}
-	/* LXC hands its log file over as -o /proc/1/fd/N: a host file CRIU could not dump. */
-	close_from(3);
-	if (access(GATE_FILE, F_OK) == 0 && !gate_passed())
-		return 1;
+	if (p.nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		fail("PR_SET_NO_NEW_PRIVS");
+	reset_signals();
+	if (p.seccomp && p.nnp)
+		load_filter(&filter, p.seccomp_flags);
+	execvp(program[0], program);
+	{
+		int err = errno;
 
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, &old);
-
-	child = fork();
-	if (child < 0) {
-		perror("lxcri-init: fork");
-		return 1;
-	}
-	if (child == 0) {
-		sigprocmask(SIG_SETMASK, &old, NULL);
-		null_stdio();
-		if (setsid() < 0)
-			perror("lxcri-init: setsid");
-		if (isatty(STDIN_FILENO))
-			ioctl(STDIN_FILENO, TIOCSCTTY, 0);
-		execvp(program[0], program);
-		fprintf(stderr, "lxcri-init: %s: %s\n", program[0], strerror(errno));
-		_exit(errno == ENOENT ? 127 : 126);
-	}
-
-	/* The program keeps the container's stdio; PID 1 lets go of its copies so that it holds
-	 * nothing from outside the container (its stdio may be a host FIFO or pipe). */
-	int null = open("/dev/null", O_RDWR);
-	if (null >= 0) {
-		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
-		if (null > 2)
-			close(null);
-	}
-
-	for (;;) {
-		siginfo_t info;
-		int sig = sigwaitinfo(&all, &info);
-
-		if (sig < 0)
-			continue;
-		if (sig != SIGCHLD) {
-			kill(child, sig);
-			continue;
-		}
-		for (;;) {
-			int wstatus;
-			pid_t pid = waitpid(-1, &wstatus, WNOHANG);
-
-			if (pid <= 0)
-				break;
-			if (pid == child) {
-				int status = decode(wstatus);
-
-				write_status(status);
-				return status;
-			}
-		}
+		fprintf(stderr, "lxcri-init: exec %s: %s\n", program[0], strerror(err));
+		_exit(err == ENOENT ? 127 : 126);
 	}
 }

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from runtime import errdefs
-from runtime.lxc import config
+from runtime.lxc import config, seccomp
 from runtime.lxc.mountpoints import Plan, Target
 from runtime.lxc.resources import CgroupHost
 from tests.unit.lxc.specs import CASES, CTR_DEFAULT, CTR_SECCOMP, EVERYTHING, MINIMAL, POD_MEMBER
@@ -34,7 +34,6 @@ def params(**overrides: Any) -> config.Params:
         gate="/bin/sh /usr/lib/lxcri/gate.sh /run/s/c1", log_file="/run/s/c1/lxc.log",
         default_hostname="c1", shim_pid=4242,
         source_is_dir=lambda path: not path.endswith("hosts"), cgroup=HYBRID,
-        seccomp_path="/var/lib/lxc/default-c1/seccomp",
         path_helper="python3 -I -S /usr/lib/lxcri/rootpath.py")
     base.update(overrides)
     return config.Params(**base)
@@ -69,8 +68,9 @@ def test_golden_cgroup_v2(case: str) -> None:
 @pytest.mark.parametrize("case", ["ctr-seccomp", "everything"])
 def test_golden_seccomp(case: str) -> None:
     notes: list[str] = []
-    text = config.seccomp_policy(copy.deepcopy(CASES[case]), notes)
-    assert text is not None
+    policy = config.seccomp_policy(copy.deepcopy(CASES[case]), notes)
+    assert policy is not None
+    text = seccomp.describe(policy)
     _golden(GOLDEN_SECCOMP / f"{case}.seccomp", text + "".join(f"# {n}\n" for n in notes))
 
 
@@ -135,18 +135,19 @@ def test_downgrades_are_reported_not_dropped_silently() -> None:
     assert not any(n.startswith("process.apparmorProfile") for n in with_apparmor)
 
 
-def test_bounding_set_is_lxc_cap_keep() -> None:
-    k = keys(copy.deepcopy(CTR_DEFAULT))
-    assert k["lxc.cap.keep"][0].split()[:3] == ["chown", "dac_override", "fsetid"]
-    spec = copy.deepcopy(MINIMAL)
-    spec["process"]["capabilities"] = {"bounding": []}
-    assert keys(spec)["lxc.cap.keep"] == ["none"]
+def test_process_settings_are_the_inits_not_lxcs() -> None:
+    # Capabilities, user, groups, rlimits, no_new_privs, seccomp: the in-container init
+    # applies them (runtime.lxc.security.process_directives); LXC would confine itself.
+    k = keys(copy.deepcopy(EVERYTHING))
+    for key in ("lxc.cap.keep", "lxc.cap.drop", "lxc.init.uid", "lxc.init.gid",
+                "lxc.init.groups", "lxc.no_new_privs", "lxc.seccomp.profile"):
+        assert key not in k, key
+    assert not [key for key in k if key.startswith("lxc.prlimit")]
 
 
-def test_non_root_capability_sets_are_downgraded_with_a_note() -> None:
+def test_all_five_capability_sets_are_the_inits_without_a_downgrade() -> None:
     notes = config.downgrades(copy.deepcopy(EVERYTHING), params())
-    for name in ("effective", "permitted", "inheritable", "ambient"):
-        assert any(n.startswith(f"process.capabilities.{name}:") for n in notes), name
+    assert not [n for n in notes if n.startswith("process.capabilities")]
 
 
 def test_readonly_root_and_paths_go_to_the_mount_hook() -> None:
@@ -233,14 +234,15 @@ def test_v1_and_v2_resources() -> None:
     assert v2["lxc.cgroup2.cpu.weight"] == str(1 + (510 * 9999) // 262142)
 
 
-def test_seccomp_policy_renders_errno_and_arguments() -> None:
-    text = config.seccomp_policy(copy.deepcopy(EVERYTHING))
-    assert text is not None
-    lines = text.splitlines()
-    assert lines[:3] == ["2", "denylist", "[all]"]
-    assert "mkdir errno 13" in lines
-    assert "clone errno 1 [0,0,SCMP_CMP_MASKED_EQ,2114060288]" in lines
-    assert config.seccomp_policy(copy.deepcopy(CTR_SECCOMP)).startswith("2\nallowlist errno 1\n")
+def test_seccomp_policy_keeps_errno_and_arguments() -> None:
+    policy = config.seccomp_policy(copy.deepcopy(EVERYTHING))
+    assert policy is not None
+    lines = seccomp.describe(policy).splitlines()
+    assert lines[0] == "default allow"
+    assert "mkdir,mkdirat errno 13" in lines
+    assert "clone errno 1 [0 MASKED_EQ 2114060288 0]" in lines
+    ctr = config.seccomp_policy(copy.deepcopy(CTR_SECCOMP))
+    assert ctr is not None and seccomp.describe(ctr).startswith("default errno 1\n")
 
 
 @pytest.mark.parametrize(("sysctl", "message"), [
@@ -301,10 +303,10 @@ _DELETE = object()
     ("linux.namespaces", [{"type": "pid"}, {"type": "mount"},
                           {"type": "network", "path": "netns"}],
      errdefs.InvalidArgument, "linux.namespaces[2].path"),
-    ("linux.namespaces", [{"type": "mount"}], errdefs.NotImplementedErr,
-     "a new pid namespace is required"),
-    ("linux.namespaces", [{"type": "pid", "path": "/proc/1/ns/pid"}, {"type": "mount"}],
-     errdefs.NotImplementedErr, "joining a pid namespace"),
+    ("linux.namespaces", [{"type": "pid"}], errdefs.NotImplementedErr,
+     "a new mount namespace is required"),
+    ("linux.namespaces", [{"type": "pid"}, {"type": "mount", "path": "/proc/1/ns/mnt"}],
+     errdefs.NotImplementedErr, "joining a mount namespace"),
     ("linux.namespaces", [{"type": "pid"}, {"type": "mount"}, {"type": "user"}],
      errdefs.InvalidArgument, "linux.uidMappings: a user namespace needs"),
     ("linux.namespaces", [{"type": "pid"}, {"type": "mount"}, {"type": "time"}],
@@ -315,6 +317,15 @@ def test_validation_names_the_field(path: str, value: Any, error: type[Exception
     with pytest.raises(error, match=field.replace("[", r"\[").replace("]", r"\]")
                        .replace(".", r"\.")):
         config.lxc_config(_with(path, value), params())
+
+
+def test_pid_namespace_joined_by_path_or_the_runtimes_own() -> None:
+    spec = copy.deepcopy(MINIMAL)
+    spec["linux"]["namespaces"] = [{"type": "pid", "path": "/proc/77/ns/pid"},
+                                   {"type": "mount"}]
+    assert keys(spec)["lxc.namespace.share.pid"] == ["/proc/77/ns/pid"]
+    spec["linux"]["namespaces"] = [{"type": "mount"}]  # hostPID
+    assert keys(spec)["lxc.namespace.share.pid"] == ["/proc/4242/ns/pid"]
 
 
 def test_hostname_without_a_new_uts_namespace_is_refused() -> None:

@@ -60,7 +60,7 @@ def params() -> config.Params:
     return config.Params(name="default-c1", rootfs="/run/b/c1/rootfs",
                          gate="/bin/sh /usr/lib/lxcri/gate.sh /run/s/c1",
                          log_file="/run/s/c1/lxc.log", default_hostname="c1", shim_pid=4242,
-                         cgroup=UNIFIED, seccomp_path="/var/lib/lxc/default-c1/seccomp")
+                         cgroup=UNIFIED)
 
 
 #: A valid spec with every string field that reaches the LXC config text.
@@ -372,7 +372,7 @@ def test_a_lone_surrogate_anywhere_is_refused_by_name() -> None:
 
 
 def test_args_and_annotations_may_hold_line_breaks() -> None:
-    # They never reach the config text: argv goes on lxc-execute's command line, annotations
+    # They never reach the config text: argv goes in the init's own file, annotations
     # stay in the runtime's state (Kubernetes puts multi-line JSON in annotations).
     spec = copy.deepcopy(BASE)
     spec["process"]["args"] = ["/bin/sh", "-c", "echo a\r\necho b"]

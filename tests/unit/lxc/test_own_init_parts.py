@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import stat
 from pathlib import Path
 
 from runtime.lxc import config as lxcconf
@@ -19,7 +20,7 @@ def _params(**extra: object) -> lxcconf.Params:
 
 def test_own_init_mounts_its_directory_on_dev_and_becomes_init_cmd() -> None:
     lines = lxcconf.lxc_config(copy.deepcopy(CTR_DEFAULT), _params(own_init_dir="/run/x y/init"))
-    entry = ("lxc.mount.entry", r"/run/x\040y/init dev/.lxcri none bind,create=dir 0 0")
+    entry = ("lxc.mount.entry", r"/run/x\040y/init dev/.lxcri none bind,ro,create=dir 0 0")
     at = lines.index(entry)
     assert lines[at + 1] == ("lxc.init.cmd", "/dev/.lxcri/init.lxc")
     # After the spec's own mounts (ctr's /dev/shm, /dev/mqueue, …), which it must not shadow.
@@ -37,20 +38,23 @@ def test_without_own_init_nothing_changes_and_a_restore_has_no_gate() -> None:
     assert not [k for k, _ in restored if k == "lxc.hook.start-host"]
 
 
-def test_prepare_writes_argv_stdio_marks_and_a_writable_status(tmp_path: Path) -> None:
+def test_prepare_writes_argv_process_filter_stdio_marks_and_the_exec_fifo(
+        tmp_path: Path) -> None:
     binary = tmp_path / "bin"
     binary.write_bytes(b"\x7fELF")
     d = owninit.prepare(tmp_path, ["sh", "-c", "echo a b"], Stdio(stdout="/fifo"),
-                        binary=binary)
+                        "uid 0\n", b"\0" * 8, binary=binary)
     assert (d / "init.lxc").read_bytes() == b"\x7fELF"
     assert (d / "argv").read_bytes() == b"sh\0-c\0echo a b\0"
+    assert (d / "process").read_text() == "uid 0\n"
+    assert (d / "seccomp").read_bytes() == b"\0" * 8
     assert (d / "stdio").read_text() == "n-n"
-    assert (d / "status").stat().st_mode & 0o777 == 0o666
-    assert owninit.exit_status(d) is None  # nothing recorded yet
-    (d / "status").write_text("143\n")
-    assert owninit.exit_status(d) == 143
-    (d / "status").write_text("garbage")
-    assert owninit.exit_status(d) is None
+    assert stat.S_ISFIFO((d / owninit.EXEC_FIFO).stat().st_mode)
+    # An exec's files sit inside, with a link to the container's filter.
+    x, inside = owninit.prepare_exec(d, ["id"], "uid 1\n")
+    assert x.parent == d and inside == f"/dev/.lxcri/{x.name}"
+    assert (x / "argv").read_bytes() == b"id\0" and (x / "stdio").read_text() == "---"
+    assert os.path.samefile(x / "seccomp", d / "seccomp")
 
 
 def test_criu_errors_are_read_from_its_log(tmp_path: Path) -> None:
@@ -112,14 +116,15 @@ def test_masked_paths_get_the_one_entry_that_fits_when_the_kind_is_known() -> No
     assert sum(1 for k, v in plain if k == "lxc.mount.entry" and " proc/acpi " in v) == 2
 
 
-def test_read_only_paths_are_made_by_the_mount_hook_with_the_own_init() -> None:
+def test_read_only_paths_are_made_by_the_mount_hook_for_criu() -> None:
+    # Mount entries otherwise: no process per path on the common path.
     spec = copy.deepcopy(CTR_DEFAULT)
-    own = lxcconf.lxc_config(spec, _params(own_init_dir="/d"))
+    own = lxcconf.lxc_config(spec, _params(own_init_dir="/d", criu=True))
     assert not [v for k, v in own if k == "lxc.mount.entry" and ",ro," in f",{v.split()[3]},"
-                and "bind" in v]
+                and "bind" in v and v.split()[1] != "dev/.lxcri"]
     hook = [v for k, v in own if k == "lxc.hook.mount"]
     assert len(hook) == 1 and "p /proc/sys" in hook[0] and "p /proc/bus" in hook[0]
-    plain = lxcconf.lxc_config(spec, _params())
+    plain = lxcconf.lxc_config(spec, _params(own_init_dir="/d"))
     assert [v for k, v in plain if k == "lxc.mount.entry" and v.split()[1] == "proc/sys"]
 
 

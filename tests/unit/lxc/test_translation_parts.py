@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runtime import errdefs
-from runtime.lxc import resources, seccomp, setup_hooks
+from runtime.lxc import resources, seccomp, security, setup_hooks
 
 
 @pytest.mark.parametrize(("key", "ns"), [
@@ -55,18 +55,70 @@ def test_v2_swap_without_limit_and_unlimited_values() -> None:
                     "lxc.cgroup2.pids.max": "max", "lxc.cgroup2.cpu.max": "max 100000"}
 
 
-def test_seccomp_notify_is_refused_and_kill_process_downgraded() -> None:
+def test_seccomp_notify_is_refused_and_kill_process_is_exact() -> None:
     with pytest.raises(errdefs.NotImplementedErr, match="SCMP_ACT_NOTIFY"):
-        seccomp.render({"defaultAction": "SCMP_ACT_NOTIFY"}, [])
+        seccomp.plan({"defaultAction": "SCMP_ACT_NOTIFY"}, [])
     with pytest.raises(errdefs.NotImplementedErr, match="linux.seccomp.listenerPath"):
-        seccomp.render({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"}, [])
+        seccomp.plan({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"}, [])
     notes: list[str] = []
-    text = seccomp.render({"defaultAction": "SCMP_ACT_KILL_PROCESS",
-                           "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]},
-                          notes)
-    assert text == "2\nallowlist kill\n[all]\nread allow\n"
-    assert notes == ["linux.seccomp.defaultAction: SCMP_ACT_KILL_PROCESS downgraded to kill "
-                     "(thread)"]
+    f = seccomp.plan({"defaultAction": "SCMP_ACT_KILL_PROCESS",
+                      "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}, notes)
+    assert seccomp.describe(f) == "default kill_process\nflags 0\nread allow\n"
+    assert notes == []
+
+
+def test_seccomp_rules_equal_to_the_default_action_are_dropped_as_runc_does() -> None:
+    # libseccomp refuses a rule whose action is the default ("Failed to add rule for syscall
+    # personality"), also with argument conditions; runc drops every such rule.
+    f = seccomp.plan({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+         "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+        {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"},
+        {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}, [])
+    assert [(r.names, r.action) for r in f.rules] == [
+        (("read", "write"), seccomp.ACT_ALLOW), (("chmod",), seccomp.ACT_ERRNO | 13)]
+
+
+def test_seccomp_compiles_skipping_unknown_syscalls_and_splitting_repeated_args() -> None:
+    f = seccomp.plan({"defaultAction": "SCMP_ACT_ERRNO", "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+                      "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+                      "syscalls": [
+        {"names": ["read", "no_such_syscall_anywhere"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"},
+                  {"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}]}, [])
+    assert f.flags == 2
+    bpf = seccomp.compile_bpf(f)
+    assert bpf and len(bpf) % 8 == 0  # struct sock_filter is 8 bytes
+
+
+@pytest.mark.parametrize(("policy", "message"), [
+    ({"defaultAction": "SCMP_ACT_BOGUS"}, "defaultAction: unknown action"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["NOPE"]}, "flags\\[0\\]"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_ERRNO",
+         "args": [{"index": 7, "value": 0, "op": "SCMP_CMP_EQ"}]}]}, "args\\[0\\].index"),
+])
+def test_seccomp_bad_input_names_the_field(policy: dict[str, Any], message: str) -> None:
+    with pytest.raises(errdefs.InvalidArgument, match=message):
+        seccomp.plan(policy, [])
+
+
+def test_process_directives_carry_user_groups_rlimits_caps_and_order_flags() -> None:
+    text = security.process_directives({
+        "user": {"uid": 1000, "gid": 1001, "additionalGids": [10, 1234]},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
+        "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"],
+                         "permitted": ["CAP_KILL"], "inheritable": [], "ambient": []},
+        "noNewPrivileges": True, "cwd": "/w"}, [], seccomp_flags=0)
+    assert text.splitlines() == ["uid 1000", "gid 1001", "groups 10 1234", "rlimit 7 1024 4096",
+                                 "caps 21 20 20 0 0", "nnp", "cwd /w", "seccomp 0"]
+    # No capabilities object: nothing changed (runc too); no groups: an empty list (cleared).
+    assert security.process_directives({}, []).splitlines() == ["uid 0", "gid 0", "groups"]
+    with pytest.raises(errdefs.InvalidArgument, match="process.rlimits\\[0\\].type"):
+        security.process_directives({"rlimits": [{"type": "RLIMIT_BOGUS", "soft": 1,
+                                                  "hard": 1}]}, [])
 
 
 def test_device_hook_quotes_paths_and_skips_lxc_nodes() -> None:
