@@ -124,9 +124,6 @@ class HookPoints:
     def __bool__(self) -> bool:
         return bool(self.spec.get("hooks"))
 
-    def has(self, kind: str) -> bool:
-        return bool(hooks_of(self.spec, kind))
-
     async def created(self, pid: int) -> None:
         """prestart, createRuntime, createContainer: on the host, fatal."""
         for kind in ("prestart", "createRuntime", "createContainer"):

@@ -116,36 +116,6 @@ def prepare_exec(init_dir: Path, args: list[str], directives: str) -> tuple[Path
     return d, f"{MOUNT_POINT}/{d.name}"
 
 
-async def wait_for_exec(fd: int, pid: int) -> None:
-    """Until the exec FIFO's read end ``fd`` reads EOF (the init has exec'd the program, or
-    died) or process ``pid`` has ended; for a waiter that is not the container's owner (the
-    CLI's ``start``)."""
-    import asyncio
-
-    from runtime.stdio import fd_ready
-
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return
-    try:
-        while True:
-            ready = asyncio.ensure_future(fd_ready(fd))
-            died = asyncio.ensure_future(fd_ready(pidfd))
-            done, _ = await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
-            ready.cancel()
-            died.cancel()
-            if died in done:
-                return
-            try:
-                if os.read(fd, 64) == b"":
-                    return
-            except BlockingIOError:
-                continue
-    finally:
-        os.close(pidfd)
-
-
 def open_exec_fifo(init_dir: Path) -> int:
     """The read end of the init's ``exec`` FIFO (non-blocking, never blocks to open): it reads
     EOF once the init has exec'd the program (or died)."""

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from runtime.errdefs import InvalidArgument
+from runtime.lxc import owninit, security
 from runtime.lxc.exec import AttachContext, attach_argv
 from shim.oci_cli import exec_process
 
@@ -50,14 +51,14 @@ def test_a_process_file_is_taken_whole(tmp_path: Path) -> None:
 
 
 def test_the_shims_exec_code_turns_it_into_the_same_lxc_attach_line(tmp_path: Path) -> None:
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "id").write_text("")
-    (tmp_path / "bin" / "id").chmod(0o755)
-    (tmp_path / "bin" / "sh").write_text("")
-    (tmp_path / "bin" / "sh").chmod(0o755)
+    # lxc-attach runs the container's init with the exec's files; user, groups and the
+    # working directory are the init's process directives (lxc-attach has no options for
+    # groups or cwd).
     ctx = AttachContext(None, "lxc-attach", tmp_path / "lxc", "cli-c1",  # type: ignore[arg-type]
-                        tmp_path)
-    argv = attach_argv(ctx, exec_process(args("id"), SPEC))
-    assert argv[argv.index("-u") + 1] == "1000" and argv[argv.index("-g") + 1] == "1001"
+                        tmp_path, tmp_path / "init")
+    process = exec_process(args("id"), SPEC)
+    argv = attach_argv(ctx, process, "/dev/.lxcri/x-1")
+    assert argv[-3:] == ["--", owninit.INIT_PATH, "/dev/.lxcri/x-1"]
     assert ["-v", "A=1"] == argv[argv.index("A=1") - 1:argv.index("A=1") + 1]
-    assert "/srv" in argv  # entered by the container's /bin/sh (lxc-attach has no cwd option)
+    lines = security.process_directives(process, []).splitlines()
+    assert "uid 1000" in lines and "gid 1001" in lines and "cwd /srv" in lines
