@@ -357,7 +357,8 @@ class LxcBackend:
         bpf = seccomp.compile_bpf(policy) if policy is not None else None
         init_dir = owninit.prepare(
             config.state_dir, process["args"], config.stdio, directives, bpf,
-            inherited=self._inherit_stdio and config.stdio == Stdio())
+            inherited=self._inherit_stdio and config.stdio == Stdio(),
+            shared_dir=self._lxcpath.parent / "init-cache")
         undo.callback(shutil.rmtree, init_dir, True)
         # Mount points are made here, inside the rootfs, never by LXC through image symlinks.
         plan = prepare_mount_points(config.spec, rootfs, lxcconf.PROVIDED_BY_LXC)

@@ -61,7 +61,12 @@ def attach_argv(ctx: AttachContext, process: dict[str, Any], files: str) -> list
     """The ``lxc-attach`` command line for an OCI ``Process`` whose init files are at
     ``files`` inside the container (:func:`runtime.lxc.owninit.prepare_exec`)."""
     env = [e for e in process.get("env") or [] if isinstance(e, str) and "=" in e]
-    argv = [ctx.lxc_attach, "-q", "-P", str(ctx.lxcpath), "-n", ctx.name, "--clear-env"]
+    # As root with every capability (-e CAP: lxc-attach would otherwise cut the bounding set
+    # to the container's first process's, after which its execve of the init leaves no
+    # capability to switch users with, measured): the init then applies the exec's user and
+    # capabilities itself, as runc's setns init does.
+    argv = [ctx.lxc_attach, "-q", "-P", str(ctx.lxcpath), "-n", ctx.name, "--clear-env",
+            "-u", "0", "-g", "0", "--elevated-privileges=CAP"]
     for e in env:
         argv += ["-v", e]
     return [*argv, "--", owninit.INIT_PATH, files]

@@ -56,16 +56,20 @@ EXEC_FIFO = "exec"
 
 def prepare(state_dir: Path, args: list[str], stdio: Stdio, directives: str,
             seccomp: bytes | None = None, binary: Path = BINARY, *,
-            inherited: bool = False) -> Path:
+            inherited: bool = False, shared_dir: Path | None = None) -> Path:
     """Create the per-container directory; returns its host path. ``inherited``: the
-    container has the caller's stdio (the CLI's pass-through), kept as it is."""
+    container has the caller's stdio (the CLI's pass-through), kept as it is. ``shared_dir``:
+    where one copy of the binary per build is kept for hard links (else a copy each)."""
     if not binary.is_file():
         raise errdefs.FailedPrecondition(
             f"{binary}: the container init is not built "
             "(run `make setup`, which compiles runtime/lxc/init/lxcri-init.c)")
     d = state_dir / DIR_NAME
     d.mkdir(mode=0o755, exist_ok=True)
-    _place_binary(binary, state_dir.parent, d / "init.lxc")
+    if shared_dir is None:
+        shutil.copy2(binary, d / "init.lxc")
+    else:
+        _place_binary(binary, shared_dir, d / "init.lxc")
     marks = "".join("n" if not path and not inherited else "-"
                     for path in (stdio.stdin, stdio.stdout, stdio.stderr))
     _write_files(d, args, directives, seccomp, marks)
@@ -76,11 +80,12 @@ def prepare(state_dir: Path, args: list[str], stdio: Stdio, directives: str,
 
 
 def _place_binary(binary: Path, shared_dir: Path, target: Path) -> None:
-    """A hard link to one shared copy of the binary per build, next to the containers' state
-    directories (same filesystem): a copy per container cost ~0.8 MB of tmpfs each."""
+    """A hard link to one shared copy of the binary per build (on the state directories'
+    filesystem): a copy per container cost ~0.8 MB of tmpfs each."""
     st = binary.stat()
-    shared = shared_dir / f".lxcri-init-{st.st_size}-{st.st_mtime_ns}"
+    shared = shared_dir / f"lxcri-init-{st.st_size}-{st.st_mtime_ns}"
     try:
+        shared_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         if not shared.exists():
             tmp = shared.with_name(f"{shared.name}.{os.getpid()}.tmp")
             shutil.copy2(binary, tmp)

@@ -376,8 +376,11 @@ int main(int argc, char *argv[])
 	if (p.caps) {
 		int last = last_cap();
 
+		/* Only what is still there: lxc-attach gives an exec the container's bounding set
+		 * already, and dropping needs CAP_SETPCAP, which that set may lack (measured). */
 		for (int cap = 0; cap <= last && cap < 64; cap++) {
-			if (!(p.bounding & (1ULL << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
+			if (!(p.bounding & (1ULL << cap)) && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 &&
+			    prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
 				fail("dropping from the bounding set");
 		}
 		if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)
