@@ -178,8 +178,6 @@ class _Prepared:
     config_text: str
     #: The in-container init's directory (runtime.lxc.owninit).
     init_dir: Path
-    #: The flags of the seccomp filter (exec's apply it too), None without one.
-    seccomp_flags: int | None = None
 
 
 #: The monitor ``make setup`` builds (runtime/lxc/init/lxcri-start.c).
@@ -379,8 +377,7 @@ class LxcBackend:
         text = lxcconf.render(lxcconf.lxc_config(config.spec, params, notes))
         for note in notes:  # DESIGN.md section 8: a downgrade is logged, never silent
             log.warning("downgraded: %s", note, extra={"container_id": config.id})
-        return _Prepared(name, rootfs, text, init_dir,
-                         policy.flags if policy is not None else None)
+        return _Prepared(name, rootfs, text, init_dir)
 
     def _rootfs_mount(self) -> str:
         """LXC's compiled-in ``lxc.rootfs.mount`` where it exists (Debian and Proxmox: the

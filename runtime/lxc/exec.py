@@ -53,8 +53,6 @@ class AttachContext:
     inherit_stdio: bool = False
     #: lxc-checkpoint, for the container's process checkpoint (runtime.lxc.checkpoint).
     lxc_checkpoint: str = "lxc-checkpoint"
-    #: The flags of the container's seccomp filter, None without a filter.
-    seccomp_flags: int | None = None
 
 
 def attach_argv(ctx: AttachContext, process: dict[str, Any], files: str) -> list[str]:
@@ -81,7 +79,17 @@ async def start_exec(ctx: AttachContext, config: ExecConfig, *,
     # A clear error now rather than status 127 from the init.
     look_path(ctx.rootfs, args[0], env, process.get("cwd") or "/")
     notes: list[str] = []
-    directives = security.process_directives(process, notes, seccomp_flags=ctx.seccomp_flags)
+    directives = security.process_directives(process, notes)
+    # The container's seccomp filter confines its execs too (runc), with its flags.
+    seccomp = owninit.container_directive(ctx.init_dir, "seccomp")
+    if seccomp is not None:
+        directives += seccomp + "\n"
+    if process.get("capabilities") is None:
+        # runc gives such an exec the container's capabilities; lxc-attach starts the init
+        # with all of them (--elevated-privileges=CAP), so they must be said.
+        caps = owninit.container_directive(ctx.init_dir, "caps")
+        if caps is not None:
+            directives += caps + "\n"
     files, inside = owninit.prepare_exec(ctx.init_dir, args, directives)
     io = None
     try:

@@ -121,6 +121,15 @@ def prepare_exec(init_dir: Path, args: list[str], directives: str) -> tuple[Path
     return d, f"{MOUNT_POINT}/{d.name}"
 
 
+def container_directive(init_dir: Path, keyword: str) -> str | None:
+    """The container's own ``keyword`` line of its process file (e.g. "caps ..."), or None."""
+    try:
+        text = (init_dir / "process").read_text()
+    except OSError:
+        return None
+    return next((ln for ln in text.splitlines() if ln.split(" ", 1)[0] == keyword), None)
+
+
 def open_exec_fifo(init_dir: Path) -> int:
     """The read end of the init's ``exec`` FIFO (non-blocking, never blocks to open): it reads
     EOF once the init has exec'd the program (or died)."""

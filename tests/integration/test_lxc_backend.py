@@ -615,3 +615,32 @@ async def test_host_pid_namespace_and_its_execs(env: Env) -> None:
             os.close(reader)
     handle.kill(signal.SIGKILL)
     assert await asyncio.wait_for(handle.wait(), 10) == 137
+
+
+@pytest.mark.asyncio
+async def test_an_exec_gets_the_containers_seccomp_filter_and_capabilities(env: Env) -> None:
+    # The exec's process says nothing of capabilities (the OCI CLI's --process may not): it
+    # gets the container's, as under runc, not lxc-attach's full set.
+    cfg = env.config(["sleep", "60"])
+    cfg.spec["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}
+    cfg.spec["process"]["capabilities"] = {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"],
+                                           "permitted": ["CAP_KILL"]}
+    handle = await env.create(cfg)
+    await handle.start()
+    out = env.fifo("x")
+    reader = open_reader(out)
+    try:
+        script = ("grep -E '^(Seccomp|CapEff|CapBnd):' /proc/self/status; "
+                  "mkdir /tmp/nope 2>/dev/null || echo denied")
+        ex = await handle.exec(ExecConfig(exec_id="s1", stdio=Stdio(stdout=str(out)),
+                                          process={"args": ["sh", "-c", script],
+                                                   "env": ["PATH=/bin"], "cwd": "/"}))
+        assert await ex.wait() == 0
+        fields = read_fifo_after_exit(reader).decode().split()
+    finally:
+        os.close(reader)
+    kill = format(1 << 5, "016x")  # CAP_KILL
+    assert fields == ["CapEff:", kill, "CapBnd:", kill, "Seccomp:", "2", "denied"]
+    handle.kill(signal.SIGKILL)
+    assert await asyncio.wait_for(handle.wait(), 10) == 137
