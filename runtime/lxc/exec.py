@@ -27,7 +27,7 @@ from typing import Any
 
 from runtime import errdefs
 from runtime.lxc import owninit, security
-from runtime.lxc.rootfs import look_path
+from runtime.lxc.rootfs import look_path, resolve_in_rootfs
 from runtime.reaper import Child, Reaper
 from runtime.stdio import ProcessIO, TerminalIO, open_stdio
 from runtime.types import ExecConfig, Stdio
@@ -46,8 +46,9 @@ class AttachContext:
     lxcpath: Path
     name: str
     rootfs: Path
-    #: The container's init directory (runtime.lxc.owninit).
-    init_dir: Path
+    #: The container's init directory (runtime.lxc.owninit); None for a container without the
+    #: LXC backend's init (a Proxmox CT): plain lxc-attach then (plain_attach_argv).
+    init_dir: Path | None = None
     #: An exec without stdio paths gets the caller's stdin, stdout and stderr (the OCI CLI's
     #: pass-through, like ``runc exec``) instead of /dev/null.
     inherit_stdio: bool = False
@@ -70,9 +71,37 @@ def attach_argv(ctx: AttachContext, process: dict[str, Any], files: str) -> list
     return [*argv, "--", owninit.INIT_PATH, files]
 
 
+_CD_SCRIPT = 'cd -- "$1" || exit 126; shift; exec "$@"'
+
+
+def plain_attach_argv(ctx: AttachContext, process: dict[str, Any]) -> list[str]:
+    """``lxc-attach`` running the program itself, for a container without the project's
+    exec-capable init (the Proxmox backend's CTs): user and gid by lxc-attach, a cwd other
+    than / through the image's /bin/sh (lxc-attach has no working-directory option)."""
+    args = process.get("args") or []
+    env = [e for e in process.get("env") or [] if isinstance(e, str) and "=" in e]
+    cwd = process.get("cwd") or "/"
+    user = process.get("user") or {}
+    program = look_path(ctx.rootfs, args[0], env, cwd)
+    argv = [ctx.lxc_attach, "-q", "-P", str(ctx.lxcpath), "-n", ctx.name, "--clear-env",
+            "-u", str(int(user.get("uid", 0))), "-g", str(int(user.get("gid", 0)))]
+    for e in env:
+        argv += ["-v", e]
+    argv.append("--")
+    if cwd.rstrip("/") in ("",):
+        return [*argv, program, *args[1:]]
+    if not resolve_in_rootfs(ctx.rootfs, "/bin/sh").exists():
+        raise errdefs.InvalidArgument(
+            f"cwd: {cwd}: an exec outside / needs /bin/sh in the image (lxc-attach has no "
+            "working-directory option)")
+    return [*argv, "/bin/sh", "-c", _CD_SCRIPT, "sh", cwd, program, *args[1:]]
+
+
 async def start_exec(ctx: AttachContext, config: ExecConfig, *,
                      shared_pid_ns: bool = False) -> LxcExec:
     """``shared_pid_ns``: the container runs in the runtime's PID namespace (hostPID)."""
+    if ctx.init_dir is None:
+        return await _start_plain_exec(ctx, config, shared_pid_ns)
     process = config.process
     args = process.get("args") or []
     env = [e for e in process.get("env") or [] if isinstance(e, str) and "=" in e]
@@ -110,6 +139,26 @@ async def start_exec(ctx: AttachContext, config: ExecConfig, *,
     io.spawned()
     pid = await _attached_pid(child, shared_pid_ns)
     return LxcExec(child, io, pid, files)
+
+
+async def _start_plain_exec(ctx: AttachContext, config: ExecConfig,
+                            shared_pid_ns: bool) -> LxcExec:
+    if ctx.inherit_stdio and config.stdio == Stdio():
+        io = ProcessIO(stdin=0, stdout=1, stderr=2)
+        io.ctty = bool(config.process.get("terminal")) and os.isatty(0)
+    else:
+        io = open_stdio(config.stdio, config.process.get("consoleSize"))
+    try:
+        child = ctx.reaper.spawn(plain_attach_argv(ctx, config.process), stdin=io.stdin,
+                                 stdout=io.stdout, stderr=io.stderr, env=_HOST_ENV, cwd="/",
+                                 new_session=True, controlling_tty=io.ctty,
+                                 umask=(config.process.get("user") or {}).get("umask"))
+    except BaseException:
+        io.close()
+        raise
+    io.spawned()
+    pid = await _attached_pid(child, shared_pid_ns)
+    return LxcExec(child, io, pid)
 
 
 async def _attached_pid(child: Child, shared_pid_ns: bool = False) -> int:

@@ -113,6 +113,31 @@ def process_directives(process: dict[str, Any], notes: list[str], *,
     return "".join(f"{line}\n" for line in lines)
 
 
+def configure_capabilities(process: dict[str, Any], notes: list[str]) -> list[Line]:
+    """The bounding set as ``lxc.cap.keep`` (``none`` for an empty set), with a note for what
+    LXC then gives the other sets. Not the LXC backend's (its init applies all five sets):
+    the Proxmox backend's CTs, whose init is Proxmox's start, use it (runtime.proxmox)."""
+    caps = process.get("capabilities")
+    if caps is None:
+        # No capabilities object: LXC keeps every capability (what runc does for a nil set).
+        notes.append("process.capabilities: absent, the container keeps all capabilities")
+        return []
+    bounding = list(caps.get("bounding") or [])
+    keep = " ".join(c.removeprefix("CAP_").lower() for c in bounding) or "none"
+    uid = (process.get("user") or {}).get("uid", 0)
+    for name in ("effective", "permitted"):
+        asked = set(caps.get(name) or [])
+        got = set(bounding) if uid == 0 else set()
+        if asked != got:
+            notes.append(f"process.capabilities.{name}: LXC gives "
+                         f"{'the bounding set' if uid == 0 else 'none to a non-root user'}, "
+                         "not the set asked")
+    for name in ("inheritable", "ambient"):
+        if caps.get(name):
+            notes.append(f"process.capabilities.{name}: not applied (LXC leaves it empty)")
+    return [("lxc.cap.keep", keep)]
+
+
 def configure_privileges(process: dict[str, Any]) -> list[Line]:
     """``oomScoreAdj``; the other privileges are the init's (:func:`process_directives`)."""
     if process.get("oomScoreAdj") is not None:
