@@ -265,12 +265,7 @@ def test_update_container_resources(world: World, handler: str) -> None:
 # -- stop, OOM, restart -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("handler", [
-    "runc",
-    pytest.param(OURS, marks=pytest.mark.xfail(
-        reason="issue 13: LXC's init is PID 1; on TERM it kills everything within ~1 s "
-               "(the program-as-PID-1 start path is another helper's part)", strict=False)),
-])
+@pytest.mark.parametrize("handler", ["runc", OURS])
 def test_stop_waits_for_a_term_trap_within_the_grace_period(world: World, handler: str) -> None:
     with pod(world, handler) as p:
         cid = container(world, p, "sh", "-c",
