@@ -14,6 +14,7 @@ serve as a liveness probe or a monitoring check. Checks:
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
@@ -27,7 +28,14 @@ from typing import Any
 from runtime.cgroups import cgroup_mounts
 
 #: What runtime/lxc runs (grep "lxc-" runtime/lxc): missing, the matching RPC fails.
-LXC_TOOLS = ("lxc-start", "lxc-execute", "lxc-attach", "lxc-info", "lxc-checkpoint")
+LXC_TOOLS = ("lxc-start", "lxc-attach", "lxc-info", "lxc-checkpoint")
+
+
+def _built() -> dict[str, Path]:
+    """The project's own binaries every container needs (built by `make setup` / the .deb)."""
+    from runtime.lxc import backend, owninit
+
+    return {"monitor": backend.MONITOR, "init": owninit.BINARY}
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 V1_CONTROLLERS = ("memory", "pids", "cpu", "freezer")
 TIMEOUT_S = 10.0
@@ -56,7 +64,11 @@ def check_lxc() -> Check:
     if r.returncode != 0:
         return Check("lxc", "FAIL", f"lxc-start --version exited {r.returncode}: "
                                     f"{r.stderr.strip()[:200]}")
-    return Check("lxc", "ok", f"LXC {r.stdout.strip()}, {len(LXC_TOOLS)} tools found")
+    missing_bin = [f"{what} {p}" for what, p in _built().items() if not os.access(p, os.X_OK)]
+    if missing_bin:
+        return Check("lxc", "FAIL", f"not built: {', '.join(missing_bin)} (run `make setup`)")
+    return Check("lxc", "ok", f"LXC {r.stdout.strip()}, {len(LXC_TOOLS)} tools, the monitor "
+                              f"and the init found")
 
 
 def check_cgroups(mountinfo: str | None = None) -> Check:

@@ -90,7 +90,7 @@ def test_health_names_missing_lxc_tools_and_an_unreachable_api(
     empty.mkdir()
     r = cli("health", "--config", str(config), env={**state_root, "PATH": str(empty)})
     assert r.returncode == 1
-    assert "FAIL lxc: not on PATH: lxc-start, lxc-execute, lxc-attach" in r.stdout
+    assert "FAIL lxc: not on PATH: lxc-start, lxc-attach, lxc-info" in r.stdout
     assert f"FAIL proxmox api https://127.0.0.1:{port}: unreachable:" in r.stdout
     assert "ok   cgroups:" in r.stdout and "ok   state root:" in r.stdout
     assert "00000000-0000" not in r.stdout + r.stderr  # the secret is never shown
