@@ -1,10 +1,49 @@
 """The checks that pass on runc and fail on ``proxmox-lxcri``, each with its cause: the one
 list that docs/oci-support.md ("OCI runtime-tools validation") and the conformance test share.
-The test asserts every entry still fails (strict xfail), so a fix forces its removal here.
+The test asserts that every entry of the programs it runs still fails (strict xfail), so a fix
+forces the removal of its entry here; ``runtime_tools.py`` marks a difference not listed here
+as NEW and exits 1.
 
-Key: (program in ``suite.py``, check description as the program prints it).
+Key: (program in ``suite.py``, check description as the program prints it). Measured on
+2026-12-06 (LXC 5.0.2, runc 1.1.5, cgroup v1 host); issue 13 tracks the fixes.
 """
 
 from __future__ import annotations
 
-KNOWN: dict[tuple[str, str], str] = {}
+_PID1 = ("LXC's init (lxc-execute) is PID 1 of the container and the program runs as its "
+         "child (PID 2); issue 13 item 1")
+_CAPS_ROOT = ("LXC gives a uid-0 program the bounding set as effective and permitted, and "
+              "leaves inheritable and ambient empty (lxc.cap.keep is the only capability key); "
+              "issue 13 item 1")
+_CAPS_USER = ("LXC switches to a non-root uid without keeping capabilities: effective and "
+              "permitted are empty, inheritable and ambient never set; issue 13 item 1")
+
+KNOWN: dict[tuple[str, str], str] = {
+    ("default", "process is PID 1 of its PID namespace"): _PID1,
+    ("process_capabilities", "process.capabilities.effective is the CapEff set"): _CAPS_ROOT,
+    ("process_capabilities", "process.capabilities.permitted is the CapPrm set"): _CAPS_ROOT,
+    ("process_capabilities", "process.capabilities.inheritable is the CapInh set"): _CAPS_ROOT,
+    ("process_capabilities", "process.capabilities.ambient is the CapAmb set"): _CAPS_ROOT,
+    ("process_capabilities_nonroot", "process.capabilities.effective is the CapEff set"):
+        _CAPS_USER,
+    ("process_capabilities_nonroot", "process.capabilities.permitted is the CapPrm set"):
+        _CAPS_USER,
+    ("process_capabilities_nonroot", "process.capabilities.inheritable is the CapInh set"):
+        _CAPS_USER,
+    ("process_capabilities_nonroot", "process.capabilities.ambient is the CapAmb set"):
+        _CAPS_USER,
+    ("linux_rootfs_propagation", "linux.rootfsPropagation private"):
+        "LXC remounts the new root shared after pivot_root, whatever the spec asks; "
+        "issue 13 item 7",
+    ("linux_rootfs_propagation", "the container ran with rootfsPropagation shared"):
+        "the propagation is applied before the pivot, so lxc_pivot_root fails with EINVAL "
+        "and create fails; issue 13 item 7",
+    ("linux_cgroups", "linux.cgroupsPath places the process"):
+        "linux.cgroupsPath is not applied: the container sits in lxc.payload.<namespace>-<id> "
+        "at the top of each hierarchy (the limits themselves are applied there); "
+        "issue 13 item 2",
+    ("pidfile", "the pid file is state.pid"):
+        "--pid-file receives lxc-execute's PID (the process a subreaper can wait for, "
+        "docs/cli.md), state.pid the container init's; runc writes the program's PID to both; "
+        "issue 13 item 1",
+}
