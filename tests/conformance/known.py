@@ -18,6 +18,11 @@ _CAPS_ROOT = ("LXC gives a uid-0 program the bounding set as effective and permi
 _CAPS_USER = ("LXC switches to a non-root uid without keeping capabilities: effective and "
               "permitted are empty, inheritable and ambient never set; issue 13 item 1")
 
+_PIDNS = ("joining a PID namespace is refused (NotImplemented): LXC's init must be PID 1 of "
+          "a new one to hold the created state; issue 13 item 5")
+_HOSTPID = ("a spec without a pid namespace is refused (NotImplemented: a new pid namespace is "
+            "required), for the same reason; issue 13 item 5")
+
 KNOWN: dict[tuple[str, str], str] = {
     ("default", "process is PID 1 of its PID namespace"): _PID1,
     ("process_capabilities", "process.capabilities.effective is the CapEff set"): _CAPS_ROOT,
@@ -42,6 +47,14 @@ KNOWN: dict[tuple[str, str], str] = {
         "linux.cgroupsPath is not applied: the container sits in lxc.payload.<namespace>-<id> "
         "at the top of each hierarchy (the limits themselves are applied there); "
         "issue 13 item 2",
+    ("linux_ns_path", "the container ran joining a PID namespace by path"): _PIDNS,
+    ("linux_ns_path", "namespaces pid joined by path"): _PIDNS,
+    ("linux_ns_path", "the container ran without a new PID namespace"): _HOSTPID,
+    ("linux_ns_path", "no pid namespace: the host's PID namespace"): _HOSTPID,
+    ("linux_ns_path",
+     "create refuses a namespace path of the wrong type (ipc -> a net namespace)"):
+        "a namespace path is handed to LXC (lxc.namespace.share.*) without checking the type "
+        "of namespace it is; issue 13 item 5",
     ("pidfile", "the pid file is state.pid"):
         "--pid-file receives lxc-execute's PID (the process a subreaper can wait for, "
         "docs/cli.md), state.pid the container init's; runc writes the program's PID to both; "

@@ -105,13 +105,16 @@ class Ctx:
         spec["process"]["args"] = ["/bin/sh", "-c", script]
         return spec
 
-    def bundle(self, spec: dict[str, Any]) -> Path:
+    def bundle(self, spec: dict[str, Any], valid: bool = True) -> Path:
+        """The bundle with ``spec`` as its config.json; with ``OCICHECK``, one check that
+        runtime-tools' validator calls it valid (or, for a negative case, invalid)."""
         b = self.bundle_dir
         (b / "config.json").write_text(json.dumps(spec, indent=1))
         if self.ocicheck:
             done = subprocess.run([self.ocicheck, "-schema", self.schema, str(b)],
                                   capture_output=True, text=True, timeout=60)
-            self.t.check(done.returncode == 0, "config.json is valid (runtime-tools validate)",
+            self.t.check((done.returncode == 0) == valid,
+                         f"config.json is {'' if valid else 'in'}valid (runtime-tools validate)",
                          done.stdout + done.stderr)
         return b
 
@@ -684,11 +687,136 @@ def hooks(ctx: Ctx) -> None:
                     f"{name} state has the pid", json.dumps(st))
 
 
+def misc_props(ctx: Ctx) -> None:
+    """runtime-tools ``misc_props`` / ``state``: annotations reach the state."""
+    spec = ctx.spec("sleep 30")
+    spec["annotations"] = {"org.example.ocival": "one", "org.example.empty": ""}
+    bundle = ctx.bundle(spec)
+    id = ctx.new_id()
+    if ctx.t.check(ctx.create(bundle, id).returncode == 0, "create"):
+        st = ctx.state(id)
+        ctx.t.check(st.get("annotations") == spec["annotations"], "state has the annotations",
+                    json.dumps(st))
+
+
+def hooks_fail(ctx: Ctx) -> None:
+    """runtime-tools ``prestart_fail``, ``poststart_fail``, ``poststop_fail`` (runtime.md
+    "Lifecycle": a failing prestart stops the create, poststart and poststop only warn)."""
+    t = ctx.t
+    fail = {"path": "/bin/sh", "args": ["sh", "-c", "exit 1"]}
+    spec = ctx.spec("sleep 30")
+    spec["hooks"] = {"prestart": [fail]}
+    id = ctx.new_id()
+    done = ctx.create(ctx.bundle(spec), id)
+    t.check(done.returncode != 0, "create fails when a prestart hook fails")
+    t.check(ctx.state(id) == {}, "a failed prestart leaves no container")
+    spec = ctx.spec("sleep 1")
+    spec["hooks"] = {"poststart": [fail], "poststop": [fail]}
+    id = ctx.new_id()
+    if t.check(ctx.create(ctx.bundle(spec), id).returncode == 0, "create with failing "
+               "poststart and poststop hooks"):
+        t.check(ctx.cli("start", id).returncode == 0, "start succeeds when poststart fails")
+        ctx.wait_stopped(id)
+        t.check(ctx.cli("delete", id).returncode == 0, "delete succeeds when poststop fails")
+        t.check(ctx.state(id) == {}, "the container is gone after delete")
+
+
+def create_invalid(ctx: Ctx) -> None:
+    """runtime-tools' negative configs: create refuses them and leaves nothing."""
+    cases: list[tuple[str, dict[str, Any], bool]] = []  # (what, spec, valid config)
+    spec = ctx.spec("true")
+    spec["process"]["rlimits"] = [{"type": "RLIMIT_OCIVAL", "soft": 1, "hard": 1}]
+    cases.append(("an unknown rlimit type", spec, False))
+    spec = ctx.spec("true")
+    spec["process"]["cwd"] = "relative/dir"
+    cases.append(("a relative process.cwd", spec, False))
+    spec = ctx.spec("true")
+    spec["linux"]["namespaces"].append({"type": "ocival"})
+    cases.append(("an unknown namespace type", spec, False))
+    spec = ctx.spec("true")
+    spec["process"]["args"] = ["/bin/ocival-no-such-program"]
+    cases.append(("a program that does not exist (at create or at start)", spec, True))
+    for what, spec, valid in cases:
+        id = ctx.new_id()
+        created = ctx.create(ctx.bundle(spec, valid), id).returncode == 0
+        started = created and ctx.cli("start", id).returncode == 0
+        ctx.t.check(not started, f"create or start refuses {what}")
+        if not created:
+            ctx.t.check(ctx.state(id) == {}, f"a refused create leaves nothing ({what})")
+        ctx.cli("delete", "--force", id)
+
+
+@contextlib.contextmanager
+def holder(*unshare: str) -> Iterator[int]:
+    """A host process in new namespaces (``unshare``), whose ``/proc/<pid>/ns/*`` a container
+    joins; killed by its PID and reaped at the end."""
+    proc = subprocess.Popen(["unshare", *unshare, "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until unshare has exec'd sleep
+            try:
+                if Path(f"/proc/{proc.pid}/comm").read_text().strip() == "sleep":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def linux_ns_path(ctx: Ctx) -> None:
+    """runtime-tools ``linux_ns_path`` / ``linux_ns_path_type`` / ``linux_ns_nopath``: join
+    namespaces by path, refuse a path of the wrong type, run in the host's PID namespace."""
+    t = ctx.t
+    with holder("--net", "--pid", "--fork", "--mount-proc") as pid:
+        # --fork: the sleep is the holder's child, PID 1 of the new PID namespace.
+        kids = Path(f"/proc/{pid}/task/{pid}/children")
+        deadline = time.monotonic() + 5
+        while not kids.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        inner = int((kids.read_text().split() or [str(pid)])[0])
+        net = f"/proc/{inner}/ns/net"
+        spec = ctx.spec("readlink /proc/self/ns/net")
+        for ns in spec["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = net
+        run = ctx.run(spec)
+        if ctx.ran(run, "the container ran joining a network namespace by path"):
+            t.check(run.out.strip() == os.readlink(net), "namespaces network joined by path",
+                    run.out)
+        spec = ctx.spec("readlink /proc/self/ns/pid")
+        for ns in spec["linux"]["namespaces"]:
+            if ns["type"] == "pid":
+                ns["path"] = f"/proc/{inner}/ns/pid"
+        run = ctx.run(spec)
+        if ctx.ran(run, "the container ran joining a PID namespace by path"):
+            t.check(run.out.strip() == os.readlink(f"/proc/{inner}/ns/pid"),
+                    "namespaces pid joined by path", run.out)
+        spec = ctx.spec("true")
+        for ns in spec["linux"]["namespaces"]:
+            if ns["type"] == "ipc":
+                ns["path"] = net
+        id = ctx.new_id()
+        t.check(ctx.create(ctx.bundle(spec), id).returncode != 0,
+                "create refuses a namespace path of the wrong type (ipc -> a net namespace)")
+        ctx.cli("delete", "--force", id)
+    spec = ctx.spec("readlink /proc/self/ns/pid")
+    spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"]
+                                   if n["type"] != "pid"]
+    run = ctx.run(spec)
+    if ctx.ran(run, "the container ran without a new PID namespace"):
+        t.check(run.out.strip() == os.readlink("/proc/self/ns/pid"),
+                "no pid namespace: the host's PID namespace", run.out)
+
+
 PROGRAMS: dict[str, Callable[[Ctx], None]] = {f.__name__: f for f in (
     default, process, process_user, process_capabilities, process_capabilities_nonroot,
     process_rlimits, process_oom_score_adj, hostname, linux_sysctl, linux_masked_paths,
     linux_readonly_paths, root_readonly_true, mounts, linux_devices, linux_uid_mappings,
-    linux_rootfs_propagation, linux_seccomp, linux_cgroups, lifecycle, pidfile, hooks)}
+    linux_rootfs_propagation, linux_seccomp, linux_cgroups, linux_ns_path, lifecycle,
+    misc_props, pidfile, hooks, hooks_fail, create_invalid)}
 
 
 @contextlib.contextmanager
