@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,11 +162,13 @@ def compare(programs: list[str], reference: str, ours: str, ocicheck: str = "",
     result = Comparison({}, {})
     for name in programs:
         for runtime, into in ((reference, result.reference), (ours, result.ours)):
+            began = time.monotonic()
             into[name] = run_program(name, runtime, ocicheck)
             if progress:
                 rep = into[name]
                 print(f"{name:32} {Path(runtime).name:16} ok={len(rep.passed):3} "
-                      f"not ok={len(rep.failed):3}", file=sys.stderr, flush=True)
+                      f"not ok={len(rep.failed):3} {time.monotonic() - began:6.1f} s",
+                      file=sys.stderr, flush=True)
     return result
 
 

@@ -748,19 +748,26 @@ def create_invalid(ctx: Ctx) -> None:
 
 @contextlib.contextmanager
 def holder(*unshare: str) -> Iterator[int]:
-    """A host process in new namespaces (``unshare``), whose ``/proc/<pid>/ns/*`` a container
-    joins; killed by its PID and reaped at the end."""
-    proc = subprocess.Popen(["unshare", *unshare, "sleep", "60"])
+    """A host ``sleep`` in new namespaces (``unshare --fork``: PID 1 of a new PID namespace),
+    whose ``/proc/<pid>/ns/*`` a container joins; yields the sleep's host PID. Killed by PID
+    and reaped at the end (``--kill-child``: the sleep dies with unshare). No stdio of ours:
+    an orphan holding the TAP pipe would stall the runner."""
+    proc = subprocess.Popen(["unshare", *unshare, "--fork", "--kill-child", "sleep", "60"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # until unshare has exec'd sleep
-            try:
-                if Path(f"/proc/{proc.pid}/comm").read_text().strip() == "sleep":
-                    break
-            except OSError:
-                pass
+        inner = 0
+        while not inner and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                child = int(kids.read_text().split()[0])
+                if Path(f"/proc/{child}/comm").read_text().strip() == "sleep":
+                    inner = child
             time.sleep(0.02)
-        yield proc.pid
+        if not inner:
+            raise RuntimeError("unshare did not start its sleep")
+        yield inner
     finally:
         proc.kill()
         proc.wait()
@@ -770,13 +777,7 @@ def linux_ns_path(ctx: Ctx) -> None:
     """runtime-tools ``linux_ns_path`` / ``linux_ns_path_type`` / ``linux_ns_nopath``: join
     namespaces by path, refuse a path of the wrong type, run in the host's PID namespace."""
     t = ctx.t
-    with holder("--net", "--pid", "--fork", "--mount-proc") as pid:
-        # --fork: the sleep is the holder's child, PID 1 of the new PID namespace.
-        kids = Path(f"/proc/{pid}/task/{pid}/children")
-        deadline = time.monotonic() + 5
-        while not kids.read_text().split() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        inner = int((kids.read_text().split() or [str(pid)])[0])
+    with holder("--net", "--pid", "--mount-proc") as inner:
         net = f"/proc/{inner}/ns/net"
         spec = ctx.spec("readlink /proc/self/ns/net")
         for ns in spec["linux"]["namespaces"]:

@@ -49,7 +49,7 @@ def comparison() -> Iterator[Comparison]:
         launcher.chmod(0o755)
         runc = shutil.which("runc")
         assert runc is not None
-        yield compare(list(SUBSET), runc, str(launcher))
+        yield compare(list(SUBSET), runc, str(launcher), progress=True)
 
 
 def test_every_program_ran_to_its_plan_on_both(comparison: Comparison) -> None:
