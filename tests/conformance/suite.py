@@ -315,6 +315,28 @@ def process(ctx: Ctx) -> None:
         ctx.t.check(s.get("cwd", "").strip() == "/tmp", "process.cwd", s.get("cwd", ""))
         env = s.get("env", "").splitlines()
         ctx.t.check("OCIVAL=one two" in env and "EMPTY=" in env, "process.env", "\n".join(env))
+    # args[0] without a slash is looked up in the container's PATH (runc does; config.md
+    # leaves the lookup to the runtime).
+    spec = ctx.spec("echo found")
+    spec["process"]["args"][0] = "sh"
+    run = ctx.run(spec)
+    if ctx.ran(run, "the container ran with a relative args[0]"):
+        ctx.t.check(run.out.strip() == "found", "process.args[0] is found in PATH", run.out)
+
+
+def run_exit_status(ctx: Ctx) -> None:
+    """runc's ``run`` (create, start, wait, delete in one): its exit status is the program's.
+    Not a runtime.md operation; engines and operators use it."""
+    for status in (0, 7):
+        id = ctx.new_id()
+        bundle = ctx.bundle(ctx.spec(f"exit {status}"))
+        with open(ctx.base / f"{id}.out", "w") as o:
+            done = subprocess.run([ctx.runtime, "--root", str(ctx.root), "run", "--bundle",
+                                   str(bundle), id], stdout=o, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, timeout=60)
+        ctx.t.check(done.returncode == status, f"run exits with the program's status {status}",
+                    f"got {done.returncode}: {ctx.output(id)[0]}")
+        ctx.t.check(ctx.state(id) == {}, f"run deletes the container (status {status})")
 
 
 def process_user(ctx: Ctx) -> None:
@@ -620,6 +642,7 @@ def lifecycle(ctx: Ctx) -> None:
     t.check("got-usr1" in ctx.output(id)[0], "the signal reached the program's handler",
             ctx.output(id)[0])
     t.check(ctx.cli("kill", id, "KILL").returncode != 0, "kill of a stopped container fails")
+    t.check(ctx.cli("start", id).returncode != 0, "start of a stopped container fails")
     t.check(ctx.cli("delete", id).returncode == 0, "delete of a stopped container")
     t.check(ctx.state(id) == {}, "state after delete fails")
     # A created container can be signalled (runtime.md "kill").
@@ -817,7 +840,7 @@ PROGRAMS: dict[str, Callable[[Ctx], None]] = {f.__name__: f for f in (
     process_rlimits, process_oom_score_adj, hostname, linux_sysctl, linux_masked_paths,
     linux_readonly_paths, root_readonly_true, mounts, linux_devices, linux_uid_mappings,
     linux_rootfs_propagation, linux_seccomp, linux_cgroups, linux_ns_path, lifecycle,
-    misc_props, pidfile, hooks, hooks_fail, create_invalid)}
+    misc_props, pidfile, hooks, hooks_fail, create_invalid, run_exit_status)}
 
 
 @contextlib.contextmanager
