@@ -23,6 +23,12 @@ _PIDNS = ("joining a PID namespace is refused (NotImplemented): LXC's init must 
 _HOSTPID = ("a spec without a pid namespace is refused (NotImplemented: a new pid namespace is "
             "required), for the same reason; issue 13 item 5")
 
+_SCMP = ("a rule whose action equals the default action is rendered when it has argument "
+         "conditions, and libseccomp refuses the whole filter (Failed to add rule for syscall "
+         "personality): create fails; runc drops such rules; issue 13 item 8")
+_FIFO = ("masking a FIFO opens it, which blocks until the start-host gate's 30 s timeout: "
+         "create fails; issue 13 item 7")
+
 KNOWN: dict[tuple[str, str], str] = {
     ("default", "process is PID 1 of its PID namespace"): _PID1,
     ("process_capabilities", "process.capabilities.effective is the CapEff set"): _CAPS_ROOT,
@@ -55,6 +61,16 @@ KNOWN: dict[tuple[str, str], str] = {
      "create refuses a namespace path of the wrong type (ipc -> a net namespace)"):
         "a namespace path is handed to LXC (lxc.namespace.share.*) without checking the type "
         "of namespace it is; issue 13 item 5",
+    ("linux_seccomp", "the container ran with a rule equal to the default action"): _SCMP,
+    ("linux_seccomp", "linux.seccomp: a rule equal to the default action is accepted"): _SCMP,
+    ("linux_masked_paths_fifo", "the container ran with a masked FIFO"): _FIFO,
+    ("linux_masked_paths_fifo", "linux.maskedPaths masks a FIFO"): _FIFO,
+    ("kill_pid1", "a program without a TERM handler keeps running after TERM"):
+        "the program is not PID 1: LXC's init takes TERM, signals every process and stops "
+        "the container; issue 13 item 1",
+    ("kill_pid1", "kill KILL"):
+        "the container had already stopped on TERM (the previous check), so kill fails as on "
+        "any stopped container; issue 13 item 1",
     ("pidfile", "the pid file is state.pid"):
         "--pid-file receives lxc-execute's PID (the process a subreaper can wait for, "
         "docs/cli.md), state.pid the container init's; runc writes the program's PID to both; "

@@ -563,6 +563,45 @@ def linux_seccomp(ctx: Ctx) -> None:
     if ctx.ran(run):
         ctx.t.check("rc=1" in run.out and "not permitted" in run.out,
                     "linux.seccomp denies with the errno", run.out)
+    # A rule whose action is the default action, with an argument condition: runc drops it
+    # (it changes nothing); libseccomp refuses to add it.
+    spec = ctx.spec("echo ran")
+    spec["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                      "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+                     {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    run = ctx.run(spec)
+    if ctx.ran(run, "the container ran with a rule equal to the default action"):
+        ctx.t.check(run.out.strip() == "ran", "linux.seccomp: a rule equal to the default "
+                    "action is accepted", run.out)
+
+
+def linux_masked_paths_fifo(ctx: Ctx) -> None:
+    """runtime-tools ``linux_masked_paths`` on a FIFO: masking must not open it."""
+    os.mkfifo(ctx.rootfs / "masked-fifo")
+    spec = ctx.spec("echo ran")
+    spec["linux"]["maskedPaths"] = ["/masked-fifo"]
+    run = ctx.run(spec)
+    if ctx.ran(run, "the container ran with a masked FIFO"):
+        ctx.t.check(run.out.strip() == "ran", "linux.maskedPaths masks a FIFO", run.out)
+
+
+def kill_pid1(ctx: Ctx) -> None:
+    """runtime.md "kill" with PID-1 semantics: a program without a TERM handler is PID 1 of
+    its namespace, so TERM does nothing (pid_namespaces(7)); KILL ends it."""
+    bundle = ctx.bundle(ctx.spec("exec sleep 60"))
+    id = ctx.new_id()
+    if not ctx.t.check(ctx.create(bundle, id).returncode == 0, "create"):
+        return
+    ctx.cli("start", id)
+    ctx.t.check(ctx.cli("kill", id, "TERM").returncode == 0, "kill TERM")
+    time.sleep(1)  # nothing is to happen: a bounded look, not a timing assertion
+    ctx.t.check(ctx.state(id).get("status") == "running",
+                "a program without a TERM handler keeps running after TERM",
+                json.dumps(ctx.state(id)))
+    ctx.t.check(ctx.cli("kill", id, "KILL").returncode == 0, "kill KILL")
+    ctx.t.check(ctx.wait_stopped(id), "KILL stops it")
 
 
 def linux_cgroups(ctx: Ctx) -> None:
@@ -840,7 +879,8 @@ PROGRAMS: dict[str, Callable[[Ctx], None]] = {f.__name__: f for f in (
     process_rlimits, process_oom_score_adj, hostname, linux_sysctl, linux_masked_paths,
     linux_readonly_paths, root_readonly_true, mounts, linux_devices, linux_uid_mappings,
     linux_rootfs_propagation, linux_seccomp, linux_cgroups, linux_ns_path, lifecycle,
-    misc_props, pidfile, hooks, hooks_fail, create_invalid, run_exit_status)}
+    misc_props, pidfile, hooks, hooks_fail, create_invalid, run_exit_status, kill_pid1,
+    linux_masked_paths_fifo)}
 
 
 @contextlib.contextmanager
