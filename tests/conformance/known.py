@@ -65,6 +65,9 @@ KNOWN: dict[tuple[str, str], str] = {
     ("linux_seccomp", "linux.seccomp: a rule equal to the default action is accepted"): _SCMP,
     ("linux_masked_paths_fifo", "the container ran with a masked FIFO"): _FIFO,
     ("linux_masked_paths_fifo", "linux.maskedPaths masks a FIFO"): _FIFO,
+    ("linux_masked_paths_fifo", "nothing is left in the cgroup hierarchies after delete"):
+        "a create that fails on the gate timeout leaves LXC's empty lxc.monitor.* and "
+        "lxc.payload.* cgroups in every hierarchy; issue 13 item 7",
     ("kill_pid1", "a program without a TERM handler keeps running after TERM"):
         "the program is not PID 1: LXC's init takes TERM, signals every process and stops "
         "the container; issue 13 item 1",
