@@ -337,6 +337,25 @@ def process(ctx: Ctx) -> None:
         ctx.t.check(run.out.strip() == "found", "process.args[0] is found in PATH", run.out)
 
 
+def config_updates_without_affect(ctx: Ctx) -> None:
+    """runtime-tools ``config_updates_without_affect``: config.json changed after create does
+    not change the container (runtime.md "create": later changes do not affect it)."""
+    spec = ctx.spec("echo first; hostname")
+    spec["hostname"] = "ocival-before"
+    bundle = ctx.bundle(spec)
+    id = ctx.new_id()
+    if not ctx.t.check(ctx.create(bundle, id).returncode == 0, "create"):
+        return
+    changed = ctx.spec("echo second; hostname")
+    changed["hostname"] = "ocival-after"
+    (bundle / "config.json").write_text(json.dumps(changed))
+    ctx.t.check(ctx.cli("start", id).returncode == 0, "start after config.json changed")
+    ctx.t.check(ctx.wait_stopped(id), "the program ran to its end")
+    out = ctx.output(id)[0]
+    ctx.t.check(out.split() == ["first", "ocival-before"],
+                "the container runs the config.json of its create", out)
+
+
 def run_exit_status(ctx: Ctx) -> None:
     """runc's ``run`` (create, start, wait, delete in one): its exit status is the program's.
     Not a runtime.md operation; engines and operators use it."""
@@ -811,6 +830,9 @@ def create_invalid(ctx: Ctx) -> None:
     spec = ctx.spec("true")
     spec["linux"]["namespaces"].append({"type": "ocival"})
     cases.append(("an unknown namespace type", spec, False))
+    spec = ctx.spec("true")  # runtime-tools' process_capabilities_fail
+    spec["process"]["capabilities"]["bounding"].append("CAP_OCIVAL")
+    cases.append(("an unknown capability", spec, False))
     spec = ctx.spec("true")
     spec["process"]["args"] = ["/bin/ocival-no-such-program"]
     cases.append(("a program that does not exist (at create or at start)", spec, True))
@@ -896,8 +918,8 @@ PROGRAMS: dict[str, Callable[[Ctx], None]] = {f.__name__: f for f in (
     process_rlimits, process_oom_score_adj, hostname, linux_sysctl, linux_masked_paths,
     linux_readonly_paths, root_readonly_true, mounts, linux_devices, linux_uid_mappings,
     linux_rootfs_propagation, linux_seccomp, linux_cgroups, linux_ns_path, lifecycle,
-    misc_props, pidfile, hooks, hooks_fail, create_invalid, run_exit_status, kill_pid1,
-    linux_masked_paths_fifo)}
+    misc_props, pidfile, hooks, hooks_fail, create_invalid, config_updates_without_affect,
+    run_exit_status, kill_pid1, linux_masked_paths_fifo)}
 
 
 @contextlib.contextmanager
