@@ -18,7 +18,8 @@ What it does, offline (Debian's archive is the only package source here):
    (``tap.py``) and writes per program the ok / not ok counts of both, then every check that
    passes on runc and fails here, with its documented cause from ``known.py`` or "NEW".
 
-Exit status 1 when a check passes on runc and fails here without an entry in ``known.py``.
+Exit status 1 when a check passes on runc and fails here without an entry in ``known.py``,
+or when an entry of ``known.py`` is no longer a difference (stale).
 """
 
 from __future__ import annotations
@@ -133,6 +134,13 @@ class Comparison:
         return [(p, c) for p, ref in self.reference.items() for c in ref.passed
                 if c not in self.ours[p].passed]
 
+    def stale(self) -> list[tuple[str, str]]:
+        """Entries of ``known.py`` for the programs that ran that no longer fail here (or no
+        longer pass on the reference): the list must lose them."""
+        return [k for k in sorted(known.KNOWN) if k[0] in self.ours
+                and (k[1] in self.ours[k[0]].passed
+                     or k[1] not in self.reference[k[0]].passed)]
+
     def ours_only(self) -> list[tuple[str, str]]:
         return [(p, c) for p, mine in self.ours.items() for c in mine.passed
                 if c not in self.reference[p].passed]
@@ -154,6 +162,10 @@ class Comparison:
             lines.append(f"- `{p}`: {c} — {known.KNOWN.get((p, c), 'NEW: not yet explained')}")
         lines += ["", f"Passes on ours, fails on {ref_name}:", ""]
         lines += [f"- `{p}`: {c}" for p, c in self.ours_only()] or ["- none"]
+        if self.stale():
+            lines += ["", "Listed in tests/conformance/known.py but no longer a difference "
+                      "(remove them):", ""]
+            lines += [f"- `{p}`: {c}" for p, c in self.stale()]
         return "\n".join(lines) + "\n"
 
 
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             for side, reps in (("reference", result.reference), ("ours", result.ours))},
             indent=1))
     new = [d for d in result.differences() if d not in known.KNOWN]
-    return 1 if new else 0
+    return 1 if new or result.stale() else 0
 
 
 if __name__ == "__main__":

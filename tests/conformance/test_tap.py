@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
+from tests.conformance.known import KNOWN
 from tests.conformance.runtime_tools import Comparison
 from tests.conformance.tap import Writer, parse
 
@@ -50,3 +53,13 @@ def test_differences_are_what_passes_on_the_reference_only() -> None:
     assert c.ours_only() == [("p", "c")]
     table = c.markdown()
     assert "| `p` | 2 | 1 | 2 | 1 |" in table and "NEW" in table
+
+
+@pytest.mark.skipif(not KNOWN, reason="no known difference left")
+def test_a_known_difference_that_passes_now_is_stale() -> None:
+    key = min(KNOWN)
+    ref = {key[0]: parse(f"ok 1 - {key[1]}\n1..1\n")}
+    fixed = Comparison(ref, {key[0]: parse(f"ok 1 - {key[1]}\n1..1\n")})
+    still = Comparison(ref, {key[0]: parse(f"not ok 1 - {key[1]}\n1..1\n")})
+    assert key in fixed.stale() and key not in still.stale()
+    assert "remove them" in fixed.markdown()
