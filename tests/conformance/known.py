@@ -49,10 +49,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("linux_rootfs_propagation", "the container ran with rootfsPropagation shared"):
         "the propagation is applied before the pivot, so lxc_pivot_root fails with EINVAL "
         "and create fails; issue 13 item 7",
-    ("linux_cgroups", "linux.cgroupsPath places the process"):
-        "linux.cgroupsPath is not applied: the container sits in lxc.payload.<namespace>-<id> "
-        "at the top of each hierarchy (the limits themselves are applied there); "
-        "issue 13 item 2",
     ("linux_ns_path", "the container ran joining a PID namespace by path"): _PIDNS,
     ("linux_ns_path", "namespaces pid joined by path"): _PIDNS,
     ("linux_ns_path", "the container ran without a new PID namespace"): _HOSTPID,
@@ -65,9 +61,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("linux_seccomp", "linux.seccomp: a rule equal to the default action is accepted"): _SCMP,
     ("linux_masked_paths_fifo", "the container ran with a masked FIFO"): _FIFO,
     ("linux_masked_paths_fifo", "linux.maskedPaths masks a FIFO"): _FIFO,
-    ("linux_masked_paths_fifo", "nothing is left in the cgroup hierarchies after delete"):
-        "a create that fails on the gate timeout leaves LXC's empty lxc.monitor.* and "
-        "lxc.payload.* cgroups in every hierarchy; issue 13 item 7",
     ("kill_pid1", "a program without a TERM handler keeps running after TERM"):
         "the program is not PID 1: LXC's init takes TERM, signals every process and stops "
         "the container; issue 13 item 1",
