@@ -136,9 +136,10 @@ def test_a_guest_with_its_own_root_boots_systemd_single_threaded(tmp_path: Path,
     from tests.kernelhost.resolve import Resolved
 
     monkeypatch.setenv("LXCRI_KERNEL_CACHE", str(tmp_path))
-    r = Resolved(kernel_abi="6.12.1+deb13-amd64", kernel_version="6.12.1-1", headers=(),
-                 zfs_version="2.3.9-0", zfs_userland=(), guest_tools=(), flavour="trixie",
-                 rootfs=(("lxc", "1:6.0.4-4"),))
+    # Synthetic: only the flavour matters to the QEMU command line, not these versions.
+    r = Resolved(kernel_abi="test-amd64", kernel_version="test", headers=(),
+                 zfs_version="test", zfs_userland=(), guest_tools=(), flavour="trixie",
+                 rootfs=(("lxc", "test"),))
     layers = (tmp_path / "zfs" / "root", tmp_path / "kernel" / "root", tmp_path / "rootfs" / "root")
     image = cache.GuestImage(tmp_path / "vmlinux", tmp_path / "i.cpio.gz", layers, r)
     cmd = vm.qemu_command(image, tmp_path / "results", tmp_path / "console.log")

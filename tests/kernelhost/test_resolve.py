@@ -30,6 +30,18 @@ from tests.kernelhost.resolve import (
 )
 
 
+# Synthetic index data: nothing below is downloaded or pinned. Only the relations and the order
+# of these versions matter to the resolver, so they are built from their moving parts.
+def abi(n: int, series: str = "6.1") -> str:
+    """A kernel ABI name, e.g. abi(56) -> 6.1.0-56-amd64."""
+    return f"{series}.0-{n}-amd64"
+
+
+def kv(patch: int, rev: int, series: str = "6.1") -> str:
+    """A kernel package version, e.g. kv(192, 3) -> 6.1.192-3."""
+    return f"{series}.{patch}-{rev}"
+
+
 def kernel(abi: str, ver: str, *, headers: bool = True, kbuild: str = "6.1") -> str:
     """Index stanzas of one kernel upload as Debian's linux/linux-signed-amd64 write them."""
     text = f"""
@@ -102,13 +114,13 @@ def lookup_of(*texts: str) -> tuple[list[list[str]], object]:
 def test_only_the_debian_revision_moved() -> None:
     # bookworm-security replaced 6.1.192-2 by 6.1.192-3 under the same ABI (issue 11); the
     # point release still carries an older kernel: the newest one wins, headers follow it.
-    _, lookup = lookup_of(kernel("6.1.0-56-amd64", "6.1.176-1"),
-                          kernel("6.1.0-56-amd64", "6.1.192-3"), ZFS)
+    _, lookup = lookup_of(kernel(abi(56), kv(176, 1)),
+                          kernel(abi(56), kv(192, 3)), ZFS)
     r = resolve(lookup)  # type: ignore[arg-type]
-    assert (r.kernel_abi, r.kernel_version) == ("6.1.0-56-amd64", "6.1.192-3")
-    assert dict(r.headers) == {"linux-headers-6.1.0-56-amd64": "6.1.192-3",
-                               "linux-headers-6.1.0-56-common": "6.1.192-3",
-                               "linux-kbuild-6.1": "6.1.192-3"}
+    assert (r.kernel_abi, r.kernel_version) == (abi(56), kv(192, 3))
+    assert dict(r.headers) == {f"linux-headers-{abi(56)}": kv(192, 3),
+                               f"linux-headers-{abi(56).removesuffix('-amd64')}-common": kv(192, 3),
+                               "linux-kbuild-6.1": kv(192, 3)}
     assert r.zfs_version == "2.1.11-1+deb12u1" and r.zfs_upstream == "2.1.11"
     assert [n for n, _ in r.zfs_userland] == ["zfsutils-linux", "libnvpair3linux",
                                               "libuutil3linux", "libzfs4linux",
@@ -116,23 +128,23 @@ def test_only_the_debian_revision_moved() -> None:
     assert r.guest_tools == (("apparmor", "3.0.8-3"),)
     # Only the revision moved, yet it is another kernel: another cache directory, so the ZFS
     # module is rebuilt for it.
-    old = resolve(lookup_of(kernel("6.1.0-56-amd64", "6.1.192-2"), ZFS)[1])  # type: ignore[arg-type]
+    old = resolve(lookup_of(kernel(abi(56), kv(192, 2)), ZFS)[1])  # type: ignore[arg-type]
     assert old.kernel_key != r.kernel_key and old.key != r.key
 
 
 def test_a_new_abi_appeared() -> None:
-    _, lookup = lookup_of(kernel("6.1.0-56-amd64", "6.1.192-3"),
-                          kernel("6.1.0-57-amd64", "6.1.200-1"), ZFS)
+    _, lookup = lookup_of(kernel(abi(56), kv(192, 3)),
+                          kernel(abi(57), kv(200, 1)), ZFS)
     r = resolve(lookup)  # type: ignore[arg-type]
-    assert (r.kernel_abi, r.kernel_version) == ("6.1.0-57-amd64", "6.1.200-1")
-    assert ("linux-headers-6.1.0-57-common", "6.1.200-1") in r.headers
-    assert r.image_pin() == ("linux-image-6.1.0-57-amd64", "6.1.200-1")
+    assert (r.kernel_abi, r.kernel_version) == (abi(57), kv(200, 1))
+    assert (f"linux-headers-{abi(57).removesuffix('-amd64')}-common", kv(200, 1)) in r.headers
+    assert r.image_pin() == (f"linux-image-{abi(57)}", kv(200, 1))
     assert "6.1.0-57-amd64 (linux-image 6.1.200-1)" in r.describe()
 
 
 def test_headers_missing_for_the_new_kernel_is_a_clear_error() -> None:
-    _, lookup = lookup_of(kernel("6.1.0-56-amd64", "6.1.192-3"),
-                          kernel("6.1.0-57-amd64", "6.1.200-1", headers=False), ZFS)
+    _, lookup = lookup_of(kernel(abi(56), kv(192, 3)),
+                          kernel(abi(57), kv(200, 1), headers=False), ZFS)
     with pytest.raises(ResolveError, match=r"linux-headers-6\.1\.0-57-amd64 6\.1\.200-1 \(the "
                        r"kernel headers for linux-image-amd64 6\.1\.200-1 -> "
                        r"linux-image-6\.1\.0-57-amd64 6\.1\.200-1\) is not in the archive's "
@@ -142,7 +154,7 @@ def test_headers_missing_for_the_new_kernel_is_a_clear_error() -> None:
 
 def test_kbuild_must_match_the_kernel_version() -> None:
     # linux-headers only says kbuild (>= V); one of another version is not taken.
-    text = kernel("6.1.0-57-amd64", "6.1.200-1").replace(
+    text = kernel(abi(57), kv(200, 1)).replace(
         "Package: linux-kbuild-6.1\nSource: linux\nVersion: 6.1.200-1",
         "Package: linux-kbuild-6.1\nSource: linux\nVersion: 6.1.201-1")
     with pytest.raises(ResolveError, match=r"linux-kbuild-6\.1 6\.1\.200-1 .*versions there: "
@@ -159,9 +171,9 @@ def test_zfs_userland_names_follow_the_release() -> None:
 
 
 @pytest.mark.parametrize("a,b,want", [
-    ("6.1.192-3", "6.1.192-2", 1), ("6.1.192-2", "6.1.200-1", -1), ("1.0~rc1", "1.0", -1),
+    (kv(192, 3), kv(192, 2), 1), (kv(192, 2), kv(200, 1), -1), ("1.0~rc1", "1.0", -1),
     ("2.1.11-1+deb12u1", "2.1.11-1", 1), ("1:0.1", "2.0", 1), ("1.0", "1.0-0", 0),
-    ("3.0.8-3", "3.0.8-3", 0), ("6.1.192+3", "6.1.192-3", 1),
+    ("3.0.8-3", "3.0.8-3", 0), ("6.1.192+3", kv(192, 3), 1),
 ])
 def test_compare_versions_examples(a: str, b: str, want: int) -> None:
     got = compare_versions(a, b)
@@ -195,7 +207,7 @@ def _fake_entry(root: Path, r: Resolved) -> cache.GuestImage:
 
 
 def _resolved(ver: str) -> Resolved:
-    return resolve(lookup_of(kernel("6.1.0-56-amd64", ver), ZFS)[1])  # type: ignore[arg-type]
+    return resolve(lookup_of(kernel(abi(56), ver), ZFS)[1])  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -211,7 +223,7 @@ def unreachable_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 
 def test_unreachable_archive_uses_the_newest_complete_entry(unreachable_archive: Path) -> None:
     root = unreachable_archive
-    old, new = _resolved("6.1.192-2"), _resolved("6.1.192-3")
+    old, new = _resolved(kv(192, 2)), _resolved(kv(192, 3))
     cache._record(root, _fake_entry(root, old))
     time.sleep(0.01)
     cache._record(root, _fake_entry(root, new))
@@ -257,7 +269,7 @@ def test_prune_keeps_the_newest_two_entries(tmp_path: Path) -> None:
 def test_prune_keeps_the_newest_two_entries_of_each_flavour(tmp_path: Path) -> None:
     root = tmp_path
     old = [_resolved(f"6.1.192-{i}") for i in (1, 2, 3)]
-    trixie = dataclasses.replace(_resolved("6.1.192-9"), flavour="trixie",
+    trixie = dataclasses.replace(_resolved(kv(192, 9)), flavour="trixie",
                                  rootfs=(("lxc", "1:6.0.4-4"),))
     cache._record(root, _fake_entry(root, trixie))  # the oldest use of all
     time.sleep(0.01)
