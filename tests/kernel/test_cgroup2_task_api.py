@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,63 +17,16 @@ import pytest_asyncio
 
 from protos.cgroups.v2 import metrics_pb2
 from runtime import cgroups
-from runtime.lxc.backend import LxcBackend, LxcContainer
-from runtime.lxc.mount import mounted_under, unmount
-from runtime.reaper import Reaper
-from runtime.types import CreateConfig, Mount
 from shim.metrics import encode
-from tests.harness.rootfs import populate_busybox_rootfs
+from tests.kernel.v2world import World, v2_world
 
 pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
 
-class World:
-    def __init__(self, base: Path, backend: LxcBackend) -> None:
-        self.base = base
-        self.backend = backend
-        self.handles: list[LxcContainer] = []
-        self.rootfs = base / "busybox"
-        populate_busybox_rootfs(self.rootfs)
-
-    async def run(self, args: list[str], **linux: Any) -> LxcContainer:
-        spec: dict[str, Any] = {
-            "ociVersion": "1.0.2",
-            "process": {"args": args, "env": ["PATH=/bin:/sbin:/usr/bin"], "cwd": "/",
-                        "user": {"uid": 0, "gid": 0}},
-            "root": {"path": "rootfs"},
-            "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount",
-                                                            "network")], **linux},
-        }
-        cid = f"v2{uuid.uuid4().hex[:8]}"
-        bundle = self.base / cid
-        bundle.mkdir()
-        config = CreateConfig(id=cid, namespace="k", bundle=bundle, spec=spec,
-                              rootfs=(Mount("bind", str(self.rootfs), "", ("rbind", "rw")),),
-                              state_dir=self.base / f"{cid}-state")
-        handle = await self.backend.create(config)
-        self.handles.append(handle)
-        await handle.start()
-        return handle
-
-
 @pytest_asyncio.fixture
 async def world() -> AsyncIterator[World]:
-    if not Path("/sys/fs/cgroup/cgroup.controllers").exists():
-        pytest.fail("the kernel test host should mount a pure cgroup2 hierarchy")
-    reaper = Reaper()
-    reaper.install(asyncio.get_running_loop(), subreaper=False)
-    base = Path(tempfile.mkdtemp(prefix="v2t-"))
-    w = World(base, LxcBackend(reaper, base / "lxc"))
-    try:
+    async with v2_world("v2t-") as w:
         yield w
-    finally:
-        for h in w.handles:
-            with contextlib.suppress(Exception):
-                await h.delete()
-        for point in reversed(mounted_under(base)):
-            unmount(point)
-        reaper.uninstall()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def eventually(check: Any, timeout: float = 20.0) -> None:

@@ -7,23 +7,15 @@ tests/integration/test_rootfs_paths.py). Real LXC containers run by the project'
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from runtime.lxc import cgroup
-from runtime.lxc.backend import LxcBackend, LxcContainer
-from runtime.lxc.mount import mounted_under, unmount
-from runtime.reaper import Reaper
-from runtime.types import CreateConfig, Mount
-from tests.harness.rootfs import populate_busybox_rootfs
+from tests.kernel.v2world import NAMESPACES, World, v2_world
 
 pytestmark = [pytest.mark.kernel, pytest.mark.pve9]
 
@@ -35,72 +27,36 @@ RAISE = ("echo max 2>/dev/null >/sys/fs/cgroup/memory.max && echo raised-memory;
          "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max")
 
 
-class World:
-    def __init__(self, base: Path, backend: LxcBackend) -> None:
-        self.base = base
-        self.backend = backend
-        self.handles: list[LxcContainer] = []
-        self.rootfs = base / "busybox"
-        populate_busybox_rootfs(self.rootfs)
-
-    async def run(self, script: str, mounts: list[dict[str, Any]]) -> tuple[str, str, str]:
-        """(what the container printed, the host's memory.max and pids.max of it), read
-        while it still runs: it waits for a file the test makes once it has read them."""
-        cid = f"lim{uuid.uuid4().hex[:8]}"
-        out, done = self.rootfs / f"tmp/{cid}.out", self.rootfs / f"tmp/{cid}.done"
-        wait = f"while [ ! -e /tmp/{cid}.done ]; do sleep 0.05; done"
-        spec: dict[str, Any] = {
-            "ociVersion": "1.0.2",
-            "process": {"args": ["sh", "-c", f"({script}) > /tmp/{cid}.tmp 2>&1; "
-                                             f"mv /tmp/{cid}.tmp /tmp/{cid}.out; {wait}"],
-                        "env": ["PATH=/bin:/sbin:/usr/bin"], "cwd": "/",
-                        "user": {"uid": 0, "gid": 0}},
-            "root": {"path": "rootfs"},
-            "mounts": mounts,
-            "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount",
-                                                            "network", "cgroup")],
-                      "resources": {"memory": {"limit": MEMORY}, "pids": {"limit": PIDS}}},
-        }
-        bundle = self.base / cid
-        bundle.mkdir()
-        config = CreateConfig(id=cid, namespace="k", bundle=bundle, spec=spec,
-                              rootfs=(Mount("bind", str(self.rootfs), "", ("rbind", "rw")),),
-                              state_dir=self.base / f"{cid}-state")
-        handle = await self.backend.create(config)
-        self.handles.append(handle)
-        directory = cgroup.cgroup_dir(handle.pid, handle.name)
-        assert directory is not None
-        await handle.start()
-        try:
-            for _ in range(600):  # the container's script takes milliseconds; 30 s at most
-                if out.exists():
-                    break
-                await asyncio.sleep(0.05)
-            return (out.read_text(), (directory / "memory.max").read_text().strip(),
-                    (directory / "pids.max").read_text().strip())
-        finally:
-            done.touch()
-            assert await asyncio.wait_for(handle.wait(), 30) == 0
+async def run(world: World, script: str, mounts: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """(what the container printed, the host's memory.max and pids.max of it), read while it
+    still runs: it waits for a file the test makes once it has read them."""
+    cid = f"lim{uuid.uuid4().hex[:8]}"
+    out, done = world.rootfs / f"tmp/{cid}.out", world.rootfs / f"tmp/{cid}.done"
+    wait = f"while [ ! -e /tmp/{cid}.done ]; do sleep 0.05; done"
+    spec = World.spec(["sh", "-c", f"({script}) > /tmp/{cid}.tmp 2>&1; "
+                                   f"mv /tmp/{cid}.tmp /tmp/{cid}.out; {wait}"],
+                      namespaces=(*NAMESPACES, "cgroup"), mounts=mounts,
+                      resources={"memory": {"limit": MEMORY}, "pids": {"limit": PIDS}})
+    handle = await world.create(spec, cid)
+    directory = cgroup.cgroup_dir(handle.pid, handle.name)
+    assert directory is not None
+    await handle.start()
+    try:
+        for _ in range(600):  # the container's script takes milliseconds; 30 s at most
+            if out.exists():
+                break
+            await asyncio.sleep(0.05)
+        return (out.read_text(), (directory / "memory.max").read_text().strip(),
+                (directory / "pids.max").read_text().strip())
+    finally:
+        done.touch()
+        assert await asyncio.wait_for(handle.wait(), 30) == 0
 
 
 @pytest_asyncio.fixture
 async def world() -> AsyncIterator[World]:
-    if not Path("/sys/fs/cgroup/cgroup.controllers").exists():
-        pytest.fail("the kernel test host should mount a pure cgroup2 hierarchy")
-    reaper = Reaper()
-    reaper.install(asyncio.get_running_loop(), subreaper=False)
-    base = Path(tempfile.mkdtemp(prefix="limt-"))
-    w = World(base, LxcBackend(reaper, base / "lxc"))
-    try:
+    async with v2_world("limt-") as w:
         yield w
-    finally:
-        for h in w.handles:
-            with contextlib.suppress(Exception):
-                await h.delete()
-        for point in reversed(mounted_under(base)):
-            unmount(point)
-        reaper.uninstall()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 CRI_CGROUP = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
@@ -111,7 +67,7 @@ CRI_CGROUP = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgro
 @pytest.mark.parametrize("mounts", [[], [CRI_CGROUP]], ids=["containerd-default", "cri-ro"])
 async def test_a_container_cannot_raise_its_own_limits_on_cgroup2(
         world: World, mounts: list[dict[str, Any]]) -> None:
-    printed, memory, pids = await world.run(RAISE, mounts)
+    printed, memory, pids = await run(world, RAISE, mounts)
     assert "raised" not in printed and "made-child" not in printed
     assert printed.split() == [str(MEMORY), str(PIDS)]  # it sees its limits, read-only
     assert (memory, pids) == (str(MEMORY), str(PIDS))  # and the host's are unchanged
@@ -120,7 +76,7 @@ async def test_a_container_cannot_raise_its_own_limits_on_cgroup2(
 @pytest.mark.asyncio
 async def test_a_writable_cgroup_mount_delegates_the_containers_own_cgroup(world: World) -> None:
     rw = {**CRI_CGROUP, "options": ["nosuid", "noexec", "nodev", "rw"]}
-    printed, memory, pids = await world.run(RAISE, [rw])
+    printed, memory, pids = await run(world, RAISE, [rw])
     # cgroup:mixed: the container may make child cgroups below its own (what a writable
     # cgroup mount is for: systemd inside), but on v2 LXC leaves its own cgroup's limit files
     # read-only (measured), so the host's limits hold even then.
