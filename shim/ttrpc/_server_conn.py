@@ -11,13 +11,17 @@ Go ttrpc's ``serverConn.run`` split into small parts (style-anchors.md §3.1):
   connection that pipelined 200,000 ``Wait`` calls grew a shim from 20 MB to 957 MB (issue 12);
 * one writer task drains the core's outbound buffer, so whole frames never interleave;
 * a malformed stream or an I/O error ends this connection only; its handler tasks are
-  cancelled and their responses are never sent.
+  cancelled and their responses are never sent;
+* while reading is paused the peer's hang-up is still seen (EPOLLRDHUP): a client that flooded
+  the cap and went away would otherwise keep its 1024 handlers and its descriptor until every one
+  of them ended, which for blocked ``Wait`` calls is the task's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import select
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -51,6 +55,10 @@ MAX_IN_FLIGHT = 1024
 #: socket is no longer read: a peer that sends but never reads cannot make us buffer its answers
 #: without end. A single answer may exceed it (up to 4 MiB, §1.2); reading resumes once written.
 MAX_OUTBOUND = 1024 * 1024
+
+
+class PeerHungUp(Exception):
+    """The peer closed its side while this connection was not being read."""
 
 
 class ServerConnectionHandler:
@@ -115,6 +123,8 @@ class ServerConnectionHandler:
     def _log_end(self, exc: BaseException | None) -> None:
         if exc is None:
             log.debug("%s: connection finished", self._name)
+        elif isinstance(exc, PeerHungUp):
+            log.info("%s", exc)
         elif isinstance(exc, RemoteProtocolError):
             log.warning("%s: closing connection: %s", self._name, exc)
         elif isinstance(exc, OSError):
@@ -142,16 +152,60 @@ class ServerConnectionHandler:
         return self._slot_free() and self._outbound() <= MAX_OUTBOUND
 
     async def _until(self, ready: Callable[[], bool]) -> None:
-        """Wait until ``ready()``; re-checked whenever a handler ends or the writer drains."""
+        """Wait until ``ready()``; re-checked whenever a handler ends or the writer drains.
+
+        Raises :class:`PeerHungUp` when the peer closes meanwhile: unread bytes then stay in
+        our receive buffer, so the end of the stream would never be read.
+        """
         if ready():
             return
         if not self._paused:
             self._paused = True
             log.info("%s: %d requests in flight, %d answer bytes queued: not reading until "
                      "some finish", self._name, len(self._handlers), self._outbound())
-        while not ready():
-            self._progress.clear()
-            await self._progress.wait()
+        hangup = asyncio.create_task(self._hangup(), name=f"{self._name}-hangup")
+        try:
+            while not ready():
+                self._progress.clear()
+                progress = asyncio.create_task(self._progress.wait())
+                try:
+                    await asyncio.wait({progress, hangup}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    progress.cancel()
+                if hangup.done() and hangup.result():
+                    raise PeerHungUp(f"{self._name}: peer hung up while reading was paused")
+        finally:
+            hangup.cancel()
+            with suppress(asyncio.CancelledError):
+                await hangup
+
+    async def _hangup(self) -> bool:
+        """Return True once the peer has closed or shut down its side of the socket.
+
+        A private epoll set watching only EPOLLRDHUP (HUP and ERR are always reported): the
+        socket itself stays readable while bytes are pending, so the loop's own reader cannot
+        tell. Linux's unix_poll() and tcp_poll() both report RDHUP once the peer has shut down
+        writing (epoll(7), net/unix/af_unix.c). Returns False, never, for a transport without a
+        socket.
+        """
+        sock = self._writer.get_extra_info("socket")
+        if sock is None:
+            await asyncio.Event().wait()  # cancelled by the caller
+            return False
+        loop = asyncio.get_running_loop()
+        hung_up: asyncio.Future[bool] = loop.create_future()
+
+        def ready() -> None:
+            if not hung_up.done():
+                hung_up.set_result(True)
+
+        with select.epoll(1) as ep:
+            ep.register(sock.fileno(), select.EPOLLRDHUP)
+            loop.add_reader(ep.fileno(), ready)
+            try:
+                return await hung_up
+            finally:
+                loop.remove_reader(ep.fileno())
 
     async def _read_loop(self) -> None:
         while True:

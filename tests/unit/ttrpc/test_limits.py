@@ -206,3 +206,21 @@ def test_limits_must_be_positive() -> None:
         Server(max_in_flight=0)
     with pytest.raises(ValueError):
         Server(max_connections=0)
+
+
+@pytest.mark.asyncio
+async def test_peer_that_hangs_up_at_the_cap_releases_its_handlers(
+        make_server: Callable[..., Awaitable[Served]]) -> None:
+    served = await make_server(max_in_flight=4)
+    reader, writer = await asyncio.open_unix_connection(str(served.path))
+    writer.write(flood("Block", 1000))
+    await poll(lambda: served.gate.running == 4, "the cap is reached")
+    await settle(served.path)
+    await poll(lambda: served.server.connections == 1, "the probe's own connection has gone")
+    # The flooder goes away with most of its flood still unread in the server's socket buffer:
+    # its blocked handlers are cancelled and its connection closed, without any of them ending.
+    writer.close()
+    await poll(lambda: served.gate.running == 0, "the flood's handlers are cancelled")
+    await poll(lambda: served.server.connections == 0, "the flood's connection is closed")
+    assert served.gate.calls == 4
+    assert not served.gate.release.is_set()
