@@ -55,6 +55,35 @@ RECORD = "proxmox-lxcri-checkpoint.json"
 UNPRIVILEGED_BASE = 100000
 
 
+#: The Task API's checkpoint directory in CreateConfig.options (shim/task_service.py).
+CHECKPOINT_OPTION = "lxcri.checkpoint_path"
+
+
+def from_checkpoint_refusal(directory: Path) -> str:
+    """Why a task cannot be created from a checkpoint on this backend (CreateTaskRequest
+    .checkpoint, ``ctr containers restore``), naming the checkpoint's CT and snapshot.
+
+    The ZFS storage makes such a task's root a ZFS clone of the snapshot, O(1). Proxmox has
+    no O(1) way: a linked clone needs a template's base volume (pve-storage
+    ``ZFSPoolPlugin.pm`` → ``volume_has_feature``: ``clone => { base => 1 }``; pve-container
+    ``API2/LXC.pm`` → ``clone_vm``: ``Linked clone feature for '<volid>' is not available``),
+    a CT with snapshots cannot become a template (``API2/LXC.pm`` → ``template``: ``unable to
+    create template, because CT contains snapshots``), and a clone from ``snapname`` is a full
+    one, a copy of every file (``clone_vm`` → ``PVE::LXC::copy_volume``: O(size))."""
+    where = ""
+    try:
+        record = json.loads((directory / RECORD).read_text())
+        vmid, snap = int(record["vmid"]), str(record["snapshot"])
+        if vmid > 0 and snap.startswith("checkpoint-") and snap.isprintable():
+            where = f" (checkpoint {snap} of CT {vmid})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return (f"a task from a checkpoint{where}: the Proxmox backend cannot create one at O(1) "
+            "cost: Proxmox clones a CT from a snapshot only as a full copy (a linked clone "
+            "needs a template, and a CT with snapshots cannot become one); roll the CT back "
+            "instead with `proxmox-lxcri restore ID` after its task stopped (docs/proxmox.md)")
+
+
 def open_terminal_io(stdio: Any, console_size: object) -> TerminalIO:
     """The pty for ``process.terminal`` (runtime.stdio: the shim copies between its master
     and containerd's FIFOs, as for the LXC backend)."""
@@ -129,6 +158,9 @@ class ProxmoxBackend:
         return api
 
     async def create(self, config: CreateConfig) -> PveContainer:
+        if config.options.get(CHECKPOINT_OPTION):
+            raise errdefs.NotImplementedErr(from_checkpoint_refusal(
+                Path(str(config.options[CHECKPOINT_OPTION]))))
         s = settings.parse(config.settings)
         api = self.api(s)
         overrides = runtime_config.overrides(config.settings,
