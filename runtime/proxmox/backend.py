@@ -207,16 +207,6 @@ class ProxmoxBackend:
         try:
             if config.stdio.stdin and term is None:
                 stdin = initdir.open_stdin(init_dir, config.stdio.stdin)
-            template = await rootfs.template_for(api, self._reaper, config, rootfs_dir,
-                                                 opts.unprivileged)
-
-            async def clone(new: int) -> None:
-                params = {"newid": new, "hostname": opts.options["hostname"],
-                          "description": opts.options["description"]}
-                upid = await clone_when_unlocked(api, template, params)
-                made.append(new)  # the id is ours from here: undo removes it
-                await api.wait_task(upid, vmid=new, what=f"linked clone of CT {template}")
-
             st = pvestate.PveState(vmid=0, url=s.url, node=s.node, token_id=s.token_id,
                                    token_secret_file=str(s.token_secret_file),
                                    ca_file=s.ca_file, conf_dir=str(s.conf_dir),
@@ -224,7 +214,16 @@ class ProxmoxBackend:
                                    lease_pool=lease.pool if lease else "",
                                    lease_dir=lease.state_dir if lease else "",
                                    lease_owner=lease.owner if lease else "")
-            vmid, _ = await vmids.with_new_vmid(api, clone)
+            async with rootfs.template_for(api, self._reaper, config, rootfs_dir,
+                                           opts.unprivileged) as template:
+                async def clone(new: int) -> None:
+                    params = {"newid": new, "hostname": opts.options["hostname"],
+                              "description": opts.options["description"]}
+                    upid = await clone_when_unlocked(api, template, params)
+                    made.append(new)  # the id is ours from here: undo removes it
+                    await api.wait_task(upid, vmid=new, what=f"linked clone of CT {template}")
+
+                vmid, _ = await vmids.with_new_vmid(api, clone)
             st.vmid = vmid
             pvestate.save(config.state_dir, st)  # the `delete` action can remove it from now
             await api.call("PUT", "/nodes/{node}/lxc/{vmid}/config", vmid=vmid,

@@ -10,6 +10,7 @@ that its state records (runtime.proxmox.state), so they need no ``--config`` for
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -102,3 +103,66 @@ def list_checkpoints(id: str, st: pvestate.PveState, as_json: bool, delete: str 
         for r in rows:
             print("{:<26} {:>12} {:>8}".format(r["name"], r["snaptime"], r["vmid"]))
     return 0
+
+
+def _node_settings(args: argparse.Namespace) -> pvesettings.ProxmoxSettings:
+    from runtime import config as runtime_config
+
+    raw = runtime_config.load(Path(args.config) if args.config else None)
+    return pvesettings.parse(raw)
+
+
+def cmd_images_ls(args: argparse.Namespace) -> int:
+    from runtime.proxmox import images
+
+    found = asyncio.run(_with_api(_node_settings(args), images.scan))
+    rows = [{"vmid": t.vmid, "name": t.name, "storage": t.storage, "clones": t.clones,
+             "last_used": int(t.last_used)} for t in found]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print("{:>10} {:<32} {:<12} {:>6}".format("CT", "NAME", "STORAGE", "CLONES"))
+    for r in rows:
+        print("{:>10} {:<32} {:<12} {:>6}".format(r["vmid"], r["name"], r["storage"],
+                                                   len(r["clones"])))
+    return 0
+
+
+def cmd_images_prune(args: argparse.Namespace) -> int:
+    from runtime.proxmox import images
+
+    removed = asyncio.run(_with_api(_node_settings(args),
+                                    lambda api: images.prune(api, keep=args.keep)))
+    for t in removed:
+        print(f"removed CT {t.vmid}\t{t.name}")
+    print(f"{len(removed)} unused image template(s) removed")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """``proxmox-lxcri pve-images ls|prune``: the node's image templates."""
+    def wrap(handler: Any) -> Any:
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return int(handler(args))
+            except errdefs.ErrdefsError as exc:
+                sys.stderr.write(f"proxmox-lxcri: {exc}\n")
+                return 1
+        return run
+
+    p = sub.add_parser("pve-images", help="the Proxmox backend's image templates on this node")
+    isub = p.add_subparsers(dest="pve_images_command", required=True)
+    for name, help, handler in (
+            ("ls", "list the image templates and the CTs linked to each", cmd_images_ls),
+            ("prune", "destroy the image templates no CT is linked to", cmd_images_prune)):
+        q = isub.add_parser(name, help=help)
+        q.add_argument("--config", help="config.toml with the [proxmox] section (default "
+                                        "$PROXMOX_LXCRI_CONFIG or "
+                                        "/etc/proxmox-lxcri/config.toml)")
+        if name == "ls":
+            q.add_argument("--json", action="store_true", help="machine-readable output")
+        else:
+            q.add_argument("--keep", type=int, default=0, metavar="N",
+                           help="keep the N most recently used unused ones (default 0)")
+        q.set_defaults(func=wrap(handler))

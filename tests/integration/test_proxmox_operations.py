@@ -131,3 +131,76 @@ def test_task_from_a_checkpoint_is_refused_with_the_reason(env: Pve,  # noqa: F8
         env.ctd.remove_container(unique_id)
         env.ctd.ctr("images", "rm", ref, check=False)
     assert env.leftovers() == []
+
+
+# -- image templates ------------------------------------------------------------------------
+
+
+def wait_task(e: Pve, upid: str) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while True:
+        st: dict[str, object] = e.api("GET", f"/nodes/{e.pve.node}/tasks/{upid}/status")
+        if st["status"] == "stopped":
+            return st
+        assert time.monotonic() < deadline, f"task {upid} still running"
+        time.sleep(0.05)
+
+
+def templates(e: Pve) -> dict[int, str]:
+    return {int(c["vmid"]): str(c.get("name")) for c in
+            e.api("GET", f"/nodes/{e.pve.node}/lxc") if str(c.get("template", 0)) == "1"}
+
+
+def an_older_image_template(e: Pve) -> int:
+    """An image template as the backend makes one (name, tag), for another image."""
+    vmid = int(e.api("GET", "/cluster/nextid"))
+    upid = e.api("POST", f"/nodes/{e.pve.node}/lxc", data={
+        "vmid": vmid, "ostemplate": e.pve.template, "rootfs": "local-zfs:1",
+        "hostname": "lxcri-img-00000000000000000bad", "tags": "lxcri-image"})
+    assert wait_task(e, upid)["exitstatus"] == "OK"
+    e.api("POST", f"/nodes/{e.pve.node}/lxc/{vmid}/template")
+    deadline = time.monotonic() + 60
+    while vmid not in templates(e):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return vmid
+
+
+def test_unused_image_templates_are_removed(env: Pve, unique_id: str,  # noqa: F811
+                                            tmp_path: Path) -> None:
+    """``image_keep = 0``: a new template removes the unused ones; ``pve-images prune``
+    removes one once its last linked clone is gone, and never one a CT is linked to (Proxmox
+    would refuse it too)."""
+    import json
+
+    older = an_older_image_template(env)
+    rows = json.loads(cli(env, "pve-images", "ls", "--json").stdout)
+    assert [(r["vmid"], r["clones"]) for r in rows] == [(older, [])]
+
+    config = write_config(env.pve, tmp_path, image_keep="0")
+    env.run(unique_id, "sleep", "300", detach=True, config=config)
+    env.wait_status(unique_id, "RUNNING")
+    found = env.ct_of(unique_id)
+    assert found is not None
+    now = templates(env)
+    assert older not in now, "the unused template went when the new one was made"
+    assert len(now) == 1
+    (image,) = now
+    rows = json.loads(cli(env, "pve-images", "ls", "--json").stdout)
+    assert [(r["vmid"], r["clones"]) for r in rows] == [(image, [found[0]])]
+
+    out = cli(env, "pve-images", "prune").stdout
+    assert out.strip().splitlines()[-1] == "0 unused image template(s) removed"
+    # What Proxmox does with a template that has linked clones (pve-storage vdisk_free).
+    upid = env.api("DELETE", f"/nodes/{env.pve.node}/lxc/{image}")
+    assert "still in use by linked cloned" in str(wait_task(env, upid)["exitstatus"])
+    assert image in templates(env)
+
+    env.ctd.ctr("task", "kill", "-s", "SIGKILL", unique_id)
+    env.wait_status(unique_id, "STOPPED")
+    env.ctd.ctr("task", "rm", unique_id)
+    env.ctd.ctr("container", "rm", unique_id)
+    out = cli(env, "pve-images", "prune").stdout
+    assert f"removed CT {image}\t" in out, out
+    assert templates(env) == {}
+    assert env.pve.leftovers() == [], "no template, no base volume, nothing"
