@@ -84,6 +84,42 @@ def from_checkpoint_refusal(directory: Path) -> str:
             "instead with `proxmox-lxcri restore ID` after its task stopped (docs/proxmox.md)")
 
 
+def rootfs_mount() -> str:
+    """LXC's compiled-in ``lxc.rootfs.mount`` (Debian and Proxmox: the multiarch path), named
+    again in the CT's config because the read-only paths' bind sources go through it (as the
+    LXC backend does, runtime/lxc/backend.py ``_rootfs_mount``)."""
+    for candidate in ("/usr/lib/x86_64-linux-gnu/lxc/rootfs", "/usr/lib/lxc/rootfs"):
+        if os.path.isdir(candidate):
+            return candidate
+    return "/usr/lib/x86_64-linux-gnu/lxc/rootfs"
+
+
+def process_security(spec: dict[str, Any],
+                     container_id: str) -> tuple[str, bytes | None, list[tuple[str, str]]]:
+    """The spec's own security settings inside the CT, the LXC backend's way and code:
+
+    - the in-CT init's ``process`` directives and compiled seccomp filter (user, groups, cwd,
+      rlimits, the five capability sets, no_new_privs, seccomp: runtime/lxc/security.py,
+      runtime/lxc/seccomp.py), applied by lxcri-init.c right before the program's execve;
+    - masked and read-only paths as ``lxc.mount.entry`` lines (runtime/lxc/setup_hooks.py
+      ``path_entries``), which LXC applies after Proxmox's ``lxc.mount.auto``, with
+      ``lxc.rootfs.mount`` for the read-only binds' source."""
+    from runtime.lxc import config as lxcconf
+    from runtime.lxc import seccomp, security, setup_hooks
+
+    notes: list[str] = []
+    policy = lxcconf.seccomp_policy(spec, notes)
+    directives = security.process_directives(
+        spec["process"], notes, seccomp_flags=policy.flags if policy is not None else None)
+    bpf = seccomp.compile_bpf(policy) if policy is not None else None
+    mount = rootfs_mount()
+    paths = setup_hooks.path_entries(spec, mount, ro_in_hook=False)
+    raw = ([("lxc.rootfs.mount", mount)] if paths else []) + paths
+    for note in notes:  # DESIGN.md section 8: a downgrade is logged, never silent
+        log.warning("downgraded: %s", note, extra={"container_id": container_id})
+    return directives, bpf, raw
+
+
 def open_terminal_io(stdio: Any, console_size: object) -> TerminalIO:
     """The pty for ``process.terminal`` (runtime.stdio: the shim copies between its master
     and containerd's FIFOs, as for the LXC backend)."""
@@ -190,12 +226,14 @@ class ProxmoxBackend:
         term = (open_terminal_io(config.stdio, process.get("consoleSize"))
                 if config.stdio.terminal else None)
         try:
+            directives, bpf, security_raw = process_security(spec, config.id)
             init_dir, raw = initdir.prepare(
                 config.state_dir, list(process["args"]), config.stdio,
                 host_uid=shift + int(user.get("uid", 0)),
                 host_gid=shift + int(user.get("gid", 0)),
                 tty=os.ttyname(term.stdin) if term is not None and term.stdin is not None
-                else None)
+                else None, directives=directives, seccomp=bpf)
+            raw += security_raw
         except BaseException:
             if term is not None:
                 term.close()
@@ -314,8 +352,11 @@ class PveContainer(ContainerOps):
             # CloseIO or delete.
             self._io._stdin_src, self._io._stdin_sink = stdin
             self._io.spawned()
+        # Execs run through the in-CT init too (its own user, groups, capabilities and the
+        # CT's seccomp filter), as for the LXC backend (runtime/lxc/exec.py).
         self.attach = AttachContext(backend._reaper, backend._lxc_attach, s.lxcpath,
-                                    str(st.vmid), s.lxcpath / str(st.vmid) / "rootfs")
+                                    str(st.vmid), s.lxcpath / str(st.vmid) / "rootfs",
+                                    init_dir=init_dir)
         self._pidfd: int | None = os.pidfd_open(st.pid)
         self._started = False
         self._deleted = False

@@ -186,28 +186,6 @@ def bind_mounts(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def user_keys(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    process = spec.get("process") or {}
-    user = process.get("user") or {}
-    out = [("lxc.init.uid", str(int(user.get("uid", 0)))),
-           ("lxc.init.gid", str(int(user.get("gid", 0))))]
-    cwd = process.get("cwd") or "/"
-    out.append(("lxc.init.cwd", mount_path("process.cwd", cwd)))
-    return out
-
-
-def capabilities(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    """The spec's bounding set as ``lxc.cap.keep``, as the LXC backend maps it
-    (runtime/lxc/security.py). The distro config Proxmox includes drops capabilities with
-    ``lxc.cap.drop``, which LXC refuses beside ``lxc.cap.keep``: an empty ``lxc.cap.drop``
-    clears that list first (``man lxc.container.conf``: an empty value clears)."""
-    from runtime.lxc.security import configure_capabilities
-
-    notes: list[str] = []
-    lines = configure_capabilities(spec.get("process") or {}, notes)
-    return [("lxc.cap.drop", ""), *lines] if lines else []
-
-
 def env_option(spec: dict[str, Any]) -> str:
     """``env``: NUL-separated (PVE 9.1, proxmox-api.md §7); control characters refused."""
     items = [e for e in (spec.get("process") or {}).get("env") or [] if isinstance(e, str)]
@@ -249,7 +227,11 @@ def build(spec: dict[str, Any], *, namespace: str, container_id: str,
     env = env_option(spec)
     if env:
         opts["env"] = env
-    raw = user_keys(spec) + capabilities(spec) + bind_mounts(spec)
+    # The user, cwd and capabilities are the in-CT init's (lxcri-init.c, runtime/proxmox/
+    # initdir.py), as for the LXC backend: LXC applying them would confine the init itself.
+    raw = bind_mounts(spec)
+    # The cwd goes into the init's line-based process file.
+    clean("process.cwd", str((spec.get("process") or {}).get("cwd") or "/"))
     for k, v in raw:
         clean(k, v)
     return CtOptions(opts, raw, user_namespace(spec))

@@ -1,0 +1,76 @@
+"""The spec's own security settings inside a Proxmox backend CT, through containerd against
+the Proxmox stand-in: rlimits, no_new_privs, seccomp, masked and read-only paths, applied by
+the LXC backend's own init (lxcri-init.c) which the CT's PID 1 runs before the program
+(runtime/proxmox/initdir.py). The LXC backend's counterparts:
+tests/integration/test_oci_containerd.py ``test_ctr_run_seccomp_caps_and_masked_paths`` and
+tests/integration/test_oci_conformance.py (rlimits, seccomp errno, masked/read-only paths).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.harness.fixtures import PROXMOX_RUNTIME
+from tests.harness.zfs import zfs_fuse_fixture  # noqa: F401
+from tests.integration.test_proxmox_backend import Pve, env  # noqa: F401
+from tests.pvestandin.fixture import pve_standin_fixture  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+def field(out: str, name: str) -> str:
+    return next(ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                if ln.startswith(name + ":"))
+
+
+def test_rlimit_seccomp_nnp_masked_and_read_only_paths(env: Pve, unique_id: str,  # noqa: F811
+                                                       tmp_path: Path) -> None:
+    profile = tmp_path / "seccomp.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 36}]}))  # ENAMETOOLONG: unmistakable
+    script = ("mkdir /tmp/denied; echo rc=$?; grep -E '^(Seccomp|NoNewPrivs):' "
+              "/proc/self/status; echo nofile $(ulimit -n) $(ulimit -Hn); "
+              "echo timer_list $(wc -c < /proc/timer_list); "
+              "grep ' /proc/irq ' /proc/self/mountinfo")
+    r = env.ctd.ctr("run", "--rm", "--runtime", PROXMOX_RUNTIME, "--runtime-config-path",
+                    str(env.config), "--seccomp", "--seccomp-profile", str(profile),
+                    env.image, unique_id, "sh", "-c", script, check=False, timeout=120)
+    out = r.stdout
+    assert "File name too long" in r.stderr and "rc=1" in out, (out, r.stderr)
+    assert field(out, "Seccomp") == "2" and field(out, "NoNewPrivs") == "1", out
+    # containerd's default spec: RLIMIT_NOFILE 1024/1024 (the CT's lxc-start has 20000 here).
+    assert "nofile 1024 1024" in out, out
+    assert "timer_list 0" in out, "ctr's default maskedPaths: /proc/timer_list"
+    irq = next(ln for ln in out.splitlines() if " /proc/irq " in ln)
+    # ctr's readonlyPaths: /proc/irq, which Proxmox's proc:mixed leaves writable.
+    assert "ro" in irq.split()[5].split(","), irq
+    assert env.cts() == {}
+    assert env.leftovers() == []
+
+
+def test_an_exec_gets_its_own_user_and_the_cts_seccomp_filter(env: Pve,  # noqa: F811
+                                                              unique_id: str,
+                                                              tmp_path: Path) -> None:
+    profile = tmp_path / "seccomp.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 36}]}))
+    env.ctd.ctr("run", "-d", "--runtime", PROXMOX_RUNTIME, "--runtime-config-path",
+                str(env.config), "--seccomp", "--seccomp-profile", str(profile), env.image,
+                unique_id, "sleep", "300", timeout=120)
+    env.wait_status(unique_id, "RUNNING")
+    r = env.ctd.ctr("task", "exec", "--exec-id", "x1", "--user", "1000:1000", unique_id,
+                    "sh", "-c", "id -u; id -g; mkdir /tmp/x; echo rc=$?", check=False)
+    assert r.stdout.split()[:2] == ["1000", "1000"], (r.stdout, r.stderr)
+    assert "rc=1" in r.stdout and "File name too long" in r.stderr, (r.stdout, r.stderr)
+    env.ctd.ctr("task", "kill", "-s", "SIGKILL", unique_id)
+    env.wait_status(unique_id, "STOPPED")
+    env.ctd.ctr("task", "rm", unique_id)
+    env.ctd.ctr("container", "rm", unique_id)
+    assert env.leftovers() == []
