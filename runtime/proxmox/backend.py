@@ -30,7 +30,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from runtime import cgroups, errdefs
+from runtime import cgroups, errdefs, store
 from runtime import config as runtime_config
 from runtime.lxc import state as lxcstate
 from runtime.lxc.backend import rootfs_from_spec
@@ -222,7 +222,9 @@ class ProxmoxBackend:
         rootfs_dir = config.bundle / "rootfs" if config.rootfs else rootfs_from_spec(config)
         if not config.rootfs and not rootfs_dir.is_dir():
             raise errdefs.NotFound(f"root.path: rootfs {rootfs_dir} does not exist")
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        # 0700, 0711 for an unprivileged CT: its mapped root, which makes LXC's mount of the
+        # init directory, must pass through (as the LXC backend does with a user namespace).
+        store.private_dir(config.state_dir, traverse=opts.unprivileged)
         term = (open_terminal_io(config.stdio, process.get("consoleSize"))
                 if config.stdio.terminal else None)
         try:

@@ -159,10 +159,27 @@ def resources(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: An unprivileged CT's id mapping, the only one Proxmox generates (pve-container ``LXC.pm``
+#: → ``update_lxc_config``: ``lxc.idmap = u 0 100000 65536`` and ``g …``).
+PVE_IDMAP = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
 def user_namespace(spec: dict[str, Any]) -> bool:
+    """Whether the CT is unprivileged: a spec with a user namespace. Its mappings, if it gives
+    any, must be Proxmox's: others would leave the image's files owned by ids the program
+    does not have (another mapping needs raw ``lxc.idmap`` keys, not done)."""
     linux = spec.get("linux") or {}
-    return any(ns.get("type") == "user" for ns in linux.get("namespaces") or []
-               if isinstance(ns, dict))
+    userns = any(ns.get("type") == "user" for ns in linux.get("namespaces") or []
+                 if isinstance(ns, dict))
+    if userns:
+        for key in ("uidMappings", "gidMappings"):
+            given = linux.get(key)
+            if given and [{k: m.get(k) for k in ("containerID", "hostID", "size")}
+                          for m in given if isinstance(m, dict)] != PVE_IDMAP:
+                raise errdefs.InvalidArgument(
+                    f"linux.{key}: {given!r}: the Proxmox backend runs a user namespace as an "
+                    "unprivileged CT, whose only mapping is Proxmox's 0:100000:65536")
+    return userns
 
 
 def bind_mounts(spec: dict[str, Any]) -> list[tuple[str, str]]:

@@ -16,9 +16,10 @@ proxmox-api.md §0 item 5, §6.1):
   order and execs the program; an exec runs it through ``lxc-attach`` (runtime/lxc/exec.py);
 - ``argv``: the program's argv (NUL-terminated); ``stdio``: one mark per descriptor, ``f``
   for a stream (the init opens ``/dev/.lxcri/fd<N>``), ``n`` for none (/dev/null);
-- ``fd1``, ``fd2``: containerd's stdout and stderr FIFOs, each bind-mounted there by its own
-  mount entry (inside the CT's mount namespace only), and given to the program's user: the LXC
-  backend hands the same FIFOs to the same process, so the access is the same;
+- ``fd1``, ``fd2``: containerd's stdout and stderr FIFOs, hard links to them (same
+  filesystem), else each bind-mounted there by its own mount entry (inside the CT's mount
+  namespace only), and given to the program's user: the LXC backend hands the same FIFOs to
+  the same process, so the access is the same;
 - ``fd0``: a FIFO of the shim's, which it feeds from containerd's stdin FIFO (as the LXC
   backend feeds a pipe, runtime/stdio.py): containerd's writer may come and go (``ctr`` closes
   it at its stdin's EOF) before the program opens its end, which would then wait forever;
@@ -103,10 +104,19 @@ def prepare(state_dir: Path, args: list[str], stdio: Stdio, *, host_uid: int, ho
             os.chown(fifo, host_uid, host_gid)
             marks += "f"
             continue
-        (d / f"fd{n}").touch()
-        # The program opens it as its own user, inside the CT (unprivileged: shifted ids).
+        # The program's user owns it, inside the CT (unprivileged: shifted ids).
         os.chown(path, host_uid, host_gid)
-        raw.append(("lxc.mount.entry", f"{path} {MOUNT_POINT}/fd{n} none bind,create=file 0 0"))
+        target = d / f"fd{n}"
+        target.unlink(missing_ok=True)
+        try:
+            # A hard link of containerd's FIFO into this directory (the same inode; /run
+            # holds both on a node): no mount entry, and an unprivileged CT's mapped root,
+            # which makes LXC's mounts, need not reach containerd's 0700 FIFO directory.
+            os.link(path, target)
+        except OSError:
+            target.touch()  # another filesystem: bind-mounted onto this file instead
+            raw.append(("lxc.mount.entry",
+                        f"{path} {MOUNT_POINT}/fd{n} none bind,create=file 0 0"))
         marks += "f"
     (d / "stdio").write_text(marks)
     status = d / "status"

@@ -74,3 +74,47 @@ def test_an_exec_gets_its_own_user_and_the_cts_seccomp_filter(env: Pve,  # noqa:
     env.ctd.ctr("task", "rm", unique_id)
     env.ctd.ctr("container", "rm", unique_id)
     assert env.leftovers() == []
+
+
+def test_a_spec_with_a_user_namespace_runs_as_an_unprivileged_ct(env: Pve,  # noqa: F811
+                                                                 unique_id: str,
+                                                                 tmp_path: Path) -> None:
+    """A spec with a user namespace and PVE's own mapping (0:100000:65536) becomes an
+    ``unprivileged: 1`` CT; the program is the CT's mapped root, and its output and status
+    reach ctr. (``ctr run --config``: ``ctr run --uidmap`` sends runc's task options, which
+    replace the runtime options naming this backend's configuration.)"""
+    import os
+
+    from tests.harness.rootfs import populate_busybox_rootfs
+
+    # The harness's folder is mkdtemp's 0700; a node's state root is 0711 (runtime/store.py),
+    # which the CT's mapped root must pass through to reach the init directory.
+    os.chmod(env.ctd.folder, 0o711)
+    root = tmp_path / "rootfs"
+    populate_busybox_rootfs(root)
+    os.chmod(tmp_path, 0o755)
+    spec = json.loads(env.ctd.ctr("oci", "spec").stdout)
+    spec["root"] = {"path": str(root)}
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["sh", "-c", "id -u; cat /proc/self/uid_map; "
+                               "stat -c %u /bin/busybox; echo hi > /tmp/x && cat /tmp/x; "
+                               "exit 3"]
+    spec["linux"]["namespaces"].append({"type": "user"})
+    spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps(spec))
+    r = env.ctd.ctr("run", "--rm", "--config", str(config), "--runtime", PROXMOX_RUNTIME,
+                    "--runtime-config-path", str(env.config), unique_id, check=False,
+                    timeout=180)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "0" and lines[1].split() == ["0", "100000", "65536"], r.stdout
+    assert lines[2:] == ["0", "hi"], "the image's files are the CT root's"
+    assert env.cts() == {}
+    templates = [c for c in env.api("GET", f"/nodes/{env.pve.node}/lxc")
+                 if str(c.get("template", 0)) == "1"]
+    assert len(templates) == 1
+    conf = env.api("GET", f"/nodes/{env.pve.node}/lxc/{templates[0]['vmid']}/config")
+    assert conf["unprivileged"] == 1, "the image's template is unprivileged too"
+    assert env.leftovers() == []
