@@ -290,7 +290,7 @@ def _proxmox(args: argparse.Namespace) -> int | None:
         raise FailedPrecondition(f"container {id} (CT {st.vmid}) runs on the Proxmox backend: "
                                  "its checkpoints are filesystem snapshots only (no CRIU)")
     raw = runtime_config.load(Path(args.config) if args.config else None)
-    return opcli.checkpoint(id, st, opcli.checkpoint_keep(raw))
+    return opcli.checkpoint(id, st, opcli.checkpoint_keep(raw), exit=args.exit)
 
 
 def _wrap(handler: Handler) -> Callable[[argparse.Namespace], int]:

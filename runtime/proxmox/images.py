@@ -62,6 +62,8 @@ async def scan(api: PveApi) -> list[ImageTemplate]:
         tags = str(item.get("tags", "")).replace(",", ";").split(";")
         if rootfs.IMAGE_TAG not in tags or not re.fullmatch(r"lxcri-img-[0-9a-f]{1,64}", name):
             continue  # an operator's template: never ours to remove
+        if not str(item.get("vmid", "")).isdigit():
+            continue
         vmid = int(item["vmid"])
         conf = await api.call("GET", "/nodes/{node}/lxc/{vmid}/config", vmid=vmid, read=True)
         storage = str((conf or {}).get("rootfs", "")).split(":", 1)[0]

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -70,12 +73,20 @@ def restore(id: str, st: pvestate.PveState, name: str | None, processes: bool) -
     return 0
 
 
-def checkpoint(id: str, st: pvestate.PveState, keep: int) -> int:
+def checkpoint(id: str, st: pvestate.PveState, keep: int, *, exit: bool = False) -> int:
     started = time.monotonic()
     name = asyncio.run(_with_api(settings_of(st), lambda api: checkpoints.take(
         api, st.vmid, keep=keep)))
     print(f"{name}\tfilesystem (Proxmox snapshot of CT {st.vmid})\t"
           f"{(time.monotonic() - started) * 1000:.1f} ms")
+    if exit:
+        # As the ZFS storage's --exit: SIGKILL to the task's init (the CT's PID 1, which
+        # takes the program with it), only if it is still the process the shim recorded.
+        from runtime.lxc.state import start_time
+
+        if st.pid > 0 and st.pid_start_time and start_time(st.pid) == st.pid_start_time:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGKILL)
     return 0
 
 

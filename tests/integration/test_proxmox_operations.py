@@ -106,6 +106,23 @@ def test_operator_restore_rolls_the_ct_back_to_its_newest_checkpoint(
     assert env.leftovers() == []
 
 
+def test_operator_checkpoint_exit_ends_the_task(env: Pve, unique_id: str) -> None:  # noqa: F811
+    env.run(unique_id, "sleep", "300", detach=True)
+    env.wait_status(unique_id, "RUNNING")
+    found = env.ct_of(unique_id)
+    assert found is not None
+    name = cli(env, "checkpoint", unique_id, "--exit").stdout.split("\t")[0]
+    env.wait_status(unique_id, "STOPPED")
+    wait_ct_stopped(env, found[0])
+    snaps = [s["name"] for s in env.api("GET", f"/nodes/{env.pve.node}/lxc/{found[0]}/snapshot")]
+    assert name in snaps
+    r = cli(env, "checkpoint", unique_id, "--criu", check=False)
+    assert r.returncode == 1 and "filesystem snapshots only" in r.stderr, r.stderr
+    env.ctd.ctr("task", "rm", unique_id)
+    env.ctd.ctr("container", "rm", unique_id)
+    assert env.leftovers() == []
+
+
 def test_task_from_a_checkpoint_is_refused_with_the_reason(env: Pve,  # noqa: F811
                                                            unique_id: str) -> None:
     """``ctr containers restore --live``: CreateTaskRequest.checkpoint. Proxmox can only make
