@@ -118,3 +118,39 @@ def test_a_spec_with_a_user_namespace_runs_as_an_unprivileged_ct(env: Pve,  # no
     conf = env.api("GET", f"/nodes/{env.pve.node}/lxc/{templates[0]['vmid']}/config")
     assert conf["unprivileged"] == 1, "the image's template is unprivileged too"
     assert env.leftovers() == []
+
+
+def test_an_unprivileged_ct_with_a_terminal(env: Pve, unique_id: str,  # noqa: F811
+                                            tmp_path: Path) -> None:
+    """``process.terminal`` in an unprivileged CT: the shim's pty slave, bind-mounted from
+    ``/dev/pts`` by the CT's mapped root, is the program's controlling terminal."""
+    import os
+    import re
+
+    from tests.harness.rootfs import populate_busybox_rootfs
+    from tests.integration.test_task_api import run_on_pty
+
+    os.chmod(env.ctd.folder, 0o711)  # as in the test above
+    root = tmp_path / "rootfs"
+    populate_busybox_rootfs(root)
+    os.chmod(tmp_path, 0o755)
+    spec = json.loads(env.ctd.ctr("oci", "spec").stdout)
+    spec["root"] = {"path": str(root)}
+    spec["process"]["terminal"] = True
+    spec["process"]["args"] = ["sh", "-c", "tty; id -u; cat /proc/self/uid_map; exit 5"]
+    spec["linux"]["namespaces"].append({"type": "user"})
+    spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps(spec))
+    try:
+        rc, out = run_on_pty(
+            ["ctr", "--address", env.ctd.address, "run", "-t", "--rm", "--config", str(config),
+             "--runtime", PROXMOX_RUNTIME, "--runtime-config-path", str(env.config),
+             unique_id], rows=24, cols=80)
+    finally:
+        env.ctd.remove_container(unique_id)
+    assert rc == 5, out
+    assert re.search(r"^/dev/\.lxcri/fd0\r?$", out, re.M), out
+    assert re.search(r"^\s*0\s+100000\s+65536\r?$", out, re.M), out
+    assert env.leftovers() == []
