@@ -82,7 +82,9 @@ async def scan(api: PveApi) -> list[ImageTemplate]:
             elif volname.startswith("basevol-") and str(vol.get("vmid", "")).isdigit():
                 t = found.get(int(vol["vmid"]))
                 if t is not None:
-                    t.last_used = max(t.last_used, float(vol.get("ctime") or 0))
+                    ctime = str(vol.get("ctime") or 0)
+                    if ctime.isdigit():
+                        t.last_used = max(t.last_used, float(ctime))
     for t in found.values():
         with contextlib.suppress(OSError):
             t.last_used = max(t.last_used, os.stat(rootfs.lock_path(t.key)).st_mtime)
