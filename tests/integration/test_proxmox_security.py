@@ -154,3 +154,27 @@ def test_an_unprivileged_ct_with_a_terminal(env: Pve, unique_id: str,  # noqa: F
     assert re.search(r"^/dev/\.lxcri/fd0\r?$", out, re.M), out
     assert re.search(r"^\s*0\s+100000\s+65536\r?$", out, re.M), out
     assert env.leftovers() == []
+
+
+def test_an_oom_kill_is_reported(env: Pve, unique_id: str) -> None:  # noqa: F811
+    """The spec's memory limit is the CT's (``memory``), and an OOM kill in the CT's cgroup is
+    containerd's ``/tasks/oom`` before ``/tasks/exit``, once, as for the LXC backend
+    (tests/integration/test_task_api.py ``test_oom_is_reported``)."""
+    from tests.harness.waiting import wait_for
+    from tests.integration.test_task_api import Events
+
+    events = Events(env.ctd)
+    try:
+        r = env.ctd.ctr("run", "--rm", "--runtime", PROXMOX_RUNTIME, "--runtime-config-path",
+                        str(env.config), "--memory-limit", str(32 * 1024 * 1024), env.image,
+                        unique_id, "tail", "/dev/zero", check=False, timeout=120)
+        assert r.returncode == 137, (r.returncode, r.stdout, r.stderr)
+        wait_for(lambda: {"/tasks/oom", "/tasks/exit"} <= {t for t, _ in events.of(unique_id)},
+                 what="/tasks/oom and /tasks/exit")
+        topics = [t for t, _ in events.of(unique_id)]
+        assert topics.index("/tasks/oom") < topics.index("/tasks/exit"), topics
+        assert topics.count("/tasks/oom") == 1, topics
+    finally:
+        events.close()
+        env.ctd.remove_container(unique_id)
+    assert env.leftovers() == []
