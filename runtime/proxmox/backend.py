@@ -115,6 +115,15 @@ def process_security(spec: dict[str, Any],
     mount = rootfs_mount()
     paths = setup_hooks.path_entries(spec, mount, ro_in_hook=False)
     raw = ([("lxc.rootfs.mount", mount)] if paths else []) + paths
+    linux = spec.get("linux") or {}
+    if linux.get("cgroupsPath"):
+        # Every ctr and CRI spec has one: info, not a warning per container.
+        log.info("linux.cgroupsPath ignored: the CT's cgroup is Proxmox's (lxc/<vmid>)",
+                 extra={"container_id": container_id})
+    if (spec.get("process") or {}).get("apparmorProfile"):
+        notes.append("process.apparmorProfile: the CT runs under Proxmox's AppArmor profile")
+    if linux.get("devices"):
+        notes.append("linux.devices: not created in a Proxmox CT (its /dev is Proxmox's)")
     for note in notes:  # DESIGN.md section 8: a downgrade is logged, never silent
         log.warning("downgraded: %s", note, extra={"container_id": container_id})
     return directives, bpf, raw
