@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     from storage import cli as storage_cli  # [storage] checkpoint, restore, images …
 
     storage_cli.register(sub)
+    from runtime.proxmox import opcli as pve_cli  # pve-images ls|prune
+
+    pve_cli.register(sub)
     from shim import node_cli  # health, metrics
 
     node_cli.register(sub)

@@ -165,11 +165,16 @@ class TaskService:
     async def create(self, req: pb.CreateTaskRequest, ctx: RequestContext) -> pb.CreateTaskResponse:
         bundle = Path(req.bundle)
         options: dict[str, Any] = {}
+        settings = (load_settings(req.options) if req.HasField("options") else
+                    runtime_config.load())
         if req.checkpoint:
             # [storage] containerd unpacked the checkpoint's content (our record file) into
             # this directory; the storage provisioner clones the dataset from the snapshot it
-            # names (storage.provisioner.CHECKPOINT_OPTION).
-            if not any(p.name == "storage" for p in self.sup.provisioners):
+            # names (storage.provisioner.CHECKPOINT_OPTION). The Proxmox backend answers for
+            # itself (runtime/proxmox/backend.py).
+            section = settings.get("backend")
+            proxmox = isinstance(section, dict) and section.get("type") == "proxmox"
+            if not proxmox and not any(p.name == "storage" for p in self.sup.provisioners):
                 raise NotImplementedErr("restoring a task from a checkpoint needs ZFS storage")
             options[CHECKPOINT_OPTION] = req.checkpoint
         config = CreateConfig(
@@ -181,8 +186,7 @@ class TaskService:
                          for m in req.rootfs),
             stdio=Stdio(req.stdin, req.stdout, req.stderr, req.terminal),
             state_dir=self.store.container_dir(self.sup.namespace, req.id),
-            settings=load_settings(req.options) if req.HasField("options") else
-            runtime_config.load(),
+            settings=settings,
             options=options,
         )
         pid = await self.sup.create(config)

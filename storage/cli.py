@@ -270,9 +270,35 @@ async def cmd_storage(args: argparse.Namespace, storage: ZfsStorage,
     return 0
 
 
+def _proxmox(args: argparse.Namespace) -> int | None:
+    """checkpoint, checkpoints and restore of a container of the Proxmox backend (its state
+    directory holds ``pve-state.json``): Proxmox snapshots through the API
+    (runtime/proxmox/opcli.py), not ZFS datasets. None for any other container."""
+    id = getattr(args, "id", None)
+    if not id or args.command not in ("checkpoint", "checkpoints", "restore"):
+        return None
+    from runtime.proxmox import opcli
+
+    st = opcli.find(_container_dirs(id, getattr(args, "container_namespace", None)))
+    if st is None:
+        return None
+    if args.command == "restore":
+        return opcli.restore(id, st, args.snapshot, args.processes)
+    if args.command == "checkpoints":
+        return opcli.list_checkpoints(id, st, args.json, args.delete)
+    if args.criu:
+        raise FailedPrecondition(f"container {id} (CT {st.vmid}) runs on the Proxmox backend: "
+                                 "its checkpoints are filesystem snapshots only (no CRIU)")
+    raw = runtime_config.load(Path(args.config) if args.config else None)
+    return opcli.checkpoint(id, st, opcli.checkpoint_keep(raw), exit=args.exit)
+
+
 def _wrap(handler: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
+            done = _proxmox(args)
+            if done is not None:
+                return done
             storage, settings = _open(args)
             return asyncio.run(handler(args, storage, settings))
         except ErrdefsError as exc:

@@ -90,6 +90,9 @@ class StorageProvisioner:
         settings = settings_for(config)
         restore_dir = config.options.get(CHECKPOINT_OPTION)
         if settings.pool is None:
+            section = config.settings.get("backend")
+            if restore_dir and isinstance(section, dict) and section.get("type") == "proxmox":
+                return config  # its checkpoints are CT snapshots: the backend answers
             if restore_dir:
                 raise FailedPrecondition("restoring a task from a checkpoint needs ZFS storage "
                                          "([storage] zfs_pool in config.toml)")

@@ -30,7 +30,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from runtime import cgroups, errdefs
+from runtime import cgroups, errdefs, store
 from runtime import config as runtime_config
 from runtime.lxc import state as lxcstate
 from runtime.lxc.backend import rootfs_from_spec
@@ -53,6 +53,80 @@ _HARMLESS = frozenset({signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIG
 RECORD = "proxmox-lxcri-checkpoint.json"
 #: PVE's default idmap for unprivileged CTs (proxmox-api.md §6.1).
 UNPRIVILEGED_BASE = 100000
+
+
+#: The Task API's checkpoint directory in CreateConfig.options (shim/task_service.py).
+CHECKPOINT_OPTION = "lxcri.checkpoint_path"
+
+
+def from_checkpoint_refusal(directory: Path) -> str:
+    """Why a task cannot be created from a checkpoint on this backend (CreateTaskRequest
+    .checkpoint, ``ctr containers restore``), naming the checkpoint's CT and snapshot.
+
+    The ZFS storage makes such a task's root a ZFS clone of the snapshot, O(1). Proxmox has
+    no O(1) way: a linked clone needs a template's base volume (pve-storage
+    ``ZFSPoolPlugin.pm`` → ``volume_has_feature``: ``clone => { base => 1 }``; pve-container
+    ``API2/LXC.pm`` → ``clone_vm``: ``Linked clone feature for '<volid>' is not available``),
+    a CT with snapshots cannot become a template (``API2/LXC.pm`` → ``template``: ``unable to
+    create template, because CT contains snapshots``), and a clone from ``snapname`` is a full
+    one, a copy of every file (``clone_vm`` → ``PVE::LXC::copy_volume``: O(size))."""
+    where = ""
+    try:
+        record = json.loads((directory / RECORD).read_text())
+        vmid, snap = int(record["vmid"]), str(record["snapshot"])
+        if vmid > 0 and snap.startswith("checkpoint-") and snap.isprintable():
+            where = f" (checkpoint {snap} of CT {vmid})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return (f"a task from a checkpoint{where}: the Proxmox backend cannot create one at O(1) "
+            "cost: Proxmox clones a CT from a snapshot only as a full copy (a linked clone "
+            "needs a template, and a CT with snapshots cannot become one); roll the CT back "
+            "instead with `proxmox-lxcri restore ID` after its task stopped (docs/proxmox.md)")
+
+
+def rootfs_mount() -> str:
+    """LXC's compiled-in ``lxc.rootfs.mount`` (Debian and Proxmox: the multiarch path), named
+    again in the CT's config because the read-only paths' bind sources go through it (as the
+    LXC backend does, runtime/lxc/backend.py ``_rootfs_mount``)."""
+    for candidate in ("/usr/lib/x86_64-linux-gnu/lxc/rootfs", "/usr/lib/lxc/rootfs"):
+        if os.path.isdir(candidate):
+            return candidate
+    return "/usr/lib/x86_64-linux-gnu/lxc/rootfs"
+
+
+def process_security(spec: dict[str, Any],
+                     container_id: str) -> tuple[str, bytes | None, list[tuple[str, str]]]:
+    """The spec's own security settings inside the CT, the LXC backend's way and code:
+
+    - the in-CT init's ``process`` directives and compiled seccomp filter (user, groups, cwd,
+      rlimits, the five capability sets, no_new_privs, seccomp: runtime/lxc/security.py,
+      runtime/lxc/seccomp.py), applied by lxcri-init.c right before the program's execve;
+    - masked and read-only paths as ``lxc.mount.entry`` lines (runtime/lxc/setup_hooks.py
+      ``path_entries``), which LXC applies after Proxmox's ``lxc.mount.auto``, with
+      ``lxc.rootfs.mount`` for the read-only binds' source."""
+    from runtime.lxc import config as lxcconf
+    from runtime.lxc import seccomp, security, setup_hooks
+
+    notes: list[str] = []
+    policy = lxcconf.seccomp_policy(spec, notes)
+    directives = security.process_directives(
+        spec["process"], notes, seccomp_flags=policy.flags if policy is not None else None)
+    bpf = seccomp.compile_bpf(policy) if policy is not None else None
+    mount = rootfs_mount()
+    paths = setup_hooks.path_entries(spec, mount, ro_in_hook=False)
+    raw = ([("lxc.rootfs.mount", mount)] if paths else []) + paths
+    linux = spec.get("linux") or {}
+    if linux.get("cgroupsPath"):
+        # Every ctr and CRI spec has one: info, not a warning per container.
+        log.info("linux.cgroupsPath ignored: the CT's cgroup is Proxmox's (lxc/<vmid>)",
+                 extra={"container_id": container_id})
+    if (spec.get("process") or {}).get("apparmorProfile"):
+        notes.append("process.apparmorProfile: the CT runs under Proxmox's AppArmor profile")
+    if linux.get("devices"):
+        notes.append("linux.devices: not created in a Proxmox CT (its /dev is Proxmox's)")
+    for note in notes:  # DESIGN.md section 8: a downgrade is logged, never silent
+        log.warning("downgraded: %s", note, extra={"container_id": container_id})
+    return directives, bpf, raw
 
 
 def open_terminal_io(stdio: Any, console_size: object) -> TerminalIO:
@@ -129,6 +203,9 @@ class ProxmoxBackend:
         return api
 
     async def create(self, config: CreateConfig) -> PveContainer:
+        if config.options.get(CHECKPOINT_OPTION):
+            raise errdefs.NotImplementedErr(from_checkpoint_refusal(
+                Path(str(config.options[CHECKPOINT_OPTION]))))
         s = settings.parse(config.settings)
         api = self.api(s)
         overrides = runtime_config.overrides(config.settings,
@@ -154,16 +231,20 @@ class ProxmoxBackend:
         rootfs_dir = config.bundle / "rootfs" if config.rootfs else rootfs_from_spec(config)
         if not config.rootfs and not rootfs_dir.is_dir():
             raise errdefs.NotFound(f"root.path: rootfs {rootfs_dir} does not exist")
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        # 0700, 0711 for an unprivileged CT: its mapped root, which makes LXC's mount of the
+        # init directory, must pass through (as the LXC backend does with a user namespace).
+        store.private_dir(config.state_dir, traverse=opts.unprivileged)
         term = (open_terminal_io(config.stdio, process.get("consoleSize"))
                 if config.stdio.terminal else None)
         try:
+            directives, bpf, security_raw = process_security(spec, config.id)
             init_dir, raw = initdir.prepare(
                 config.state_dir, list(process["args"]), config.stdio,
                 host_uid=shift + int(user.get("uid", 0)),
                 host_gid=shift + int(user.get("gid", 0)),
                 tty=os.ttyname(term.stdin) if term is not None and term.stdin is not None
-                else None)
+                else None, directives=directives, seccomp=bpf)
+            raw += security_raw
         except BaseException:
             if term is not None:
                 term.close()
@@ -175,16 +256,6 @@ class ProxmoxBackend:
         try:
             if config.stdio.stdin and term is None:
                 stdin = initdir.open_stdin(init_dir, config.stdio.stdin)
-            template = await rootfs.template_for(api, self._reaper, config, rootfs_dir,
-                                                 opts.unprivileged)
-
-            async def clone(new: int) -> None:
-                params = {"newid": new, "hostname": opts.options["hostname"],
-                          "description": opts.options["description"]}
-                upid = await clone_when_unlocked(api, template, params)
-                made.append(new)  # the id is ours from here: undo removes it
-                await api.wait_task(upid, vmid=new, what=f"linked clone of CT {template}")
-
             st = pvestate.PveState(vmid=0, url=s.url, node=s.node, token_id=s.token_id,
                                    token_secret_file=str(s.token_secret_file),
                                    ca_file=s.ca_file, conf_dir=str(s.conf_dir),
@@ -192,7 +263,16 @@ class ProxmoxBackend:
                                    lease_pool=lease.pool if lease else "",
                                    lease_dir=lease.state_dir if lease else "",
                                    lease_owner=lease.owner if lease else "")
-            vmid, _ = await vmids.with_new_vmid(api, clone)
+            async with rootfs.template_for(api, self._reaper, config, rootfs_dir,
+                                           opts.unprivileged) as template:
+                async def clone(new: int) -> None:
+                    params = {"newid": new, "hostname": opts.options["hostname"],
+                              "description": opts.options["description"]}
+                    upid = await clone_when_unlocked(api, template, params)
+                    made.append(new)  # the id is ours from here: undo removes it
+                    await api.wait_task(upid, vmid=new, what=f"linked clone of CT {template}")
+
+                vmid, _ = await vmids.with_new_vmid(api, clone)
             st.vmid = vmid
             pvestate.save(config.state_dir, st)  # the `delete` action can remove it from now
             await api.call("PUT", "/nodes/{node}/lxc/{vmid}/config", vmid=vmid,
@@ -283,8 +363,11 @@ class PveContainer(ContainerOps):
             # CloseIO or delete.
             self._io._stdin_src, self._io._stdin_sink = stdin
             self._io.spawned()
+        # Execs run through the in-CT init too (its own user, groups, capabilities and the
+        # CT's seccomp filter), as for the LXC backend (runtime/lxc/exec.py).
         self.attach = AttachContext(backend._reaper, backend._lxc_attach, s.lxcpath,
-                                    str(st.vmid), s.lxcpath / str(st.vmid) / "rootfs")
+                                    str(st.vmid), s.lxcpath / str(st.vmid) / "rootfs",
+                                    init_dir=init_dir)
         self._pidfd: int | None = os.pidfd_open(st.pid)
         self._started = False
         self._deleted = False

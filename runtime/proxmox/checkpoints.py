@@ -64,20 +64,31 @@ async def take(api: PveApi, vmid: int, *, keep: int = 3) -> str:
     return name
 
 
-async def rollback(api: PveApi, vmid: int, name: str) -> None:
+async def rollback(api: PveApi, vmid: int, name: str | None = None, *,
+                   container: str = "") -> str:
+    """Roll the (stopped) CT back to checkpoint ``name``, default the newest; returns its name.
+    The errors read like the ZFS storage's (storage/checkpoints.py), naming the container and
+    its CT."""
+    who = f"container {container} (CT {vmid})" if container else f"CT {vmid}"
     listed = await list_checkpoints(api, vmid)
     names = [c.name for c in listed]
+    if not names:
+        raise errdefs.NotFound(f"{who} has no checkpoint to restore")
+    name = name or names[-1]
     if name not in names:
-        raise errdefs.NotFound(f"CT {vmid}: checkpoint {name} does not exist "
-                               f"(there are: {', '.join(names) or 'none'})")
+        raise errdefs.NotFound(f"{who} has no checkpoint {name} (it has {', '.join(names)})")
     newer = names[names.index(name) + 1:]
     if newer:
         raise errdefs.FailedPrecondition(
-            f"CT {vmid}: can only roll back to the newest checkpoint ({names[-1]}); delete "
-            f"the newer ones first: {', '.join(newer)}")
+            f"cannot restore {name} of {who}: Proxmox rolls back only to the newest "
+            f"checkpoint ({names[-1]}); delete the newer ones first: {', '.join(newer)}")
     cur = await api.call("GET", "/nodes/{node}/lxc/{vmid}/status/current", vmid=vmid,
                          read=True)
     if isinstance(cur, dict) and cur.get("status") == "running":
-        raise errdefs.FailedPrecondition(f"CT {vmid}: stop the task before rolling back")
+        raise errdefs.FailedPrecondition(
+            f"cannot restore {name} of {who}: it is running; stop the task first (ctr task "
+            "kill): Proxmox stops a running CT to roll it back, which would end the task's "
+            "process under containerd")
     await api.run("POST", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback", vmid=vmid,
                   snapname=name, what=f"rollback to {name}")
+    return name

@@ -159,10 +159,27 @@ def resources(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: An unprivileged CT's id mapping, the only one Proxmox generates (pve-container ``LXC.pm``
+#: → ``update_lxc_config``: ``lxc.idmap = u 0 100000 65536`` and ``g …``).
+PVE_IDMAP = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+
 def user_namespace(spec: dict[str, Any]) -> bool:
+    """Whether the CT is unprivileged: a spec with a user namespace. Its mappings, if it gives
+    any, must be Proxmox's: others would leave the image's files owned by ids the program
+    does not have (another mapping needs raw ``lxc.idmap`` keys, not done)."""
     linux = spec.get("linux") or {}
-    return any(ns.get("type") == "user" for ns in linux.get("namespaces") or []
-               if isinstance(ns, dict))
+    userns = any(ns.get("type") == "user" for ns in linux.get("namespaces") or []
+                 if isinstance(ns, dict))
+    if userns:
+        for key in ("uidMappings", "gidMappings"):
+            given = linux.get(key)
+            if given and [{k: m.get(k) for k in ("containerID", "hostID", "size")}
+                          for m in given if isinstance(m, dict)] != PVE_IDMAP:
+                raise errdefs.InvalidArgument(
+                    f"linux.{key}: {given!r}: the Proxmox backend runs a user namespace as an "
+                    "unprivileged CT, whose only mapping is Proxmox's 0:100000:65536")
+    return userns
 
 
 def bind_mounts(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -184,28 +201,6 @@ def bind_mounts(spec: dict[str, Any]) -> list[tuple[str, str]]:
             opts.append("ro")
         out.append(("lxc.mount.entry", f"{src} {dst} none {','.join(opts)} 0 0"))
     return out
-
-
-def user_keys(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    process = spec.get("process") or {}
-    user = process.get("user") or {}
-    out = [("lxc.init.uid", str(int(user.get("uid", 0)))),
-           ("lxc.init.gid", str(int(user.get("gid", 0))))]
-    cwd = process.get("cwd") or "/"
-    out.append(("lxc.init.cwd", mount_path("process.cwd", cwd)))
-    return out
-
-
-def capabilities(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    """The spec's bounding set as ``lxc.cap.keep``, as the LXC backend maps it
-    (runtime/lxc/security.py). The distro config Proxmox includes drops capabilities with
-    ``lxc.cap.drop``, which LXC refuses beside ``lxc.cap.keep``: an empty ``lxc.cap.drop``
-    clears that list first (``man lxc.container.conf``: an empty value clears)."""
-    from runtime.lxc.security import configure_capabilities
-
-    notes: list[str] = []
-    lines = configure_capabilities(spec.get("process") or {}, notes)
-    return [("lxc.cap.drop", ""), *lines] if lines else []
 
 
 def env_option(spec: dict[str, Any]) -> str:
@@ -249,7 +244,11 @@ def build(spec: dict[str, Any], *, namespace: str, container_id: str,
     env = env_option(spec)
     if env:
         opts["env"] = env
-    raw = user_keys(spec) + capabilities(spec) + bind_mounts(spec)
+    # The user, cwd and capabilities are the in-CT init's (lxcri-init.c, runtime/proxmox/
+    # initdir.py), as for the LXC backend: LXC applying them would confine the init itself.
+    raw = bind_mounts(spec)
+    # The cwd goes into the init's line-based process file.
+    clean("process.cwd", str((spec.get("process") or {}).get("cwd") or "/"))
     for k, v in raw:
         clean(k, v)
     return CtOptions(opts, raw, user_namespace(spec))

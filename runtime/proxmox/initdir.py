@@ -8,12 +8,18 @@ in the CT by a raw ``lxc.mount.entry`` key (written into the CT's config file as
 node: raw keys cannot be set through the API, and bind mount points need a root@pam ticket;
 proxmox-api.md §0 item 5, §6.1):
 
-- ``init.lxc``: the static init, the CT's ``entrypoint`` (an API option since PVE 9.1);
+- ``pve-init.lxc``: the static PID 1 (lxcri-pve-init.c), the CT's ``entrypoint`` (an API
+  option since PVE 9.1);
+- ``init.lxc``, ``process``, ``seccomp``: the LXC backend's own init (lxcri-init.c, the same
+  binary, runtime/lxc/owninit.py) with its files: PID 1's child execs it, and it applies the
+  spec's user, groups, cwd, rlimits, capabilities, no_new_privs and seccomp filter in runc's
+  order and execs the program; an exec runs it through ``lxc-attach`` (runtime/lxc/exec.py);
 - ``argv``: the program's argv (NUL-terminated); ``stdio``: one mark per descriptor, ``f``
   for a stream (the init opens ``/dev/.lxcri/fd<N>``), ``n`` for none (/dev/null);
-- ``fd1``, ``fd2``: containerd's stdout and stderr FIFOs, each bind-mounted there by its own
-  mount entry (inside the CT's mount namespace only), and given to the program's user: the LXC
-  backend hands the same FIFOs to the same process, so the access is the same;
+- ``fd1``, ``fd2``: containerd's stdout and stderr FIFOs, hard links to them (same
+  filesystem), else each bind-mounted there by its own mount entry (inside the CT's mount
+  namespace only), and given to the program's user: the LXC backend hands the same FIFOs to
+  the same process, so the access is the same;
 - ``fd0``: a FIFO of the shim's, which it feeds from containerd's stdin FIFO (as the LXC
   backend feeds a pipe, runtime/stdio.py): containerd's writer may come and go (``ctr`` closes
   it at its stdin's EOF) before the program opens its end, which would then wait forever;
@@ -31,17 +37,20 @@ import shutil
 from pathlib import Path
 
 from runtime import errdefs
+from runtime.lxc import owninit
 from runtime.lxc.owninit import PVE_BINARY as BINARY
 from runtime.proxmox.ctconfig import mount_path
 from runtime.types import Stdio
 
 DIR_NAME = "pve-init"
 MOUNT_POINT = "dev/.lxcri"
-ENTRYPOINT = "/dev/.lxcri/init.lxc"
+ENTRYPOINT = "/dev/.lxcri/pve-init.lxc"
 
 
 def prepare(state_dir: Path, args: list[str], stdio: Stdio, *, host_uid: int, host_gid: int,
-            tty: str | None = None, binary: Path = BINARY) -> tuple[Path, list[tuple[str, str]]]:
+            tty: str | None = None, binary: Path = BINARY, directives: str = "",
+            seccomp: bytes | None = None,
+            apply_binary: Path = owninit.BINARY) -> tuple[Path, list[tuple[str, str]]]:
     """The directory (host path) and the raw LXC keys that mount it and the FIFOs; with
     ``tty`` (the slave of a pty the shim holds, for ``process.terminal``) that pty is the
     program's stdin, stdout and stderr instead, and its controlling terminal (the init makes
@@ -52,8 +61,19 @@ def prepare(state_dir: Path, args: list[str], stdio: Stdio, *, host_uid: int, ho
     d = state_dir / DIR_NAME
     d.mkdir(mode=0o755, exist_ok=True)
     os.chmod(d, 0o755)
-    shutil.copy2(binary, d / "init.lxc")
+    if not apply_binary.is_file():
+        raise errdefs.FailedPrecondition(f"{apply_binary}: the in-container init is not built "
+                                         "(run `make setup`)")
+    shutil.copy2(binary, d / "pve-init.lxc")
+    shutil.copy2(apply_binary, d / "init.lxc")
     (d / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in args))
+    (d / "process").write_text(directives)
+    if seccomp is not None:
+        (d / "seccomp").write_bytes(seccomp)
+    for name in ("argv", "process", "seccomp"):
+        # Read by the CT's root, which in an unprivileged CT is not the host's root.
+        if (d / name).exists():
+            os.chmod(d / name, 0o644)
     raw = [("lxc.mount.entry", f"{mount_path('state dir', str(d))} {MOUNT_POINT} none "
                                "bind,create=dir 0 0")]
     marks = ""
@@ -84,10 +104,19 @@ def prepare(state_dir: Path, args: list[str], stdio: Stdio, *, host_uid: int, ho
             os.chown(fifo, host_uid, host_gid)
             marks += "f"
             continue
-        (d / f"fd{n}").touch()
-        # The program opens it as its own user, inside the CT (unprivileged: shifted ids).
+        # The program's user owns it, inside the CT (unprivileged: shifted ids).
         os.chown(path, host_uid, host_gid)
-        raw.append(("lxc.mount.entry", f"{path} {MOUNT_POINT}/fd{n} none bind,create=file 0 0"))
+        target = d / f"fd{n}"
+        target.unlink(missing_ok=True)
+        try:
+            # A hard link of containerd's FIFO into this directory (the same inode; /run
+            # holds both on a node): no mount entry, and an unprivileged CT's mapped root,
+            # which makes LXC's mounts, need not reach containerd's 0700 FIFO directory.
+            os.link(path, target)
+        except OSError:
+            target.touch()  # another filesystem: bind-mounted onto this file instead
+            raw.append(("lxc.mount.entry",
+                        f"{path} {MOUNT_POINT}/fd{n} none bind,create=file 0 0"))
         marks += "f"
     (d / "stdio").write_text(marks)
     status = d / "status"

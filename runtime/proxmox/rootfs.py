@@ -16,8 +16,9 @@ mount (a bundle without mounts is keyed on its rootfs path), plus privileged/unp
 made from a tar of the image's root uploaded to ``template_storage`` as a ``vztmpl``, created
 on ``storage`` and converted with ``POST …/template``. A node-wide file lock keeps two shims
 from making the same template at once. Templates stay as the node's image cache (tag
-``lxcri-image``); removing one that has clones fails in Proxmox itself ("base volume … is still
-in use by linked cloned").
+``lxcri-image``) until runtime/proxmox/images.py removes unused ones (``[proxmox] image_keep``
+after each new template, or ``proxmox-lxcri pve-images prune``); removing one that has clones
+fails in Proxmox itself ("base volume … is still in use by linked cloned").
 """
 
 from __future__ import annotations
@@ -71,31 +72,65 @@ async def find_template(api: PveApi, name: str) -> int | None:
     return None
 
 
+def lock_path(key: str) -> Path:
+    """The node-wide lock of an image's template; its mtime is the template's last use on
+    this node (runtime/proxmox/images.py keeps the most recently used ones)."""
+    return LOCK_DIR / f"{key}.lock"
+
+
 @contextlib.asynccontextmanager
-async def _node_lock(key: str) -> AsyncIterator[None]:
+async def _node_lock(key: str, how: int) -> AsyncIterator[int]:
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    fd = os.open(LOCK_DIR / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lock_path(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         # A cross-process lock (other shims of this node); taken in a thread so the loop runs.
-        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
-        yield
+        await asyncio.to_thread(fcntl.flock, fd, how)
+        yield fd
     finally:
         os.close(fd)
 
 
+@contextlib.asynccontextmanager
 async def template_for(api: PveApi, reaper: Reaper, config: CreateConfig, rootfs_dir: Path,
-                       unprivileged: bool) -> int:
-    """The image's template CT, made if the node has none yet."""
+                       unprivileged: bool) -> AsyncIterator[int]:
+    """The image's template CT, made if the node has none yet, held while the body clones it.
+
+    Held: a shared lock on the image's node-wide lock file, which the template GC
+    (runtime/proxmox/images.py) must take exclusively, without waiting, before it destroys a
+    template; so a template found here is not destroyed before its clone has started (after
+    that, Proxmox itself refuses: a clone locks its source, and a base volume with linked
+    clones is not freed, pve-storage ``Storage.pm`` → ``vdisk_free``)."""
     key = image_key(config, rootfs_dir, unprivileged)
     name = template_name(key)
-    found = await find_template(api, name)
-    if found is not None:
-        return found
-    async with _node_lock(key):
+    async with _node_lock(key, fcntl.LOCK_SH) as fd:
         found = await find_template(api, name)
-        if found is not None:
-            return found
-        return await _make_template(api, reaper, config, rootfs_dir, unprivileged, name)
+        if found is None:
+            # Made under the exclusive lock (flock converts it), so two shims never make the
+            # same one; then shared again for the clone.
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            found = await find_template(api, name)
+            if found is None:
+                found = await _make_template(api, reaper, config, rootfs_dir, unprivileged,
+                                             name)
+                await _prune_after_new(api, found)
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_SH)
+        os.utime(fd)  # last use, for the keep policy
+        yield found
+
+
+async def _prune_after_new(api: PveApi, new: int) -> None:
+    """The keep policy (``[proxmox] image_keep``), where the number of templates grows; a
+    failure is logged, never the create's."""
+    from runtime.proxmox import images
+
+    try:
+        removed = await images.prune(api, keep=api.settings.image_keep,
+                                     exclude=frozenset({new}))
+    except errdefs.ErrdefsError as exc:
+        log.warning("removing unused image templates failed: %s", exc)
+        return
+    for t in removed:
+        log.info("removed unused image template CT %d (%s)", t.vmid, t.name)
 
 
 async def _make_template(api: PveApi, reaper: Reaper, config: CreateConfig, rootfs_dir: Path,

@@ -18,6 +18,8 @@
     tags = ["containerd"]
     conf_dir = "/etc/pve/lxc"   # where the CT configs are (raw lxc.* keys are written there)
     lxcpath = "/var/lib/lxc"    # where PVE generates the LXC configs (lxc-attach -P)
+    checkpoint_keep = 3         # checkpoints kept per CT
+    image_keep = 5              # unused image templates kept (runtime/proxmox/images.py)
 
 The key names ``url``, ``token_id``, ``token_secret_file`` and ``ca_file`` are also read by
 ``proxmox-lxcri health`` (shim/health.py). The secret itself is read by :mod:`.api` only.
@@ -73,6 +75,9 @@ class ProxmoxSettings:
     rootfs_size: int = 8
     #: Checkpoints (CT snapshots ``checkpoint-<unix>``) kept per CT, like [storage]'s.
     checkpoint_keep: int = 3
+    #: Unused image templates (no linked clone) kept, the most recently used ones, when a new
+    #: template is made (runtime/proxmox/images.py); templates in use always stay.
+    image_keep: int = 5
     #: Seconds for one HTTP request, and for one task (UPID) to end.
     request_timeout: float = 30.0
     task_timeout: float = 300.0
@@ -118,6 +123,9 @@ def parse(config: dict[str, Any]) -> ProxmoxSettings:
     keep = section.get("checkpoint_keep", 3)
     if not isinstance(keep, int) or keep < 1:
         raise errdefs.InvalidArgument("configuration: [proxmox] checkpoint_keep must be >= 1")
+    image_keep = section.get("image_keep", 5)
+    if not isinstance(image_keep, int) or isinstance(image_keep, bool) or image_keep < 0:
+        raise errdefs.InvalidArgument("configuration: [proxmox] image_keep must be >= 0")
     timeouts = {}
     for key, default in (("request_timeout", 30.0), ("task_timeout", 300.0)):
         v = section.get(key, default)
@@ -131,7 +139,7 @@ def parse(config: dict[str, Any]) -> ProxmoxSettings:
         template_storage=_str(section, "template_storage", "local", _STORAGE),
         bridge=_str(section, "bridge", "vmbr0", _BRIDGE),
         vmid_lower=vr[0], vmid_upper=vr[1], tags=tuple(tags), rootfs_size=size,
-        checkpoint_keep=keep,
+        checkpoint_keep=keep, image_keep=image_keep,
         conf_dir=Path(_str(section, "conf_dir", "/etc/pve/lxc")),
         lxcpath=Path(_str(section, "lxcpath", "/var/lib/lxc")), **timeouts)
 

@@ -77,7 +77,8 @@ def test_ct_options_from_the_spec() -> None:
     assert o["env"] == "PATH=/bin\0A=b c"
     assert "namespace k8s.io, container c_1" in o["description"]
     assert opts.unprivileged is False
-    assert ("lxc.init.cwd", "/") in opts.raw
+    # User, cwd and capabilities are the in-CT init's (runtime/proxmox/initdir.py), not LXC's.
+    assert not [k for k, _ in opts.raw if k.startswith(("lxc.init.", "lxc.cap."))]
 
 
 def test_user_namespace_makes_an_unprivileged_ct() -> None:
@@ -147,3 +148,15 @@ def test_nextid_is_a_string_of_digits() -> None:
     assert vmid._parse("100") == 100
     with pytest.raises(errdefs.Internal):
         vmid._parse("1e3")
+
+
+def test_a_user_namespace_with_another_mapping_is_refused() -> None:
+    s = spec(namespaces=[{"type": "user"}],
+             uidMappings=[{"containerID": 0, "hostID": 200000, "size": 65536}])
+    with pytest.raises(errdefs.InvalidArgument, match="0:100000:65536"):
+        ctconfig.build(s, namespace="n", container_id="c", overrides={},
+                       default_bridge="vmbr0", tags=(), entrypoint="/e")
+    s = spec(namespaces=[{"type": "user"}],
+             uidMappings=[{"containerID": 0, "hostID": 100000, "size": 65536}])
+    assert ctconfig.build(s, namespace="n", container_id="c", overrides={},
+                          default_bridge="vmbr0", tags=(), entrypoint="/e").unprivileged

@@ -37,6 +37,14 @@
  * runs: "go" runs it, anything else (EOF: the runtime is gone or aborted) exits 1 without
  * running it. This holds a created container whose start is not the runtime's to hold.
  *
+ * The spec's process settings (user, groups, cwd, rlimits, capabilities, no_new_privs and the
+ * seccomp filter) are applied by the LXC backend's own init, lxcri-init.c, the same binary: if
+ * /dev/.lxcri/init.lxc and /dev/.lxcri/process exist (Proxmox backend), the child execs
+ * "init.lxc /dev/.lxcri" after its stdio is set up, and lxcri-init applies them in runc's order
+ * and execs the program from /dev/.lxcri/argv, exactly as for an LXC backend container (and
+ * for an exec, which lxc-attach runs through the same init.lxc). PID 1 stays unconfined: it
+ * only waits, forwards signals and records the status.
+ *
  * The runtime starts it with lxc-start as lxc.init.cmd, with no arguments: LXC splits
  * lxc.init.cmd at spaces without honouring quotes, so the program's argv is read from
  * /dev/.lxcri/argv (NUL-terminated strings) instead. Given "-- PROGRAM ARGS", it runs those.
@@ -59,6 +67,9 @@
 #define ARGV_FILE "/dev/.lxcri/argv"
 #define STDIO_FILE "/dev/.lxcri/stdio"
 #define GATE_FILE "/dev/.lxcri/gate"
+#define APPLY_DIR "/dev/.lxcri"
+#define APPLY_INIT APPLY_DIR "/init.lxc"
+#define PROCESS_FILE APPLY_DIR "/process"
 #define ARGV_MAX (1 << 20)
 
 /* The NUL-separated strings of ARGV_FILE as a NULL-terminated vector, or NULL. */
@@ -231,6 +242,13 @@ int main(int argc, char *argv[])
 			perror("lxcri-init: setsid");
 		if (isatty(STDIN_FILENO))
 			ioctl(STDIN_FILENO, TIOCSCTTY, 0);
+		if (access(APPLY_INIT, X_OK) == 0 && access(PROCESS_FILE, F_OK) == 0) {
+			char *apply[] = {APPLY_INIT, APPLY_DIR, NULL};
+
+			execv(APPLY_INIT, apply);
+			fprintf(stderr, "lxcri-init: %s: %s\n", APPLY_INIT, strerror(errno));
+			_exit(126);
+		}
 		execvp(program[0], program);
 		fprintf(stderr, "lxcri-init: %s: %s\n", program[0], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
