@@ -12,7 +12,10 @@ CRI plugin picks by the cgroup driver):
   (5)). This runtime does not talk to systemd: it makes that same directory itself, so the
   container lands where systemd and kubelet would look for it (on a host without systemd, as
   here, it is simply a cgroupfs path). An empty slice is ``system.slice`` (runc's default); a
-  name ending in ``.slice`` is the unit itself, as in runc.
+  name ending in ``.slice`` is the unit itself, and an empty prefix still gives
+  ``-<name>.scope``, as in runc. What not registering a unit means under a real systemd
+  (systemd has no unit for the scope, the limits are plain cgroup files) is measured in
+  tests/kernel/test_pve9_systemd_cgroups.py and docs/pve9-differences.md.
 
 Standard library only, pure: the daemon's own cgroup is passed in.
 """
@@ -69,8 +72,10 @@ def systemd_path(value: str) -> str:
             raise InvalidArgument(f"{_FIELD}: {what} {part!r} is not a valid unit name")
     if not name:
         raise InvalidArgument(f"{_FIELD}: {value!r}: the name in slice:prefix:name is empty")
-    unit = name if name.endswith(".slice") else (f"{prefix}-{name}.scope" if prefix
-                                                  else f"{name}.scope")
+    # runc's getUnitName (libcontainer/cgroups/systemd/common.go): "<prefix>-<name>.scope"
+    # even for an empty prefix ("-<name>.scope"; runc 1.1.15 under systemd 257 puts
+    # "system.slice::x" in /system.slice/-x.scope, measured in the pve9 guest).
+    unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope"
     return f"{expand_slice(slice_ or 'system.slice')}/{unit}"
 
 

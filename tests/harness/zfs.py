@@ -1,5 +1,10 @@
 """A zfs-fuse daemon and throw-away pools on sparse files, for tests and benchmarks.
 
+Whatever ZFS the machine provides: where OpenZFS's kernel module is loaded (``/dev/zfs``: the
+kernel test hosts, a Proxmox VE node) the pools are made with its ``zpool`` and no daemon is
+needed; elsewhere (the Debian 12 development host) with zfs-fuse's. The ``zfs``/``zpool``
+commands are the same for what is used here (environment.md section 3).
+
 Only one zfs-fuse daemon can run per machine: the ``zfs``/``zpool`` tools talk to it over the
 hard-coded socket ``/var/run/zfs/zfs_socket`` (environment.md section 3). So :class:`ZfsFuse`
 reuses a running daemon and starts one only when none answers; it stops the daemon at the end
@@ -30,12 +35,24 @@ from pathlib import Path
 
 ZFS_SOCKET = Path("/var/run/zfs/zfs_socket")
 ZFS_FUSE = "zfs-fuse"
+#: OpenZFS's control device; zfs-fuse has none (its tools use ZFS_SOCKET).
+ZFS_DEVICE = Path("/dev/zfs")
+
+
+def kernel_zfs() -> bool:
+    """OpenZFS's kernel module is loaded: pools need no daemon (and zfs-fuse is not used)."""
+    return ZFS_DEVICE.exists()
 
 
 def zfs_skip_reason() -> str | None:
-    """Why zfs-fuse tests cannot run here, or None."""
+    """Why ZFS tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "ZFS tests need root (zfs-fuse, FUSE mounts)"
+    if kernel_zfs():
+        for tool in ("zfs", "zpool"):
+            if shutil.which(tool) is None:
+                return f"{tool} is not installed (Debian package zfsutils-linux)"
+        return None
     for tool in (ZFS_FUSE, "zfs", "zpool"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (Debian package zfs-fuse; make setup installs it)"
@@ -73,7 +90,7 @@ class ZfsFuse:
         return self._proc is not None
 
     def ensure(self, timeout: float = 20.0) -> None:
-        if daemon_answers():
+        if kernel_zfs() or daemon_answers():
             return
         fd, log = tempfile.mkstemp(prefix="lxcri-zfs-fuse-", suffix=".log")
         self._log = Path(log)
@@ -194,7 +211,8 @@ if pytest is not None:
     @pytest.fixture(scope="session", name="zfs_fuse")
     def zfs_fuse_fixture() -> Iterator[ZfsFuse]:
         """The zfs-fuse daemon (started if none runs; stopped at the end only if started
-        here). Skips, with the reason, where it cannot run."""
+        here), or nothing where OpenZFS's kernel module serves the pools. Skips, with the
+        reason, where neither can run."""
         reason = zfs_skip_reason()
         if reason:
             pytest.skip(reason)

@@ -33,9 +33,13 @@ deb http://deb.debian.org/debian-security bookworm-security main contrib
 # module build needs inside that root (make, libc6-dev, file; the kernel headers and their
 # gcc-14 come from the resolution). The libraries complete what the host's Python (pyenv
 # 3.11, built on Debian 12) and its lib-dynload modules link against (`ldd`): trixie names
-# some of them *t64 (the 64-bit time_t transition), with the same sonames.
+# some of them *t64 (the 64-bit time_t transition), with the same sonames. openssl: the
+# Proxmox stand-in (tests/pvestandin/server.py) makes its TLS certificate with it;
+# ca-certificates: the system CA bundle the Proxmox backend verifies against by default (a
+# PVE node has it).
 TRIXIE_ROOTFS = ("systemd", "dbus", "lxc", "containerd", "runc", "criu", "zfsutils-linux",
-                 "apparmor", "busybox-static", "iproute2", "kmod", "nftables", "procps",
+                 "apparmor", "busybox-static", "iproute2", "kmod", "nftables", "procps", "openssl",
+                 "ca-certificates",
                  "make", "libc6-dev", "file",
                  "libssl3t64", "libffi8", "libsqlite3-0", "libreadline8t64", "libncursesw6",
                  "libbz2-1.0", "liblzma5", "zlib1g", "libuuid1", "libexpat1", "libcrypt1",

@@ -165,3 +165,32 @@ def test_host_paths_bind_the_checkout_and_the_interpreter_once(tmp_path: Path) -
     assert str(Path(sys.base_prefix).resolve()) in paths or any(
         Path(sys.base_prefix).resolve().is_relative_to(p) for p in paths)
     assert len(paths) == len(set(paths))
+
+
+def test_the_root_filesystem_is_rebuilt_when_its_package_set_changes(tmp_path: Path) -> None:
+    # A package added to config.TRIXIE_ROOTFS (as openssl and ca-certificates were, for the
+    # PVE stand-in) must give a new rootfs directory, so the next batch builds it once by
+    # itself; the same set at the same versions must reuse the cached one.
+    from tests.kernelhost.resolve import Resolved
+
+    r = Resolved(kernel_abi="test-amd64", kernel_version="test", headers=(),
+                 zfs_version="test", zfs_userland=(), guest_tools=(), flavour="trixie",
+                 rootfs=(("lxc", "test"),))
+    more = Resolved(**{**r.__dict__, "rootfs": (("lxc", "test"), ("openssl", "test"))})
+    same = Resolved(**{**r.__dict__})
+    assert cache.rootfs_home(tmp_path, r) == cache.rootfs_home(tmp_path, same)
+    assert cache.rootfs_home(tmp_path, r) != cache.rootfs_home(tmp_path, more)
+    # The entry key (entries/<key>.json) moves with it, so the entry names the new root.
+    assert r.key != more.key
+
+
+def test_host_paths_bind_the_pve_api_schema_when_found(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The PVE stand-in reads Proxmox's API schema from outside the checkout; the pve9 guest
+    # binds that folder at its own path so that the stand-in finds it there too.
+    from tests.kernelhost import vm
+    from tests.pvestandin.schema import SCHEMA_FILES
+
+    (tmp_path / SCHEMA_FILES["9.2"]).write_text("{}")
+    monkeypatch.setenv("PVE_API_SCHEMA_DIR", str(tmp_path))
+    assert str(tmp_path.resolve()) in vm.host_paths(REPO)

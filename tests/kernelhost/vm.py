@@ -156,9 +156,13 @@ def host_paths(rootdir: Path) -> list[str]:
     """What a guest with its own root filesystem binds from the host root: the checkout, the
     environment (venv) and the interpreter's installation it is made from (pyenv's 3.11,
     linked against libc/libm only; its lib-dynload modules find their libraries in the
-    root filesystem, see config.TRIXIE_ROOTFS)."""
+    root filesystem, see config.TRIXIE_ROOTFS), and the Proxmox API schema the PVE stand-in
+    is built from (shared/pve-api beside the worktrees, outside the checkout), if found."""
+    from tests.pvestandin.schema import schema_dir  # stdlib only: cheap to import
+
+    schema = schema_dir()
     out: list[str] = []
-    for p in (rootdir, Path(sys.prefix), Path(sys.base_prefix)):
+    for p in (rootdir, Path(sys.prefix), Path(sys.base_prefix), *([schema] if schema else [])):
         p = p.resolve()
         if not any(p == Path(q) or p.is_relative_to(q) for q in out):
             out.append(str(p))

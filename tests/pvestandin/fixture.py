@@ -1,5 +1,6 @@
-"""pytest fixtures: ``pve_standin`` (with ``local-zfs`` on a fresh zfs-fuse pool) and
-``pve_standin_nozfs`` (``local`` only; no zfs-fuse needed).
+"""pytest fixtures: ``pve_standin`` (with ``local-zfs`` on a fresh pool: OpenZFS where its
+kernel module is loaded, as in the pve9 test guest, else zfs-fuse; tests/harness/zfs.py) and
+``pve_standin_nozfs`` (``local`` only; no ZFS needed).
 
 Use them from a test module with ``from tests.pvestandin.fixture import pve_standin_fixture
 # noqa: F401`` (the fixture's name is ``pve_standin``). Each yields a :class:`StandInHandle`

@@ -45,6 +45,7 @@ import os
 import platform
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,15 +66,21 @@ def _v1(controller: str) -> Path | None:
         else None
 
 
-@functools.lru_cache(maxsize=1)
-def lxc_major() -> int:
-    """LXC's major version (``lxc-start --version``), 0 when unknown."""
-    try:
-        out = subprocess.run(["lxc-start", "--version"], capture_output=True, text=True,
-                             timeout=30).stdout
-        return int(out.strip().split(".")[0])
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return 0
+@functools.cache
+def lxc_supports_key(key: str) -> bool:
+    """Whether this LXC parses config key ``key``: a probe container whose config holds only
+    that key is loaded by ``lxc-info`` (an unknown key fails the load, "Unsupported config
+    key"). The version does not tell: ``lxc.environment.runtime`` came with lxc/lxc#4582
+    (September 2025, for Proxmox VE), after 6.0.4, so Debian 13's LXC 6.0.4 lacks it while
+    PVE 9's lxc-pve has it."""
+    with tempfile.TemporaryDirectory(prefix="lxc-key-probe-") as d:
+        (Path(d) / "probe").mkdir()
+        (Path(d) / "probe" / "config").write_text(f"{key} = PROBE=1\n")
+        try:
+            return subprocess.run(["lxc-info", "-P", d, "-n", "probe"], capture_output=True,
+                                  timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
 
 
 def parse_prop(text: str, default_key: str) -> dict[str, str]:
@@ -178,9 +185,11 @@ def lxc_config(vmid: int, conf: dict[str, str], lxc_raw: list[tuple[str, str]],
     entrypoint = conf.get("entrypoint")
     if entrypoint:
         lines.append(f"lxc.init.cmd = {entrypoint}")
-    # stand-in: lxc.environment.runtime is LXC 6 (PVE 9 ships LXC 6); on LXC 5 the same
-    # variables go to lxc.environment, which also reaches lxc-attach.
-    env_key = "lxc.environment.runtime" if lxc_major() >= 6 else "lxc.environment"
+    # stand-in: lxc.environment.runtime is in PVE 9's lxc-pve, not in every LXC 6 (Debian 13's
+    # 6.0.4 refuses it: docs/pve9-differences.md); where LXC lacks it the same variables go to
+    # lxc.environment, which also reaches lxc-attach.
+    env_key = ("lxc.environment.runtime" if lxc_supports_key("lxc.environment.runtime")
+               else "lxc.environment")
     for item in (conf.get("env") or "").split("\0"):
         if item:
             lines.append(f"{env_key} = {item}")

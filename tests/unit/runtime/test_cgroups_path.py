@@ -21,6 +21,8 @@ from runtime.errdefs import InvalidArgument
     ("system.slice:docker:abc", "system.slice/docker-abc.scope"),
     (":runc:abc", "system.slice/runc-abc.scope"),  # runc's default slice
     ("-.slice:p:n", "p-n.scope"),  # the root slice
+    # No prefix: runc still joins with "-" (measured with runc 1.1.15 under systemd 257).
+    ("system.slice::abc", "system.slice/-abc.scope"),
     ("machine.slice::sub.slice", "machine.slice/sub.slice"),  # a slice as the unit itself
 ])
 def test_resolve(value: str | None, expected: str) -> None:

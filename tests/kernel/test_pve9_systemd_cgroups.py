@@ -1,0 +1,194 @@
+"""cgroupsPath in systemd's ``slice:prefix:name`` form under a real systemd (issue 16, item 3;
+issue 13's cgroupsPath), through containerd in the pve9 guest, for runc and for this runtime.
+
+containerd's CRI plugin with ``SystemdCgroup = true`` (kubeadm's default) gives each container
+the cgroupsPath ``<pod slice>:cri-containerd:<id>``; ``ctr run --cgroup`` sets the same field,
+and ``--runc-systemd-cgroup`` sets runc's ``SystemdCgroup`` option, so one ``ctr`` call drives
+either runtime the way the CRI plugin would, without a pod network.
+
+What each test checks, for both runtimes: the program's ``/proc/<pid>/cgroup`` is the scope
+``<prefix>-<name>.scope`` below the expanded slice path (systemd.slice(5): each dash a level),
+the spec's memory limit is applied there, and the delete removes the scope and nothing above
+it. Where they differ (runtime/cgroups_path.py's docstring, docs/pve9-differences.md): runc's
+systemd driver asks systemd over D-Bus for a transient scope unit (StartTransientUnit, with
+``Delegate=yes`` and the limits as unit properties), so systemd knows the unit; this runtime
+makes the same directory itself and systemd has no unit for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runtime import cgroups_path
+from tests.harness.containerd import PrivateContainerd
+from tests.harness.fixtures import PROXMOX_RUNTIME, RUNC_RUNTIME, BusyboxImage
+from tests.harness.waiting import wait_for
+from tests.kernel.helpers import sh
+
+# Only in the pve9 guest: the kernel flavour has no systemd.
+pytestmark = pytest.mark.pve9(only=True)
+
+ROOT = Path("/sys/fs/cgroup")
+MEMORY = 48 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    flags: tuple[str, ...]
+    #: runc's systemd driver registers a unit with systemd; this runtime does not.
+    registers_unit: bool
+
+
+RUNTIMES = {
+    "lxcri": Runtime("lxcri", ("--runtime", PROXMOX_RUNTIME), registers_unit=False),
+    # SystemdCgroup = true in runc's options, as containerd's CRI plugin sets it for kubeadm.
+    "runc": Runtime("runc", ("--runtime", RUNC_RUNTIME, "--runc-systemd-cgroup"),
+                    registers_unit=True),
+}
+
+
+def unit_props(unit: str) -> dict[str, str]:
+    out = sh("systemctl", "show", "-p", "LoadState,ActiveState,ControlGroup,Delegate,MemoryMax",
+             "--", unit).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def task_pid(ctd: PrivateContainerd, cid: str) -> int:
+    for line in ctd.ctr("task", "ls").stdout.splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0] == cid:
+            return int(parts[1])
+    raise AssertionError(f"no task {cid}")
+
+
+def cgroup_of(pid: int) -> str:
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("0::"), lines
+    return lines[0][3:]
+
+
+@contextlib.contextmanager
+def running(ctd: PrivateContainerd, image: BusyboxImage, rt: Runtime, cid: str,
+            cgroups_path: str, *flags: str) -> Iterator[int]:
+    """A detached ``sleep`` with that cgroupsPath and a memory limit; its host PID. Removed
+    afterwards even on failure."""
+    try:
+        ctd.ctr("run", "-d", *rt.flags, "--cgroup", cgroups_path,
+                "--memory-limit", str(MEMORY), *flags, image.ref, cid, "sleep", "300", timeout=120)
+        wait_for(lambda: ctd.task_status(cid) == "RUNNING", what=f"{cid} RUNNING", timeout=60)
+        yield task_pid(ctd, cid)
+    finally:
+        ctd.remove_container(cid)
+
+
+def remove_slices(top: str, *slices: str) -> None:
+    """The slice cgroups a test made, deepest first: as systemd units where runc's driver had
+    systemd create them, else as plain directories (this runtime's parents stay by design)."""
+    for s in reversed(slices):
+        if unit_props(s).get("LoadState") == "loaded":
+            sh("systemctl", "stop", s, check=False)
+    for d in sorted((p for p in (ROOT / top).rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    with contextlib.suppress(OSError):
+        (ROOT / top).rmdir()
+
+
+def check_scope(rt: Runtime, pid: int, expected: str) -> Path:
+    """The program sits in ``expected``, the memory limit is set there, and systemd knows the
+    unit exactly when the runtime registers one."""
+    scope = ROOT / expected.lstrip("/")
+    props = unit_props(scope.name)
+    assert cgroup_of(pid) == expected, props
+    assert (scope / "memory.max").read_text().strip() == str(MEMORY)
+    if rt.registers_unit:
+        assert props["LoadState"] == "loaded" and props["ActiveState"] == "active", props
+        assert props["ControlGroup"] == expected, props
+        assert props["Delegate"] == "yes" and props["MemoryMax"] == str(MEMORY), props
+    else:
+        # No D-Bus call: systemd has no such unit; the process is accounted to the slice.
+        assert props["LoadState"] == "not-found" and props["ActiveState"] == "inactive", props
+    return scope
+
+
+@pytest.mark.parametrize("rt", list(RUNTIMES.values()), ids=list(RUNTIMES))
+def test_system_slice_scope(containerd: PrivateContainerd, busybox_image: BusyboxImage,
+                            rt: Runtime) -> None:
+    cid = f"sd-{uuid.uuid4().hex[:8]}"
+    with running(containerd, busybox_image, rt, cid, f"system.slice:lxcri:{cid}") as pid:
+        scope = check_scope(rt, pid, f"/system.slice/lxcri-{cid}.scope")
+    wait_for(lambda: not scope.exists(), what=f"{scope} to go", timeout=30)
+    assert unit_props(scope.name)["ActiveState"] == "inactive"
+    assert (ROOT / "system.slice").is_dir()
+
+
+@pytest.mark.parametrize("rt", list(RUNTIMES.values()), ids=list(RUNTIMES))
+def test_empty_prefix(containerd: PrivateContainerd, busybox_image: BusyboxImage,
+                      rt: Runtime) -> None:
+    # "system.slice::<name>": where runc's systemd driver puts a scope without a prefix, and
+    # this runtime's mapping (runtime/cgroups_path.py) of the same value.
+    cid = f"np-{uuid.uuid4().hex[:8]}"
+    value = f"system.slice::{cid}"
+    with running(containerd, busybox_image, rt, cid, value) as pid:
+        got = cgroup_of(pid)
+        assert got == "/" + cgroups_path.resolve(value), (got, unit_props(got.rsplit("/")[-1]))
+
+
+@pytest.mark.parametrize("rt", list(RUNTIMES.values()), ids=list(RUNTIMES))
+def test_kubepods_like_nested_slice(containerd: PrivateContainerd,
+                                    busybox_image: BusyboxImage, rt: Runtime) -> None:
+    # kubelet's systemd driver: <top>.slice/<top>-besteffort.slice/<top>-besteffort-pod<uid>.slice
+    # (a unique top instead of "kubepods", so that the runtimes' slices never mix).
+    top = f"kubepods{uuid.uuid4().hex[:6]}"
+    uid = uuid.uuid4().hex[:12]
+    cid = f"kp-{uuid.uuid4().hex[:8]}"
+    slices = (f"{top}.slice", f"{top}-besteffort.slice", f"{top}-besteffort-pod{uid}.slice")
+    expected = "/" + "/".join(slices) + f"/cri-containerd-{cid}.scope"
+    try:
+        with running(containerd, busybox_image, rt, cid,
+                     f"{slices[-1]}:cri-containerd:{cid}") as pid:
+            scope = check_scope(rt, pid, expected)
+        wait_for(lambda: not scope.exists(), what=f"{scope} to go", timeout=30)
+        # Only the container's own cgroup goes: the pod's slice is kubelet's to remove.
+        assert scope.parent.is_dir()
+    finally:
+        remove_slices(f"{top}.slice", *slices)
+
+
+def test_limits_survive_systemd_realising_the_slice(containerd: PrivateContainerd,
+                                                    busybox_image: BusyboxImage) -> None:
+    # systemd writes each slice's cgroup.subtree_control from what its own units need, and a
+    # scope it does not know asks for nothing; starting another unit in the slice and a
+    # daemon-reload make it realise system.slice again. The container's memory and CPU weight
+    # must stay (memory: systemd 257 accounts memory for every unit by default; cpu: only
+    # LXC asked for it).
+    rt = RUNTIMES["lxcri"]
+    cid = f"re-{uuid.uuid4().hex[:8]}"
+    probe = f"lxcri-probe-{uuid.uuid4().hex[:8]}"
+    limits = ("memory.max", "cpu.weight", "pids.max")
+    with running(containerd, busybox_image, rt, cid, f"system.slice:lxcri:{cid}",
+                 "--cpu-shares", "512") as pid:
+        scope = ROOT / "system.slice" / f"lxcri-{cid}.scope"
+        control = ROOT / "system.slice" / "cgroup.subtree_control"
+        before = {n: (scope / n).read_text().strip() for n in limits if (scope / n).exists()}
+        ctl_before = control.read_text().strip()
+        sh("systemd-run", "--unit", probe, "--slice", "system.slice", "-p", "TasksMax=10",
+           "--wait", "true", timeout=60)
+        sh("systemctl", "daemon-reload", timeout=120)
+        ctl_after = control.read_text().strip()
+        after = {n: (scope / n).read_text().strip() for n in limits if (scope / n).exists()}
+        print(f"system.slice subtree_control before {ctl_before!r} after {ctl_after!r}; "
+              f"scope limits before {before} after {after}")
+        assert cgroup_of(pid) == f"/system.slice/lxcri-{cid}.scope"
+        # runc's conversion of 512 shares to cpu.weight (libcontainer/cgroups/utils.go
+        # ConvertCPUSharesToCgroupV2Value): 1 + ((512 - 2) * 9999) / 262142 = 20.
+        assert before.get("memory.max") == str(MEMORY) and before.get("cpu.weight") == "20", (
+            before, ctl_before)
+        assert after == before, (before, after, ctl_before, ctl_after)
