@@ -7,12 +7,12 @@ start mode in the foreground, like ``lxc-start -F``, but exiting with the contai
 
 - its config file is ``<lxcpath>/<name>/config``, rendered by :mod:`runtime.lxc.config`;
 - its stdio *is* the container's stdio (``lxc.console.path = none``);
-- the ``lxc.hook.start-host`` gate holds the container's first process before it runs, and
-  reports its host PID (:mod:`runtime.lxc.gate`) → the OCI "created" state;
-- that process is the project's init (:mod:`runtime.lxc.owninit`), which applies the
-  process settings and execve()s the program: the program is PID 1 of the container, with
-  the PID the gate reported, as under runc. Its exit status is the monitor's (7 for
-  ``exit 7``, 128 + signal for a signal death).
+- the container's first process is the project's init (:mod:`runtime.lxc.owninit`), which
+  applies the process settings, reports "ready" or its set-up error over the gate and waits
+  there (:mod:`runtime.lxc.gate`; the ``lxc.hook.start-host`` hook reports its host PID) →
+  the OCI "created" state, or a create error as runc's; on start it execve()s the program:
+  the program is PID 1 of the container, with the PID the gate reported, as under runc. Its
+  exit status is the monitor's (7 for ``exit 7``, 128 + signal for a signal death).
 
 A task restored from CRIU images (``CreateConfig.restore``) is made by ``lxc-checkpoint -r``
 (:mod:`runtime.lxc.restore`); checkpointable containers (``CreateConfig.checkpointable``) are
@@ -46,17 +46,19 @@ from runtime.lxc import (
     nsfiles,
     owninit,
     resources,
+    rootpath,
     seccomp,
     security,
     state,
 )
 from runtime.lxc import config as lxcconf
+from runtime.lxc import gate as gates
 from runtime.lxc.exec import AttachContext
 from runtime.lxc.gate import Gate, hook_command
 from runtime.lxc.mount import mount_all, unmount_all
 from runtime.lxc.mountpoints import prepare as prepare_mount_points
 from runtime.lxc.ops import ContainerOps
-from runtime.lxc.rootfs import look_path, resolve_in_rootfs
+from runtime.lxc.rootfs import resolve_in_rootfs
 from runtime.reaper import Child, Reaper
 from runtime.stdio import ProcessIO, TerminalIO, fd_ready, open_stdio
 from runtime.types import CreateConfig, RestoreSource, Stdio
@@ -111,6 +113,25 @@ def _check_bind_sources(spec: dict[str, Any]) -> None:
             source = m.get("source", "")
             if not os.path.exists(source):
                 raise errdefs.NotFound(f"mounts[{i}].source: {source}: no such file or directory")
+
+
+def _make_cwd_before_readonly_root(spec: dict[str, Any], rootfs: Path) -> None:
+    """A missing cwd in an image whose root the spec makes read-only is made here, inside the
+    rootfs (runtime.lxc.rootpath: symlinks followed inside it), before the mount hook's
+    read-only remount: runc makes it before that remount too. The init makes every other
+    missing cwd, inside the container's mounts; what cannot be made here is left to it, and
+    its error is the create's."""
+    cwd = spec["process"].get("cwd")
+    if not (spec.get("root") or {}).get("readonly") or not isinstance(cwd, str) or cwd == "/":
+        return
+    with contextlib.suppress(OSError):
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with rootpath.resolve(root_fd, cwd) as found:
+                if found.where == "missing":
+                    rootpath.make(found, "dir")
+        finally:
+            os.close(root_fd)
 
 
 @functools.cache
@@ -193,9 +214,9 @@ class LxcBackend:
                  gate_timeout: float = 30.0, hold_gate: bool = False,
                  inherit_stdio: bool = False) -> None:
         """``hold_gate`` and ``inherit_stdio`` are for the ``proxmox-lxcri`` CLI: the gate
-        outlives the creating process (gate.sh --hold), and a container without stdio paths
-        gets the caller's stdin, stdout and stderr (runc's pass-through) instead of
-        /dev/null."""
+        outlives the creating process (the init holds it: "gate hold"), and a container
+        without stdio paths gets the caller's stdin, stdout and stderr (runc's pass-through)
+        instead of /dev/null."""
         self._hold_gate = hold_gate
         self._inherit_stdio = inherit_stdio
         self._reaper = reaper
@@ -260,7 +281,7 @@ class LxcBackend:
                     source.images, prepared.init_dir, io, _HOST_ENV,
                     stdio_keys(io, config))
             else:
-                gate = Gate(config.state_dir)
+                gate = Gate(config.state_dir, owninit.root_owner(config.spec))
                 undo.callback(gate.close)
                 exec_fd = owninit.open_exec_fifo(prepared.init_dir)
                 undo.callback(os.close, exec_fd)
@@ -335,7 +356,8 @@ class LxcBackend:
         st.rootfs = str(rootfs)
         _check_bind_sources(config.spec)
         process = config.spec["process"]
-        look_path(rootfs, process["args"][0], process.get("env", []), process.get("cwd", "/"))
+        # The program is looked up by the init, inside the container's mounts (a bind-mounted
+        # program exists there only), as runc's init does before its exec FIFO wait.
         own_cgroup = cgroup.own_cgroup()
         st.cgroup = cgroups_path.resolve((config.spec.get("linux") or {}).get("cgroupsPath"),
                                          own_cgroup)
@@ -352,20 +374,23 @@ class LxcBackend:
         directives = security.process_directives(
             process, notes, seccomp_flags=policy.flags if policy is not None else None)
         directives += security.propagation_directive(config.spec)
+        if source is None:  # a CRIU restore's processes are past the gate
+            directives += gates.directive(hold=self._hold_gate)
         bpf = seccomp.compile_bpf(policy) if policy is not None else None
         init_dir = owninit.prepare(
             config.state_dir, process["args"], config.stdio, directives, bpf,
             inherited=self._inherit_stdio and config.stdio == Stdio(),
-            shared_dir=self._lxcpath.parent / "init-cache")
+            shared_dir=self._lxcpath.parent / "init-cache",
+            owner=owninit.root_owner(config.spec))
         undo.callback(shutil.rmtree, init_dir, True)
         # Mount points are made here, inside the rootfs, never by LXC through image symlinks.
         plan = prepare_mount_points(config.spec, rootfs, lxcconf.PROVIDED_BY_LXC)
+        _make_cwd_before_readonly_root(config.spec, rootfs)
         apparmor, selinux = _host_lsm()
         params = lxcconf.Params(
             name=name, rootfs=str(rootfs), mount_plan=plan,
             # A CRIU restore has no gate: its processes are past that point.
-            gate=("" if source is not None
-                  else hook_command(config.state_dir, hold=self._hold_gate)),
+            gate="" if source is not None else hook_command(init_dir),
             own_init_dir=str(init_dir), path_kind=_path_kind(rootfs),
             criu=config.checkpointable or source is not None,
             default_apparmor=apparmor_default,
@@ -408,7 +433,8 @@ class LxcBackend:
     async def _await_gate(self, config: CreateConfig, st: state.PersistedState, gate: Gate,
                           child: Child, io: ProcessIO, init_dir: Path,
                           exec_fd: int) -> LxcContainer:
-        """The init's PID from the gate, racing the monitor's early exit and a timeout."""
+        """The init's PID and the outcome of its set-up from the gate, racing the monitor's
+        early exit and a timeout. An error of the init's set-up is the create's."""
         log_file = config.state_dir / cleanup.LXC_LOG
         try:
             st.monitor_pid, st.monitor_start_time = child.pid, state.start_time(child.pid)
@@ -423,22 +449,42 @@ class LxcBackend:
             raise
 
     async def _race_gate(self, gate: Gate, child: Child, log_file: Path) -> int:
-        pid_task = asyncio.ensure_future(gate.pid())
+        pid: int | None = None
+
+        async def report() -> int:
+            nonlocal pid
+            pid = await gate.pid()
+            await gate.result()
+            return pid
+
+        report_task = asyncio.ensure_future(report())
         exit_task = asyncio.ensure_future(child.wait())
         try:
-            done, _ = await asyncio.wait({pid_task, exit_task}, timeout=self._gate_timeout,
+            done, _ = await asyncio.wait({report_task, exit_task}, timeout=self._gate_timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
-            pid_task.cancel()
+            report_task.cancel()
             exit_task.cancel()
-        if pid_task in done:
-            return pid_task.result()
+        if report_task in done:
+            return report_task.result()  # or the init's error
         if exit_task in done:
+            # The init's error line is written before it exits: seen here if the exit won.
+            while (line := gate.pending()) is not None:
+                if not line.isdigit():
+                    gates.outcome(line)
+            if pid is not None:
+                # The init ran but could not say "ready": its last steps before that are the
+                # seccomp filter and the write; runc's init fails there too (at start).
+                raise errdefs.FailedPrecondition(
+                    f"the container init ended with status {exit_task.result()} before it "
+                    "reported its set-up (after the seccomp filter it needs write(2) and "
+                    "read(2) for the gate, and execve(2))")
             details = lxc_log_errors(log_file) or "no ERROR lines in the LXC log"
             raise errdefs.Internal(f"LXC exited with status {exit_task.result()} "
                                    f"before the container was created: {details}")
         raise errdefs.DeadlineExceeded(
-            f"the start-host gate did not report within {self._gate_timeout:g}s")
+            f"the gate did not report the container's init ready within "
+            f"{self._gate_timeout:g}s")
 
 
 def zombie_status(pid: int) -> int | None:
@@ -556,7 +602,7 @@ class LxcContainer(ContainerOps):
         status = await self._wait_init()
         await self._oom_settled()  # an OOM kill is reported before the exit, as by runc
         if self._created_kill is not None:
-            # Killed at the gate: LXC aborted the start; the status is the signal's, as
+            # Killed at the gate: the init ended there; the status is the signal's, as
             # runc reports for a created container killed before its program ran.
             status = 128 + self._created_kill
         elif status == 255 and self._sigkilled:
@@ -633,15 +679,15 @@ class LxcContainer(ContainerOps):
     def kill(self, signal: int, all: bool = False) -> None:
         """Signal the init from the host (DESIGN.md 5.1). In the created state a signal that
         would end a process makes the container exit with 128 + signal: the init is PID 1 of a
-        new PID namespace and ignores default-action signals, so the gate is aborted and LXC
-        SIGKILLs it (containerd's CRI kills created containers)."""
+        new PID namespace and ignores default-action signals, so the gate is aborted and the
+        init, waiting there, exits (containerd's CRI kills created containers)."""
         if self._exit.done() or self._pidfd is None:
             raise errdefs.NotFound(f"container {self.name}: process already finished")
         others = [p for p in cgroup.procs(self._cgroup) if p != self.pid] if all else []
         self._signal_init(signal)
         self._sigkilled = self._sigkilled or signal == 9  # SIGKILL; the module is shadowed
         if not self._started and signal not in _HARMLESS and self._created_kill is None:
-            # After the signal: the aborted gate makes LXC kill the init at once.
+            # After the signal: the aborted gate ends the waiting init at once.
             self._created_kill = signal
             self._abort_gate()
         for pid in others:
