@@ -96,7 +96,10 @@ class Gate:
             os.mkfifo(path, 0o600)
             if owner is not None:
                 os.chown(path, *owner)
-        self._start: int | None = os.open(self._start_path, os.O_RDWR | os.O_CLOEXEC)
+        # Non-blocking: the FIFOs are visible inside the container (/dev/.lxcri), whose root
+        # could fill gate-start; a write of ours must never block the daemon on it.
+        self._start: int | None = os.open(
+            self._start_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self._ready: int | None = os.open(
             self._ready_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self._buf = b""
@@ -146,7 +149,10 @@ class Gate:
 
     def _send(self, line: bytes) -> None:
         if self._start is not None:
-            os.write(self._start, line)  # a FIFO write of < PIPE_BUF bytes is atomic
+            try:
+                os.write(self._start, line)  # a FIFO write of < PIPE_BUF bytes is atomic
+            except BlockingIOError:
+                pass  # full, not of our making (see __init__): only a SIGKILL ends the init
 
     def close(self) -> None:
         """Close both FIFOs (after the monitor exited) and remove them. Idempotent."""
