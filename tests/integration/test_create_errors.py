@@ -3,7 +3,8 @@
 runc's ``create`` runs its init through every set-up step up to the exec FIFO wait, including
 the executable's lookup (runc 1.1), so a missing or non-executable program, a cwd that is a
 file, an unmapped user, an rlimit the kernel refuses or a seccomp filter libseccomp refuses
-fail ``runc create``, the shim's Create RPC and ``ctr run`` before anything runs. Each case
+fail ``runc create``, the shim's Create RPC and ``ctr run`` before anything runs, as does
+a capability set the kernel refuses. Each case
 here runs on this runtime and on runc, through containerd (``ctr run --config``) and through
 the OCI CLI (``proxmox-lxcri create`` next to ``runc create``): both fail at create with the
 problem named, and nothing is left (no container, task, LXC container, cgroup, state
@@ -90,6 +91,10 @@ CASES = [
     Case("rlimit-above-the-host", lambda s: s["process"].update(rlimits=[
         {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1 << 40}]),
          r"(?i)rlimit.*(7|RLIMIT_NOFILE).*operation not permitted"),
+    # Inheritable beyond the bounding set: capset(2) refuses it (EPERM).
+    Case("capability-the-kernel-refuses",
+         lambda s: s["process"]["capabilities"].update(inheritable=["CAP_SYS_ADMIN"]),
+         r"(?i)(unable to apply caps|capset .*): operation not permitted"),
     Case("unmapped-uid", lambda s: _userns(s, {"uid": 5000, "gid": 0}),
          r"cannot set uid to unmapped user in user namespace"),
     Case("unmapped-gid", lambda s: _userns(s, {"uid": 0, "gid": 5000}),
