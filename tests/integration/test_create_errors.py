@@ -2,11 +2,10 @@
 
 runc's ``create`` runs its init through every set-up step up to the exec FIFO wait, including
 the executable's lookup (runc 1.1), so a missing or non-executable program, a cwd that is a
-file, an unmapped user, an rlimit the kernel refuses or a seccomp filter libseccomp refuses
-fail ``runc create``, the shim's Create RPC and ``ctr run`` before anything runs, as does
-a capability set the kernel refuses. Each case
-here runs on this runtime and on runc, through containerd (``ctr run --config``) and through
-the OCI CLI (``proxmox-lxcri create`` next to ``runc create``): both fail at create with the
+file, an unmapped user, an rlimit or a capability set the kernel refuses or a seccomp filter
+libseccomp refuses fail ``runc create``, the shim's Create RPC and ``ctr run`` before
+anything runs. Each case here runs on this runtime and on runc, through containerd
+(``ctr run --config``) and through the OCI CLI (``proxmox-lxcri create`` next to ``runc create``): both fail at create with the
 problem named, and nothing is left (no container, task, LXC container, cgroup, state
 directory, mount or process). The cases runc accepts are pinned too: a missing cwd is made,
 an ambient capability that is not inheritable is not raised.
