@@ -33,10 +33,10 @@ import re
 import shutil
 import signal
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from runtime import cgroups_path, errdefs, store
 from runtime.lxc import (
@@ -64,6 +64,7 @@ from runtime.stdio import ProcessIO, TerminalIO, fd_ready, open_stdio
 from runtime.types import CreateConfig, RestoreSource, Stdio
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: containerd's identifier rule (identifiers.Validate), also safe as an LXC name and cgroup.
 _ID = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
@@ -375,7 +376,8 @@ class LxcBackend:
             process, notes, seccomp_flags=policy.flags if policy is not None else None)
         directives += security.propagation_directive(config.spec)
         if source is None:  # a CRIU restore's processes are past the gate
-            directives += gates.directive(hold=self._hold_gate)
+            directives += gates.directive(hold=self._hold_gate,
+                                          hooks=_has_create_hooks(config.spec))
         bpf = seccomp.compile_bpf(policy) if policy is not None else None
         init_dir = owninit.prepare(
             config.state_dir, process["args"], config.stdio, directives, bpf,
@@ -434,57 +436,78 @@ class LxcBackend:
                           child: Child, io: ProcessIO, init_dir: Path,
                           exec_fd: int) -> LxcContainer:
         """The init's PID and the outcome of its set-up from the gate, racing the monitor's
-        early exit and a timeout. An error of the init's set-up is the create's."""
+        early exit and a timeout. An error of the init's set-up is the create's. With
+        create-time hooks the set-up comes later (:meth:`LxcContainer.finish_create`)."""
         log_file = config.state_dir / cleanup.LXC_LOG
+        exited = asyncio.ensure_future(child.wait())
         try:
             st.monitor_pid, st.monitor_start_time = child.pid, state.start_time(child.pid)
             state.save(config.state_dir, st)  # `delete` can stop a monitor held in the gate
-            pid = await self._race_gate(gate, child, log_file)
+            pid = await _first(gate.pid(), exited, self._gate_timeout)
+            if pid is None:
+                details = lxc_log_errors(log_file) or "no ERROR lines in the LXC log"
+                raise errdefs.Internal(f"LXC exited with status {exited.result()} "
+                                       f"before the container was created: {details}")
             st.pid, st.pid_start_time = pid, state.start_time(pid)
             state.save(config.state_dir, st)
-            return LxcContainer(st, config.state_dir, gate, child, io, init_dir, exec_fd)
+            later = _has_create_hooks(config.spec)
+            if not later:
+                await setup_outcome(gate, exited, self._gate_timeout)
+            handle = LxcContainer(st, config.state_dir, gate, child, io, init_dir, exec_fd)
+            handle.setup_pending, handle.setup_timeout = later, self._gate_timeout
+            return handle
         except BaseException:
             await _stop_spawn(gate, child, st.name, st.cgroup)
             await io.aclose()
             raise
-
-    async def _race_gate(self, gate: Gate, child: Child, log_file: Path) -> int:
-        pid: int | None = None
-
-        async def report() -> int:
-            nonlocal pid
-            pid = await gate.pid()
-            await gate.result()
-            return pid
-
-        report_task = asyncio.ensure_future(report())
-        exit_task = asyncio.ensure_future(child.wait())
-        try:
-            done, _ = await asyncio.wait({report_task, exit_task}, timeout=self._gate_timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
-            report_task.cancel()
-            exit_task.cancel()
-        if report_task in done:
-            return report_task.result()  # or the init's error
-        if exit_task in done:
-            # The init's error line is written before it exits: seen here if the exit won.
-            while (line := gate.pending()) is not None:
-                if not line.isdigit():
-                    gates.outcome(line)
-            if pid is not None:
-                # The init ran but could not say "ready": its last steps before that are the
-                # seccomp filter and the write; runc's init fails there too (at start).
-                raise errdefs.FailedPrecondition(
-                    f"the container init ended with status {exit_task.result()} before it "
-                    "reported its set-up (after the seccomp filter it needs write(2) and "
-                    "read(2) for the gate, and execve(2))")
-            details = lxc_log_errors(log_file) or "no ERROR lines in the LXC log"
-            raise errdefs.Internal(f"LXC exited with status {exit_task.result()} "
-                                   f"before the container was created: {details}")
-        raise errdefs.DeadlineExceeded(
-            f"the gate did not report the container's init ready within "
-            f"{self._gate_timeout:g}s")
+            exited.cancel()
+
+
+def _has_create_hooks(spec: dict[str, Any]) -> bool:
+    """Hooks the supervisor runs between the backend's create and the init's set-up."""
+    found = spec.get("hooks") or {}
+    return any(found.get(kind) for kind in ("prestart", "createRuntime", "createContainer"))
+
+
+async def _first(what: Awaitable[T], exited: asyncio.Future[int],
+                 timeout: float) -> T | None:
+    """``what``'s result, or None when ``exited`` (the container's end) comes first; raises
+    DeadlineExceeded after ``timeout`` seconds."""
+    task = asyncio.ensure_future(what)
+    both: set[asyncio.Future[Any]] = {task, exited}
+    try:
+        done, _ = await asyncio.wait(both, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+    if task in done:
+        return task.result()
+    if exited in done:
+        return None
+    raise errdefs.DeadlineExceeded(
+        f"the gate did not report the container's init ready within {timeout:g}s")
+
+
+async def setup_outcome(gate: Gate, exited: asyncio.Future[int], timeout: float) -> None:
+    """Wait for the init's line after its set-up: returns on "ready", raises its error (the
+    create's), or an error of its own when the init ended without a line."""
+    async def ready() -> bool:
+        await gate.result()
+        return True
+
+    if await _first(ready(), exited, timeout):
+        return
+    # The init's error line is written before it exits: seen here if the exit won.
+    while (line := gate.pending()) is not None:
+        if not line.isdigit():
+            gates.outcome(line)
+    # The init ran but could not say "ready": its last steps before that are the seccomp
+    # filter and the write; runc's init fails there too (at start).
+    raise errdefs.FailedPrecondition(
+        f"the container init ended with status {exited.result()} before it reported its "
+        "set-up (after the seccomp filter it needs write(2) and read(2) for the gate, and "
+        "execve(2))")
 
 
 def zombie_status(pid: int) -> int | None:
@@ -551,6 +574,9 @@ class LxcContainer(ContainerOps):
         self._deleted = False
         self._created_kill: int | None = None
         self._sigkilled = False
+        #: The init waits for "setup" until the create-time hooks ran (finish_create).
+        self.setup_pending = False
+        self.setup_timeout = 30.0
         self._exit = asyncio.get_running_loop().create_task(self._watch())
 
     @property
@@ -617,6 +643,19 @@ class LxcContainer(ContainerOps):
             # Not if `delete` (cleanup.cleanup) already removed it: that would resurrect it.
             state.save(self._state_dir, self._st, only_if_present=True)
         return status
+
+    async def finish_create(self) -> None:
+        """The init's set-up, after the create-time hooks (runtime.backend.FinishesCreate):
+        its error is the create's."""
+        if not self.setup_pending or self._gate is None:
+            return
+        self.setup_pending = False
+        self._gate.setup()
+        exited: asyncio.Future[int] = asyncio.ensure_future(asyncio.shield(self._exit))
+        try:
+            await setup_outcome(self._gate, exited, self.setup_timeout)
+        finally:
+            exited.cancel()
 
     async def start(self) -> None:
         if self._exit.done():

@@ -13,6 +13,10 @@ the init reaches them):
    no_new_privs, the seccomp filter), then writes one line into ``gate-ready``: ``ready``, or
    ``error KIND MESSAGE`` and exits. :meth:`Gate.result` turns the line into the create's
    outcome (KIND is one of :data:`KINDS`, the errdefs class). Create returns only then.
+   With create-time hooks (prestart, createRuntime, createContainer), the init first waits
+   for ``setup`` (:meth:`Gate.setup`): create returns after the PID, the supervisor runs the
+   hooks and then finishes the create (``finish_create``), as runc runs them before its
+   init's last steps (a hook may put the program in place).
 4. :meth:`Gate.release` writes ``go``: the init execve()s the program (OCI start).
    :meth:`Gate.abort` writes ``abort``: the init exits (status 137).
 5. If the backend dies, its writer closes: the init reads EOF and exits. The ``delete`` action
@@ -51,9 +55,10 @@ def hook_command(init_dir: Path) -> str:
     return f"/bin/sh {shlex.quote(str(SCRIPT))} {shlex.quote(str(init_dir))}"
 
 
-def directive(*, hold: bool) -> str:
-    """The init's ``process`` line that makes it report and wait at the gate."""
-    return "gate hold\n" if hold else "gate\n"
+def directive(*, hold: bool, hooks: bool = False) -> str:
+    """The init's ``process`` lines that make it report and wait at the gate; ``hooks``: it
+    first waits for ``setup`` (:meth:`Gate.setup`), sent once the create-time hooks ran."""
+    return ("gate hold\n" if hold else "gate\n") + ("hooks\n" if hooks else "")
 
 
 def release(state_dir: Path) -> bool:
@@ -141,6 +146,10 @@ class Gate:
         if len(self._buf) > 2 * _LINE_MAX and b"\n" not in self._buf:
             self._buf = self._buf[:_LINE_MAX] + b"\n"  # never an endless line in memory
 
+    def setup(self) -> None:
+        """Let an init that waits for the create-time hooks run its set-up."""
+        self._send(b"setup\n")
+
     def release(self) -> None:
         self._send(b"go\n")
 
@@ -155,7 +164,9 @@ class Gate:
                 pass  # full, not of our making (see __init__): only a SIGKILL ends the init
 
     def close(self) -> None:
-        """Close both FIFOs (after the monitor exited) and remove them. Idempotent."""
+        """Close both FIFOs (after the monitor exited) and remove them; what the init wrote
+        last stays readable (:meth:`pending`). Idempotent."""
+        self._fill()
         for fd in (self._start, self._ready):
             if fd is not None:
                 os.close(fd)

@@ -5,10 +5,11 @@ the executable's lookup (runc 1.1), so a missing or non-executable program, a cw
 file, an unmapped user, an rlimit or a capability set the kernel refuses or a seccomp filter
 libseccomp refuses fail ``runc create``, the shim's Create RPC and ``ctr run`` before
 anything runs. Each case here runs on this runtime and on runc, through containerd
-(``ctr run --config``) and through the OCI CLI (``proxmox-lxcri create`` next to ``runc create``): both fail at create with the
-problem named, and nothing is left (no container, task, LXC container, cgroup, state
-directory, mount or process). The cases runc accepts are pinned too: a missing cwd is made,
-an ambient capability that is not inheritable is not raised.
+(``ctr run --config``) and through the OCI CLI (``proxmox-lxcri create`` next to
+``runc create``): both fail at create with the problem named, and nothing is left (no
+container, task, LXC container, cgroup, state directory, mount or process). The cases runc
+accepts are pinned too: a missing cwd is made, an ambient capability that is not
+inheritable is not raised, a prestart hook may put the program in place.
 
 Nothing is killed by name; every test uses its own ids and temp dirs and cleans up.
 """
@@ -326,3 +327,40 @@ def test_oci_a_missing_cwd_is_made_at_create(oci: Oci) -> None:
     finally:
         oci("delete", "--force", cid)
         shutil.rmtree(oci.rootfs / made, ignore_errors=True)
+
+
+def test_oci_a_prestart_hook_can_put_the_program_in_place(oci: Oci) -> None:
+    """The create-time hooks run before the init's set-up and the program's lookup, as
+    runc runs them before its init's last steps (a GPU hook mounting its tools, say)."""
+    cid = f"ce{uuid.uuid4().hex[:8]}"
+    program = oci.rootfs / f"hooked-{cid}"
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["process"]["args"] = [f"/{program.name}"]
+        spec["hooks"] = {"prestart": [{"path": "/bin/sh", "args": [
+            "sh", "-c", f"cp /bin/busybox {program}"]}]}
+
+    try:
+        r = oci("create", "--bundle", str(oci.bundle(edit)), cid)
+        assert r.returncode == 0, r.stderr
+        assert '"created"' in oci("state", cid).stdout
+    finally:
+        oci("delete", "--force", cid)
+        program.unlink(missing_ok=True)
+
+
+def test_oci_with_a_hook_a_missing_program_still_fails_create(oci: Oci) -> None:
+    cid = f"ce{uuid.uuid4().hex[:8]}"
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["process"]["args"] = ["nosuch"]
+        spec["hooks"] = {"createRuntime": [{"path": "/bin/true"}]}
+
+    try:
+        r = oci("create", "--bundle", str(oci.bundle(edit)), cid)
+        assert r.returncode == 1, r.stderr
+        assert found(CASES[0].message, r.stderr), r.stderr
+        assert oci("state", cid).returncode != 0
+        assert oci.leftovers(cid) == []
+    finally:
+        oci("delete", "--force", cid)

@@ -26,7 +26,9 @@
  *      last step, so it confines the program and nothing of this init but the gate and the
  *      execve;
  *   9. the container (not an exec): "ready" over the gate, then the wait for "go" (OCI
- *      start); execve. The write end of /dev/.lxcri/exec, held with O_CLOEXEC, closes on the
+ *      start); execve. With create-time hooks ("hooks"), the init first waits for
+ *      "setup" before step 1's propagation: the runtime runs the hooks then, as runc runs
+ *      them before its init's last steps. The write end of /dev/.lxcri/exec, held with O_CLOEXEC, closes on the
  *      successful execve: the runtime's poststart hooks wait for that.
  *
  * The gate (the container's init only, "gate" in the process file) is how OCI create learns
@@ -53,7 +55,8 @@
  *            the file seccomp with these seccomp(2) flags), "gate" or "gate hold" (the
  *            container's init: make the cwd if it is missing, as runc does, report over the
  *            gate and wait there; "hold": keep a writer of gate-start open itself, so it
- *            outlives the creating process, for the OCI CLI); "rlimit" lines end with the
+ *            outlives the creating process, for the OCI CLI); "hooks" (wait for "setup"
+ *            first); "rlimit" lines end with the
  *            OCI type's name, for messages;
  *   seccomp  the compiled filter: an array of struct sock_filter (runtime/lxc/seccomp.py);
  *   stdio    one character per standard descriptor: 'n' = the container's /dev/null;
@@ -142,6 +145,7 @@ struct process {
 	int seccomp; /* the seccomp line was given */
 	unsigned int seccomp_flags;
 	int gate; /* 0: none (an exec), 1: the gate, 2: the gate, held */
+	int hooks; /* wait for "setup" first: the runtime runs the create-time hooks */
 };
 
 /* An error: over the gate while there is one (one line, "error KIND MESSAGE"), else on
@@ -295,6 +299,10 @@ static void read_process(struct process *p)
 			p->gate = line[4] ? 2 : 1;
 			continue;
 		}
+		if (strcmp(line, "hooks") == 0) {
+			p->hooks = 1;
+			continue;
+		}
 		if (sscanf(line, "seccomp %u", &p->seccomp_flags) == 1) {
 			p->seccomp = 1;
 			continue;
@@ -424,21 +432,37 @@ static void open_gate(int hold)
 		fail("gate-start");
 }
 
-/* Set-up done: tell the runtime (OCI create returns) and wait for "go" (OCI start). Anything
- * else ("abort", or EOF: the runtime is gone) ends the init, as SIGKILL would. */
-static void ready_and_wait(void)
+/* Wait for the line `want` on gate-start; anything else ("abort", or EOF: the runtime is
+ * gone) ends the init, as SIGKILL would. One byte at a time, so that a later line stays in
+ * the FIFO for the next wait (a few bytes: a few read(2) calls). */
+static void wait_for(const char *want)
 {
 	char buf[16];
-	ssize_t n;
+	size_t n = 0;
 
+	for (;;) {
+		ssize_t r = read(gate_start, buf + n, 1);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0 || n + 1 == sizeof(buf))
+			_exit(128 + SIGKILL);
+		if (buf[n] == '\n')
+			break;
+		n++;
+	}
+	buf[n] = '\0';
+	if (strcmp(buf, want) != 0)
+		_exit(128 + SIGKILL);
+}
+
+/* Set-up done: tell the runtime (OCI create returns) and wait for "go" (OCI start). */
+static void ready_and_wait(void)
+{
 	if (write(report_fd, "ready\n", 6) != 6)
 		_exit(1); /* nobody to tell: the runtime is gone, or the filter forbids write(2) */
 	report_fd = -1; /* closed at the execve (O_CLOEXEC); later errors go to stderr */
-	do
-		n = read(gate_start, buf, sizeof(buf));
-	while (n < 0 && errno == EINTR);
-	if (n < 3 || memcmp(buf, "go\n", 3) != 0)
-		_exit(128 + SIGKILL);
+	wait_for("go");
 }
 
 /* mkdir -p with mode 0755, as runc makes a missing cwd (os.MkdirAll inside the container's
@@ -535,6 +559,11 @@ int main(int argc, char *argv[])
 	read_process(&p);
 	if (p.gate)
 		open_gate(p.gate == 2);
+	/* The create-time hooks (prestart, createRuntime, createContainer) run before the set-up,
+	 * as runc runs them before its init's last steps: a hook may put the program or the cwd
+	 * in place (e.g. a GPU hook mounting tools). */
+	if (p.gate && p.hooks)
+		wait_for("setup");
 	if (p.seccomp)
 		filter = read_filter();
 	null_stdio();
