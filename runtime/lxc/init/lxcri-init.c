@@ -7,7 +7,7 @@
  * does between the container's set-up and the program, in runc's order
  * (libcontainer/standard_init_linux.go, finalizeNamespace in init_linux.go), and then
  * execve()s the program in its own place: the program is PID 1 of the container's PID
- * namespace, with the host PID LXC reported to the start-host gate, as under runc.
+ * namespace, with the host PID the start-host hook reported, as under runc.
  *
  *   1. descriptors other than stdio closed (LXC hands its log over as one); the stdio marked
  *      in /dev/.lxcri/stdio replaced by the container's own /dev/null; a terminal on stdin
