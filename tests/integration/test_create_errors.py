@@ -364,3 +364,26 @@ def test_oci_with_a_hook_a_missing_program_still_fails_create(oci: Oci) -> None:
         assert oci.leftovers(cid) == []
     finally:
         oci("delete", "--force", cid)
+
+
+def test_oci_a_filter_forbidding_write_fails_create_here_and_start_on_runc(oci: Oci) -> None:
+    """The listed difference (docs/oci-support.md): after its seccomp filter the init still
+    writes "ready" on its gate, so a filter that forbids write(2) fails create here; runc's
+    create succeeds and its init dies opening its exec FIFO at start."""
+    cid = f"ce{uuid.uuid4().hex[:8]}"
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["process"]["noNewPrivileges"] = True
+        spec["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["write", "openat"], "action": "SCMP_ACT_ERRNO"}]}
+
+    try:
+        r = oci("create", "--bundle", str(oci.bundle(edit)), cid)
+        if oci.name == "runc":
+            assert r.returncode == 0, r.stderr
+        else:
+            assert r.returncode == 1
+            assert "before it reported its set-up" in r.stderr, r.stderr
+            assert oci.leftovers(cid) == []
+    finally:
+        oci("delete", "--force", cid)
