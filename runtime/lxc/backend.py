@@ -549,6 +549,10 @@ async def _stop_spawn(gate: Gate, child: Child, name: str, path: str = "") -> No
 
 #: How long LXC's monitor may take to end after the container's process did.
 MONITOR_GRACE = 5.0
+#: How long a monitor that has reaped the container's process may take to end: it knows the
+#: status and is finishing (LXC's lxc_end: post-stop hooks, the unload of its generated
+#: AppArmor profile by apparmor_parser, measured above MONITOR_GRACE under QEMU TCG).
+MONITOR_END_TIMEOUT = 60.0
 
 
 class LxcContainer(ContainerOps):
@@ -601,7 +605,9 @@ class LxcContainer(ContainerOps):
         the dead process a zombie (measured: `unix_stream_read_generic`, about 1 run in 20 at
         a SIGKILL 0-100 ms after Start). So the container's process is watched too: once it
         is dead and the monitor has not ended within MONITOR_GRACE, the status is read from
-        the zombie (/proc/PID/stat's exit_code) and the monitor is killed."""
+        the zombie (/proc/PID/stat's exit_code) and the monitor is killed. A monitor that
+        has reaped it (no zombie left) is not stuck but finishing, and has the status: it
+        gets up to MONITOR_END_TIMEOUT more before it is killed (then 255, unknown)."""
         assert self._child is not None
         monitor = asyncio.ensure_future(self._child.wait())
         if self._pidfd is None:
@@ -616,11 +622,15 @@ class LxcContainer(ContainerOps):
                     return await asyncio.shield(monitor)
             except TimeoutError:
                 status = zombie_status(self.pid)
-                log.warning("container %s: LXC's monitor did not end after the container "
-                            "did; killed it", self.name)
-                self._child.send_signal(signal.SIGKILL)
-                await monitor
-                return status if status is not None else 255
+            if status is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(MONITOR_END_TIMEOUT):
+                        return await asyncio.shield(monitor)
+            log.warning("container %s: LXC's monitor did not end after the container did; "
+                        "killed it", self.name)
+            self._child.send_signal(signal.SIGKILL)
+            await monitor
+            return status if status is not None else 255
         finally:
             died.cancel()
 
