@@ -186,6 +186,15 @@ class Pausable(Protocol):
 
 
 @runtime_checkable
+class FinishesCreate(Protocol):
+    """A handle whose init finishes its set-up only after the create-time hooks (prestart,
+    createRuntime, createContainer), as runc's init does: the supervisor calls this once
+    they have run. Raises errdefs with the set-up's error (the create's)."""
+
+    async def finish_create(self) -> None: ...
+
+
+@runtime_checkable
 class StatsSource(Protocol):
     def stats(self) -> Stats:
         """The container's cgroup figures; ``errdefs.NotFound`` when it has none."""

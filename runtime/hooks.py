@@ -6,8 +6,8 @@ Where each kind runs (the backend calls :func:`run`):
 ======================  =======================================  ==============================
 kind                    when (this runtime)                      on failure (runtime.md)
 ======================  =======================================  ==============================
-prestart, createRuntime create, once the init is held at the     error; the container is
-                        gate (namespaces and mounts exist)       stopped and deleted
+prestart, createRuntime create, once the init waits at its gate  error; the container is
+                        after its set-up (namespaces, mounts)    stopped and deleted
 createContainer         right after createRuntime, on the host   same
 startContainer          start, before the gate lets the program  error; the container is
                         run, inside the container's namespaces   stopped (status 128+SIGKILL)

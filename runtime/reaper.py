@@ -156,6 +156,13 @@ class Reaper:
             if not fut.done():
                 fut.set_result(code)
 
+    def orphan_status(self, pid: int) -> int | None:
+        """The exit status of ``pid`` if this reaper reaped it as an orphan (a descendant that
+        came back to the subreaper), shell-style, once; None if it did not (or not yet, or
+        too long ago: the last 256 are kept). Reaps what is pending first."""
+        self.reap()
+        return self._unclaimed.pop(pid, None)
+
     async def run(
         self,
         argv: Sequence[str],

@@ -36,6 +36,7 @@ from runtime.backend import (
     Checkpointable,
     ContainerHandle,
     Execer,
+    FinishesCreate,
     OomWatchable,
     Pausable,
     ProcessHandle,
@@ -105,6 +106,10 @@ async def create_container(backend: Backend, config: CreateConfig,
     if points:
         try:
             await points.created(handle.pid)
+            if isinstance(handle, FinishesCreate):
+                # The init's set-up after the hooks (a hook may put the program in place),
+                # as runc's: its error is the create's.
+                await handle.finish_create()
         except BaseException:
             await handle.delete()
             raise

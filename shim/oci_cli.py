@@ -14,9 +14,10 @@ cleans up with the backend's ``Cleanup``, as the shim's ``delete`` action does.
 
 How ``create`` leaves a container behind (docs/cli.md has the whole story):
 
-- ``lxc-execute`` (the monitor) is spawned as a child of ``create``, in its own session, with
-  the start-host gate in ``--hold`` mode; ``create`` exits once the gate reported the init's
-  PID, so the monitor re-parents to the caller's subreaper (or PID 1), as runc's init does.
+- ``lxcri-start`` (the monitor) is spawned as a child of ``create``, in its own session, with
+  the init's gate in hold mode; ``create`` exits once the init reported its set-up done (or
+  fails with its error), so the monitor re-parents to the caller's subreaper (or PID 1), as
+  runc's init does.
 - ``--pid-file`` gets the **monitor's** PID: it is the subreaper's child, it exits with the
   container program's status (environment.md section 2) and forwards signals to the init
   (measured: SIGTERM to the monitor reaches the program). ``state`` reports the container's

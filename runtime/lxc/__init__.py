@@ -1,7 +1,8 @@
 """The LXC backend: OCI containers run by the local LXC tools (DESIGN.md section 5.1).
 
 Modules: ``config`` (pure OCI → LXC translation), ``backend`` (``LxcBackend``), ``gate``
-(+ ``gate.sh``, the created-state hook), ``cleanup`` (the ``delete`` action, standard library
+(the created state: the init reports its set-up and waits there; ``gate.sh``, the start-host
+hook, reports its host PID), ``cleanup`` (the ``delete`` action, standard library
 only), ``mount``, ``rootfs``, ``cgroup``, ``state``.
 
 Deliberately imports nothing: ``cleanup`` must load fast in the short-lived ``delete`` process,

@@ -1,12 +1,13 @@
 """A container taken up by another process than the one that made it (``LxcBackend.attach``).
 
 The OCI CLI runs each command in its own process: ``create`` leaves the container held by its
-gate (gate.sh ``--hold``) and exits; ``start``, ``kill``, ``exec``, ``pause``, ``ps`` … come
-later, each in a new process. They all drive this handle, which is :class:`LxcContainer`
-rebuilt from the persisted state (runtime.lxc.state), so the CLI and the shim run the very
-same code for signals, exec, the freezer and statistics. What differs is only what a later
-process cannot have: the monitor is not its child (the init's end is seen through a pidfd),
-and the gate is reached through its FIFO's path instead of the creating process's fds.
+gate (its init holds it: "gate hold") and exits; ``start``, ``kill``, ``exec``, ``pause``,
+``ps`` … come later, each in a new process. They all drive this handle, which is
+:class:`LxcContainer` rebuilt from the persisted state (runtime.lxc.state), so the CLI and
+the shim run the very same code for signals, exec, the freezer and statistics. What differs
+is only what a later process cannot have: the monitor is not its child (the init's end is
+seen through a pidfd), and the gate is reached through its FIFO's path instead of the
+creating process's fds.
 """
 
 from __future__ import annotations

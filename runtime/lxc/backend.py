@@ -7,12 +7,12 @@ start mode in the foreground, like ``lxc-start -F``, but exiting with the contai
 
 - its config file is ``<lxcpath>/<name>/config``, rendered by :mod:`runtime.lxc.config`;
 - its stdio *is* the container's stdio (``lxc.console.path = none``);
-- the ``lxc.hook.start-host`` gate holds the container's first process before it runs, and
-  reports its host PID (:mod:`runtime.lxc.gate`) → the OCI "created" state;
-- that process is the project's init (:mod:`runtime.lxc.owninit`), which applies the
-  process settings and execve()s the program: the program is PID 1 of the container, with
-  the PID the gate reported, as under runc. Its exit status is the monitor's (7 for
-  ``exit 7``, 128 + signal for a signal death).
+- the container's first process is the project's init (:mod:`runtime.lxc.owninit`), which
+  applies the process settings, reports "ready" or its set-up error over the gate and waits
+  there (:mod:`runtime.lxc.gate`; the ``lxc.hook.start-host`` hook reports its host PID) →
+  the OCI "created" state, or a create error as runc's; on start it execve()s the program:
+  the program is PID 1 of the container, with the PID the gate reported, as under runc. Its
+  exit status is the monitor's (7 for ``exit 7``, 128 + signal for a signal death).
 
 A task restored from CRIU images (``CreateConfig.restore``) is made by ``lxc-checkpoint -r``
 (:mod:`runtime.lxc.restore`); checkpointable containers (``CreateConfig.checkpointable``) are
@@ -33,10 +33,10 @@ import re
 import shutil
 import signal
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from runtime import cgroups_path, errdefs, store
 from runtime.lxc import (
@@ -46,22 +46,25 @@ from runtime.lxc import (
     nsfiles,
     owninit,
     resources,
+    rootpath,
     seccomp,
     security,
     state,
 )
 from runtime.lxc import config as lxcconf
+from runtime.lxc import gate as gates
 from runtime.lxc.exec import AttachContext
 from runtime.lxc.gate import Gate, hook_command
 from runtime.lxc.mount import mount_all, unmount_all
 from runtime.lxc.mountpoints import prepare as prepare_mount_points
 from runtime.lxc.ops import ContainerOps
-from runtime.lxc.rootfs import look_path, resolve_in_rootfs
+from runtime.lxc.rootfs import resolve_in_rootfs
 from runtime.reaper import Child, Reaper
 from runtime.stdio import ProcessIO, TerminalIO, fd_ready, open_stdio
 from runtime.types import CreateConfig, RestoreSource, Stdio
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: containerd's identifier rule (identifiers.Validate), also safe as an LXC name and cgroup.
 _ID = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
@@ -111,6 +114,25 @@ def _check_bind_sources(spec: dict[str, Any]) -> None:
             source = m.get("source", "")
             if not os.path.exists(source):
                 raise errdefs.NotFound(f"mounts[{i}].source: {source}: no such file or directory")
+
+
+def _make_cwd_before_readonly_root(spec: dict[str, Any], rootfs: Path) -> None:
+    """A missing cwd in an image whose root the spec makes read-only is made here, inside the
+    rootfs (runtime.lxc.rootpath: symlinks followed inside it), before the mount hook's
+    read-only remount: runc makes it before that remount too. The init makes every other
+    missing cwd, inside the container's mounts; what cannot be made here is left to it, and
+    its error is the create's."""
+    cwd = spec["process"].get("cwd")
+    if not (spec.get("root") or {}).get("readonly") or not isinstance(cwd, str) or cwd == "/":
+        return
+    with contextlib.suppress(OSError):
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with rootpath.resolve(root_fd, cwd) as found:
+                if found.where == "missing":
+                    rootpath.make(found, "dir")
+        finally:
+            os.close(root_fd)
 
 
 @functools.cache
@@ -193,9 +215,9 @@ class LxcBackend:
                  gate_timeout: float = 30.0, hold_gate: bool = False,
                  inherit_stdio: bool = False) -> None:
         """``hold_gate`` and ``inherit_stdio`` are for the ``proxmox-lxcri`` CLI: the gate
-        outlives the creating process (gate.sh --hold), and a container without stdio paths
-        gets the caller's stdin, stdout and stderr (runc's pass-through) instead of
-        /dev/null."""
+        outlives the creating process (the init holds it: "gate hold"), and a container
+        without stdio paths gets the caller's stdin, stdout and stderr (runc's pass-through)
+        instead of /dev/null."""
         self._hold_gate = hold_gate
         self._inherit_stdio = inherit_stdio
         self._reaper = reaper
@@ -260,7 +282,7 @@ class LxcBackend:
                     source.images, prepared.init_dir, io, _HOST_ENV,
                     stdio_keys(io, config))
             else:
-                gate = Gate(config.state_dir)
+                gate = Gate(config.state_dir, owninit.root_owner(config.spec))
                 undo.callback(gate.close)
                 exec_fd = owninit.open_exec_fifo(prepared.init_dir)
                 undo.callback(os.close, exec_fd)
@@ -335,7 +357,8 @@ class LxcBackend:
         st.rootfs = str(rootfs)
         _check_bind_sources(config.spec)
         process = config.spec["process"]
-        look_path(rootfs, process["args"][0], process.get("env", []), process.get("cwd", "/"))
+        # The program is looked up by the init, inside the container's mounts (a bind-mounted
+        # program exists there only), as runc's init does before its exec FIFO wait.
         own_cgroup = cgroup.own_cgroup()
         st.cgroup = cgroups_path.resolve((config.spec.get("linux") or {}).get("cgroupsPath"),
                                          own_cgroup)
@@ -352,20 +375,24 @@ class LxcBackend:
         directives = security.process_directives(
             process, notes, seccomp_flags=policy.flags if policy is not None else None)
         directives += security.propagation_directive(config.spec)
+        if source is None:  # a CRIU restore's processes are past the gate
+            directives += gates.directive(hold=self._hold_gate,
+                                          hooks=_has_create_hooks(config.spec))
         bpf = seccomp.compile_bpf(policy) if policy is not None else None
         init_dir = owninit.prepare(
             config.state_dir, process["args"], config.stdio, directives, bpf,
             inherited=self._inherit_stdio and config.stdio == Stdio(),
-            shared_dir=self._lxcpath.parent / "init-cache")
+            shared_dir=self._lxcpath.parent / "init-cache",
+            owner=owninit.root_owner(config.spec))
         undo.callback(shutil.rmtree, init_dir, True)
         # Mount points are made here, inside the rootfs, never by LXC through image symlinks.
         plan = prepare_mount_points(config.spec, rootfs, lxcconf.PROVIDED_BY_LXC)
+        _make_cwd_before_readonly_root(config.spec, rootfs)
         apparmor, selinux = _host_lsm()
         params = lxcconf.Params(
             name=name, rootfs=str(rootfs), mount_plan=plan,
             # A CRIU restore has no gate: its processes are past that point.
-            gate=("" if source is not None
-                  else hook_command(config.state_dir, hold=self._hold_gate)),
+            gate="" if source is not None else hook_command(init_dir),
             own_init_dir=str(init_dir), path_kind=_path_kind(rootfs),
             criu=config.checkpointable or source is not None,
             default_apparmor=apparmor_default,
@@ -408,37 +435,79 @@ class LxcBackend:
     async def _await_gate(self, config: CreateConfig, st: state.PersistedState, gate: Gate,
                           child: Child, io: ProcessIO, init_dir: Path,
                           exec_fd: int) -> LxcContainer:
-        """The init's PID from the gate, racing the monitor's early exit and a timeout."""
+        """The init's PID and the outcome of its set-up from the gate, racing the monitor's
+        early exit and a timeout. An error of the init's set-up is the create's. With
+        create-time hooks the set-up comes later (:meth:`LxcContainer.finish_create`)."""
         log_file = config.state_dir / cleanup.LXC_LOG
+        exited = asyncio.ensure_future(child.wait())
         try:
             st.monitor_pid, st.monitor_start_time = child.pid, state.start_time(child.pid)
             state.save(config.state_dir, st)  # `delete` can stop a monitor held in the gate
-            pid = await self._race_gate(gate, child, log_file)
+            pid = await _first(gate.pid(), exited, self._gate_timeout)
+            if pid is None:
+                details = lxc_log_errors(log_file) or "no ERROR lines in the LXC log"
+                raise errdefs.Internal(f"LXC exited with status {exited.result()} "
+                                       f"before the container was created: {details}")
             st.pid, st.pid_start_time = pid, state.start_time(pid)
             state.save(config.state_dir, st)
-            return LxcContainer(st, config.state_dir, gate, child, io, init_dir, exec_fd)
+            later = _has_create_hooks(config.spec)
+            if not later:
+                await setup_outcome(gate, exited, self._gate_timeout)
+            handle = LxcContainer(st, config.state_dir, gate, child, io, init_dir, exec_fd)
+            handle.setup_pending, handle.setup_timeout = later, self._gate_timeout
+            return handle
         except BaseException:
             await _stop_spawn(gate, child, st.name, st.cgroup)
             await io.aclose()
             raise
-
-    async def _race_gate(self, gate: Gate, child: Child, log_file: Path) -> int:
-        pid_task = asyncio.ensure_future(gate.pid())
-        exit_task = asyncio.ensure_future(child.wait())
-        try:
-            done, _ = await asyncio.wait({pid_task, exit_task}, timeout=self._gate_timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
-            pid_task.cancel()
-            exit_task.cancel()
-        if pid_task in done:
-            return pid_task.result()
-        if exit_task in done:
-            details = lxc_log_errors(log_file) or "no ERROR lines in the LXC log"
-            raise errdefs.Internal(f"LXC exited with status {exit_task.result()} "
-                                   f"before the container was created: {details}")
-        raise errdefs.DeadlineExceeded(
-            f"the start-host gate did not report within {self._gate_timeout:g}s")
+            exited.cancel()
+
+
+def _has_create_hooks(spec: dict[str, Any]) -> bool:
+    """Hooks the supervisor runs between the backend's create and the init's set-up."""
+    found = spec.get("hooks") or {}
+    return any(found.get(kind) for kind in ("prestart", "createRuntime", "createContainer"))
+
+
+async def _first(what: Awaitable[T], exited: asyncio.Future[int],
+                 timeout: float) -> T | None:
+    """``what``'s result, or None when ``exited`` (the container's end) comes first; raises
+    DeadlineExceeded after ``timeout`` seconds."""
+    task = asyncio.ensure_future(what)
+    both: set[asyncio.Future[Any]] = {task, exited}
+    try:
+        done, _ = await asyncio.wait(both, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+    if task in done:
+        return task.result()
+    if exited in done:
+        return None
+    raise errdefs.DeadlineExceeded(
+        f"the gate did not report the container's init ready within {timeout:g}s")
+
+
+async def setup_outcome(gate: Gate, exited: asyncio.Future[int], timeout: float) -> None:
+    """Wait for the init's line after its set-up: returns on "ready", raises its error (the
+    create's), or an error of its own when the init ended without a line."""
+    async def ready() -> bool:
+        await gate.result()
+        return True
+
+    if await _first(ready(), exited, timeout):
+        return
+    # The init's error line is written before it exits: seen here if the exit won.
+    while (line := gate.pending()) is not None:
+        if not line.isdigit():
+            gates.outcome(line)
+    # The init ran but could not say "ready": its last steps before that are the seccomp
+    # filter and the write; runc's init fails there too (at start).
+    raise errdefs.FailedPrecondition(
+        f"the container init ended with status {exited.result()} before it reported its "
+        "set-up (after the seccomp filter it needs write(2) and read(2) for the gate, and "
+        "execve(2))")
 
 
 def zombie_status(pid: int) -> int | None:
@@ -480,6 +549,10 @@ async def _stop_spawn(gate: Gate, child: Child, name: str, path: str = "") -> No
 
 #: How long LXC's monitor may take to end after the container's process did.
 MONITOR_GRACE = 5.0
+#: How long a monitor that has reaped the container's process may take to end: it knows the
+#: status and is finishing (LXC's lxc_end: post-stop hooks, the unload of its generated
+#: AppArmor profile by apparmor_parser, measured above MONITOR_GRACE under QEMU TCG).
+MONITOR_END_TIMEOUT = 60.0
 
 
 class LxcContainer(ContainerOps):
@@ -505,6 +578,9 @@ class LxcContainer(ContainerOps):
         self._deleted = False
         self._created_kill: int | None = None
         self._sigkilled = False
+        #: The init waits for "setup" until the create-time hooks ran (finish_create).
+        self.setup_pending = False
+        self.setup_timeout = 30.0
         self._exit = asyncio.get_running_loop().create_task(self._watch())
 
     @property
@@ -529,7 +605,9 @@ class LxcContainer(ContainerOps):
         the dead process a zombie (measured: `unix_stream_read_generic`, about 1 run in 20 at
         a SIGKILL 0-100 ms after Start). So the container's process is watched too: once it
         is dead and the monitor has not ended within MONITOR_GRACE, the status is read from
-        the zombie (/proc/PID/stat's exit_code) and the monitor is killed."""
+        the zombie (/proc/PID/stat's exit_code) and the monitor is killed. A monitor that
+        has reaped it (no zombie left) is not stuck but finishing, and has the status: it
+        gets up to MONITOR_END_TIMEOUT more before it is killed (then 255, unknown)."""
         assert self._child is not None
         monitor = asyncio.ensure_future(self._child.wait())
         if self._pidfd is None:
@@ -544,11 +622,15 @@ class LxcContainer(ContainerOps):
                     return await asyncio.shield(monitor)
             except TimeoutError:
                 status = zombie_status(self.pid)
-                log.warning("container %s: LXC's monitor did not end after the container "
-                            "did; killed it", self.name)
-                self._child.send_signal(signal.SIGKILL)
-                await monitor
-                return status if status is not None else 255
+            if status is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(MONITOR_END_TIMEOUT):
+                        return await asyncio.shield(monitor)
+            log.warning("container %s: LXC's monitor did not end after the container did; "
+                        "killed it", self.name)
+            self._child.send_signal(signal.SIGKILL)
+            await monitor
+            return status if status is not None else 255
         finally:
             died.cancel()
 
@@ -556,7 +638,7 @@ class LxcContainer(ContainerOps):
         status = await self._wait_init()
         await self._oom_settled()  # an OOM kill is reported before the exit, as by runc
         if self._created_kill is not None:
-            # Killed at the gate: LXC aborted the start; the status is the signal's, as
+            # Killed at the gate: the init ended there; the status is the signal's, as
             # runc reports for a created container killed before its program ran.
             status = 128 + self._created_kill
         elif status == 255 and self._sigkilled:
@@ -571,6 +653,19 @@ class LxcContainer(ContainerOps):
             # Not if `delete` (cleanup.cleanup) already removed it: that would resurrect it.
             state.save(self._state_dir, self._st, only_if_present=True)
         return status
+
+    async def finish_create(self) -> None:
+        """The init's set-up, after the create-time hooks (runtime.backend.FinishesCreate):
+        its error is the create's."""
+        if not self.setup_pending or self._gate is None:
+            return
+        self.setup_pending = False
+        self._gate.setup()
+        exited: asyncio.Future[int] = asyncio.ensure_future(asyncio.shield(self._exit))
+        try:
+            await setup_outcome(self._gate, exited, self.setup_timeout)
+        finally:
+            exited.cancel()
 
     async def start(self) -> None:
         if self._exit.done():
@@ -633,15 +728,15 @@ class LxcContainer(ContainerOps):
     def kill(self, signal: int, all: bool = False) -> None:
         """Signal the init from the host (DESIGN.md 5.1). In the created state a signal that
         would end a process makes the container exit with 128 + signal: the init is PID 1 of a
-        new PID namespace and ignores default-action signals, so the gate is aborted and LXC
-        SIGKILLs it (containerd's CRI kills created containers)."""
+        new PID namespace and ignores default-action signals, so the gate is aborted and the
+        init, waiting there, exits (containerd's CRI kills created containers)."""
         if self._exit.done() or self._pidfd is None:
             raise errdefs.NotFound(f"container {self.name}: process already finished")
         others = [p for p in cgroup.procs(self._cgroup) if p != self.pid] if all else []
         self._signal_init(signal)
         self._sigkilled = self._sigkilled or signal == 9  # SIGKILL; the module is shadowed
         if not self._started and signal not in _HARMLESS and self._created_kill is None:
-            # After the signal: the aborted gate makes LXC kill the init at once.
+            # After the signal: the aborted gate ends the waiting init at once.
             self._created_kill = signal
             self._abort_gate()
         for pid in others:

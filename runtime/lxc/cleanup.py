@@ -21,9 +21,12 @@ from runtime.lxc import cgroup, mount, state
 
 #: How long to wait for killed processes to disappear before unmounting regardless.
 KILL_WAIT = 2.0
-#: The gate's FIFOs and log, relative to the state dir (see gate.sh).
-GATE_READY = "gate-ready"
-GATE_START = "gate-start"
+#: The in-container init's directory (runtime.lxc.owninit), relative to the state dir.
+OWN_INIT_DIR = "init"
+#: The gate's FIFOs, in the init's directory (the init reports and waits on them: gate.py),
+#: and LXC's log, relative to the state dir.
+GATE_READY = f"{OWN_INIT_DIR}/gate-ready"
+GATE_START = f"{OWN_INIT_DIR}/gate-start"
 LXC_LOG = "lxc.log"
 SIGKILL_STATUS = 128 + signal.SIGKILL
 
@@ -57,7 +60,7 @@ def kill_container(st: state.PersistedState, state_dir: Path) -> bool:
         for pid in cgroup.procs(cgroup.cgroup_dir(st.pid, st.name, st.cgroup)):
             _kill(pid)
         _kill(st.pid)
-    # A created container's monitor is blocked in the gate: abort it, or it would wait forever.
+    # A created container's init waits at the gate: abort it (a held gate never sees EOF).
     abort_gate(state_dir)
     deadline = time.monotonic() + KILL_WAIT
     while alive and time.monotonic() < deadline:
@@ -76,9 +79,8 @@ def _kill(pid: int) -> None:
 
 
 def abort_gate(state_dir: Path) -> None:
-    """Make a gate that waits for "go" fail instead (gate.sh). An O_RDWR open of its start
-    FIFO never blocks and wakes a gate still opening the FIFO; the gate then reads "abort" (or
-    EOF once this fd closes), not "go", exits 1, and LXC aborts the start, killing the init."""
+    """Make an init that waits for "go" end instead (runtime.lxc.gate). An O_RDWR open of its
+    start FIFO never blocks; the init then reads "abort", not "go", and exits."""
     try:
         fd = os.open(state_dir / GATE_START, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -92,9 +94,8 @@ def abort_gate(state_dir: Path) -> None:
         os.close(fd)
 
 
-#: The in-container init's directory (runtime.lxc.owninit), and lxc-checkpoint's output and
-#: CRIU's extra options of a restore (runtime.lxc.restore), in the state directory.
-OWN_INIT_DIR = "init"
+#: lxc-checkpoint's output and CRIU's extra options of a restore (runtime.lxc.restore), in
+#: the state directory.
 RESTORE_LOG = "restore.out"
 CRIU_CONF = "criu-restore.conf"
 RESTORE_SCRIPT = "criu-restore-action.sh"

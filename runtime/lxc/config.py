@@ -140,7 +140,7 @@ def lxc_config(spec: dict[str, Any], params: Params,
     lines += configure_namespaces(namespaces, params, notes)
     lines += configure_idmaps(spec, namespaces)
     lines += configure_console(bool(process.get("terminal")))
-    lines += configure_init(spec, notes)
+    lines += configure_init(spec, notes, own_init=bool(params.own_init_dir))
     # Capabilities, rlimits, user, groups, no_new_privs and seccomp are the in-container
     # init's (runtime.lxc.security.process_directives), not LXC's keys.
     lines += security.configure_privileges(process)
@@ -567,10 +567,14 @@ def configure_console(terminal: bool = False) -> list[Line]:
     return [*console, ("lxc.tty.max", "0"), ("lxc.pty.max", "1024")]
 
 
-def configure_init(spec: dict[str, Any], notes: list[str]) -> list[Line]:
+def configure_init(spec: dict[str, Any], notes: list[str], *, own_init: bool = False
+                   ) -> list[Line]:
     process = spec["process"]
     lines: list[Line] = [("lxc.environment", item) for item in process.get("env", [])]
-    lines.append(("lxc.init.cwd", process.get("cwd", "/")))
+    if not own_init:
+        # The project's init makes a missing cwd and enters it (runc makes it too); LXC's
+        # chdir to lxc.init.cwd, before the init runs, failed the create for a missing one.
+        lines.append(("lxc.init.cwd", process.get("cwd", "/")))
     # user, groups: the in-container init switches to them (runtime.lxc.security); LXC runs
     # it as root. process.user.umask: LXC 5 has no key for it; the backend sets it on the
     # monitor, whose umask the program inherits (runtime.reaper, spawn(umask=...)).

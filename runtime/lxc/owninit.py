@@ -16,7 +16,9 @@ root filesystem). What the init does and in which order is in
 - ``stdio``: which standard descriptors become the container's own ``/dev/null`` (the host's
   would be a file CRIU cannot dump);
 - ``exec``: a FIFO whose write end the init holds with O_CLOEXEC: the runtime sees its end
-  when the program has been exec'd (poststart hooks run then).
+  when the program has been exec'd (poststart hooks run then);
+- ``gate-ready``, ``gate-start``: the gate's FIFOs (:mod:`runtime.lxc.gate`), made by the
+  backend: the init reports its set-up there and waits for Start.
 
 An exec gets a directory of its own inside (``x-…``), with the same files, and runs the same
 init through ``lxc-attach`` (:mod:`runtime.lxc.exec`).
@@ -35,6 +37,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from runtime import errdefs
 from runtime.lxc.cleanup import OWN_INIT_DIR
@@ -54,12 +57,34 @@ DIR_NAME = OWN_INIT_DIR
 EXEC_FIFO = "exec"
 
 
+def root_owner(spec: dict[str, Any]) -> tuple[int, int] | None:
+    """The host uid and gid of the container's root with a user namespace (None without
+    one, or when root is not mapped): the owner of the FIFOs the init opens, which are 0600
+    (a mapped root has no DAC override on a file of an unmapped owner, capabilities(7))."""
+    linux = spec.get("linux") or {}
+    if not any(isinstance(n, dict) and n.get("type") == "user"
+               for n in linux.get("namespaces") or []):
+        return None
+    ids = []
+    for key in ("uidMappings", "gidMappings"):
+        for m in linux.get(key) or []:
+            start, host, size = m.get("containerID"), m.get("hostID"), m.get("size")
+            if all(isinstance(v, int) for v in (start, host, size)) and start <= 0 < start + size:
+                ids.append(host - start)
+                break
+        else:
+            return None
+    return ids[0], ids[1]
+
+
 def prepare(state_dir: Path, args: list[str], stdio: Stdio, directives: str,
             seccomp: bytes | None = None, binary: Path = BINARY, *,
-            inherited: bool = False, shared_dir: Path | None = None) -> Path:
+            inherited: bool = False, shared_dir: Path | None = None,
+            owner: tuple[int, int] | None = None) -> Path:
     """Create the per-container directory; returns its host path. ``inherited``: the
     container has the caller's stdio (the CLI's pass-through), kept as it is. ``shared_dir``:
-    where one copy of the binary per build is kept for hard links (else a copy each)."""
+    where one copy of the binary per build is kept for hard links (else a copy each).
+    ``owner``: :func:`root_owner`, who owns the FIFOs."""
     if not binary.is_file():
         raise errdefs.FailedPrecondition(
             f"{binary}: the container init is not built "
@@ -76,6 +101,8 @@ def prepare(state_dir: Path, args: list[str], stdio: Stdio, directives: str,
     fifo = d / EXEC_FIFO
     fifo.unlink(missing_ok=True)
     os.mkfifo(fifo, 0o600)
+    if owner is not None:
+        os.chown(fifo, *owner)
     return d
 
 

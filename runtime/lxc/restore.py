@@ -4,10 +4,13 @@ LXC's restore (``do_restore`` in src/lxc/criu.c) forks a monitor that runs ``cri
 --restore-detached --restore-sibling`` with the container's configuration (rootfs, mount
 entries, cgroups, network), then stays as the container's monitor while ``lxc-checkpoint``
 itself exits. The restored program (PID 1: the init exec'd it before the dump) is therefore
-the monitor's child, not ours: its end is seen through a pidfd; its exit status is known only
-when the runtime killed it (137), otherwise reported as 255 (LXC's monitor keeps it). The
-monitor, orphaned, comes back to the daemon, a child subreaper (:mod:`runtime.reaper`), which
-reaps it.
+the monitor's child, not ours: its end is seen through a pidfd. The monitor, orphaned, comes
+back to the daemon, a child subreaper (:mod:`runtime.reaper`), which reaps it. LXC's restore
+monitor never reaps the program: its signal handler looks with ``waitid(WNOWAIT)`` and
+``do_restore`` then only ends (src/lxc/criu.c, start.c, LXC 5.0), unlike ``__lxc_start``,
+which waits for the status. So the exit status is read from the zombie while the monitor
+lives, or, once the monitor has exited and the zombie came back to the daemon, from the
+daemon's reaper (see :meth:`RestoredContainer._wait_init`).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ async def restore(reaper: Reaper, lxc_checkpoint: str, st: state.PersistedState,
     st.monitor_pid = _parent(pid)
     st.monitor_start_time = state.start_time(st.monitor_pid) if st.monitor_pid else 0
     state.save(state_dir, st)
-    handle = RestoredContainer(st, state_dir, io, init_dir)
+    handle = RestoredContainer(st, state_dir, io, init_dir, reaper)
     handle.criu_stdio = keys
     # The OCI "created" state: nothing runs before Start. CRIU's pre-resume action froze
     # the cgroup before the processes were resumed; pause() confirms it (and freezes, should
@@ -189,7 +192,8 @@ class RestoredContainer(LxcContainer):
     """A running container made by a CRIU restore; Start only marks it started."""
 
     def __init__(self, st: state.PersistedState, state_dir: Path, io: ProcessIO,
-                 init_dir: Path) -> None:
+                 init_dir: Path, reaper: Reaper | None = None) -> None:
+        self._reaper = reaper
         self._monitor_pidfd: int | None = None
         if st.monitor_pid:
             with contextlib.suppress(OSError):
@@ -214,10 +218,14 @@ class RestoredContainer(LxcContainer):
         finally:
             os.close(fd)
         # The restored program is PID 1 and LXC's restore monitor, its parent, passes no
-        # status on. Read from the zombie when the monitor has not reaped it yet (a race this
-        # side often wins: the pidfd turns readable at the exit); else 137 when the runtime
-        # killed it (Kill, or a checkpoint with exit), otherwise unknown (255).
+        # status on, but never reaps it either (module docstring): the zombie holds the
+        # status until the monitor exits; then the zombie comes back to the daemon, whose
+        # reaper reaps it and keeps the status. Last resort (a reaper that is not the
+        # subreaper, or a status reaped too long ago): 137 when the runtime killed it (Kill,
+        # or a checkpoint with exit), otherwise unknown (255).
         status = zombie_status(self._st.pid)
+        if status is None and self._reaper is not None:
+            status = self._reaper.orphan_status(self._st.pid)
         if status is not None:
             return status
         return 128 + 9 if self._sigkilled else 255

@@ -89,11 +89,12 @@ def process_directives(process: dict[str, Any], notes: list[str], *,
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _U64_MAX
                    for v in (soft, hard)):
             raise InvalidArgument(f"{field}: soft and hard must be unsigned 64-bit integers")
-        lines.append(f"rlimit {RLIMITS[r['type']]} {soft} {hard}")
+        # The OCI name last, for the init's messages (it is one of RLIMITS: no space).
+        lines.append(f"rlimit {RLIMITS[r['type']]} {soft} {hard} {r['type']}")
     caps = process.get("capabilities")
     if caps is not None:
         # No capabilities object: nothing is changed (runc too); a root process keeps all.
-        masks = []
+        masks: list[int] = []
         for name in _CAP_SETS:
             mask = 0
             for cap in caps.get(name) or []:
@@ -102,8 +103,18 @@ def process_directives(process: dict[str, Any], notes: list[str], *,
                 else:  # runc ignores capabilities it does not know, with a warning
                     notes.append(f"process.capabilities.{name}: unknown capability {cap!r} "
                                  "ignored")
-            masks.append(format(mask, "x"))
-        lines.append("caps " + " ".join(masks))
+            masks.append(mask)
+        # The kernel raises an ambient capability only if it is permitted and inheritable
+        # (PR_CAP_AMBIENT_RAISE, capabilities(7)); runc warns and goes on without it
+        # (measured with runc 1.1.5: the program runs with CapAmb 0), so the init is not
+        # asked for what would fail.
+        ambient = masks[4] & masks[2] & masks[3]
+        dropped = [n for n, b in CAPABILITIES.items() if masks[4] & ~ambient & (1 << b)]
+        if dropped:
+            notes.append(f"process.capabilities.ambient: {', '.join(dropped)} not raised "
+                         "(an ambient capability must be permitted and inheritable too)")
+        masks[4] = ambient
+        lines.append("caps " + " ".join(format(m, "x") for m in masks))
     if process.get("noNewPrivileges"):
         lines.append("nnp")
     if process.get("cwd"):

@@ -183,6 +183,25 @@ def test_exec_sync(world: World, handler: str) -> None:
         assert r.stdout.decode().strip() == p.config.hostname
 
 
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_missing_program_fails_the_task_create_and_leaves_no_cgroup(world: World,
+                                                                      handler: str) -> None:
+    """containerd 1.6's CRI makes the task (the shim's Create) in StartContainer. runc's
+    create runs its init's set-up up to the program's lookup, so that Create fails, naming
+    the program, before anything runs, and leaves no cgroup in the pod's (the other set-up
+    errors: tests/integration/test_create_errors.py)."""
+    with pod(world, handler) as p:
+        pod_cgroup = CGROUP_ROOT / "memory" / p.cgroup
+        before = sorted(d.name for d in pod_cgroup.iterdir() if d.is_dir())
+        cid = container(world, p, "nosuch", start=False)
+        with pytest.raises(Exception, match=r"failed to create shim task: .*"
+                           r'exec: \\?"nosuch\\?": executable file not found in \$PATH'):
+            world.cri.start(cid)
+        assert sorted(d.name for d in pod_cgroup.iterdir() if d.is_dir()) == before
+        assert world.cri.status(cid).status.state != cri.CONTAINER_RUNNING
+        world.cri.remove(cid)
+
+
 # -- cgroups: placement, statistics, updates ------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ def ids(containerd: PrivateContainerd, unique_id: str) -> Iterator[list[str]]:
 
 
 def new_id(ids: list[str], base: str) -> str:
-    cid = f"{base}-{len(ids)}"
+    # Unique across runs: containers of every containerd on the host share the cgroup tree
+    # (/default/<id>), and "groups-0" of two concurrent runs collided there.
+    cid = f"{base}-{len(ids)}-{uuid.uuid4().hex[:6]}"
     ids.append(cid)
     return cid
 

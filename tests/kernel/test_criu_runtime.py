@@ -174,6 +174,31 @@ async def test_task_checkpoint_with_criu_and_restore_continues_the_counter(world
 
 
 @pytest.mark.asyncio
+async def test_a_restored_program_that_exits_reports_its_own_status(world: World) -> None:
+    # Its parent is LXC's restore monitor, which passes no status on (runtime.lxc.restore):
+    # the status comes from the zombie, or from the daemon's reaper once the monitor is gone.
+    sup = world.sup
+    config = world.config("c9")
+    config.spec["process"]["args"] = [
+        "/bin/sh", "-c", "while [ ! -e /stop ]; do echo x > /count; sleep 0.2; done; "
+        "exit $(cat /stop)"]
+    pid = await sup.create(config)
+    await sup.start("c9")
+    await asyncio.sleep(0.5)
+    await sup.checkpoint("c9", world.base / "cp9", exit=True)
+    assert (await asyncio.wait_for(sup.wait("c9"), 60)).status == 137
+    await sup.delete("c9")
+    del pid
+
+    pid2 = await sup.create(world.config("c10", options={
+        CHECKPOINT_OPTION: str(world.base / "cp9")}))
+    await sup.start("c10")
+    Path(f"/proc/{pid2}/root/stop").write_text("7\n")
+    assert (await asyncio.wait_for(sup.wait("c10"), 60)).status == 7
+    await sup.delete("c10")
+
+
+@pytest.mark.asyncio
 async def test_the_restored_program_writes_to_the_new_tasks_stdout(world: World) -> None:
     # containerd's FIFOs are files outside the container: dumped as external files, and the
     # restored program gets the new task's FIFO in their place.

@@ -7,7 +7,7 @@
  * does between the container's set-up and the program, in runc's order
  * (libcontainer/standard_init_linux.go, finalizeNamespace in init_linux.go), and then
  * execve()s the program in its own place: the program is PID 1 of the container's PID
- * namespace, with the host PID LXC reported to the start-host gate, as under runc.
+ * namespace, with the host PID the start-host hook reported, as under runc.
  *
  *   1. descriptors other than stdio closed (LXC hands its log over as one); the stdio marked
  *      in /dev/.lxcri/stdio replaced by the container's own /dev/null; a terminal on stdin
@@ -20,10 +20,25 @@
  *      entered before the uid change, and again after it if root could not); the effective,
  *      permitted and inheritable sets (capset) and the ambient set;
  *   6. no_new_privs;
- *   7. signal mask and dispositions reset; with no_new_privs the seccomp filter now, as the
- *      last step, so it confines the program and nothing of this init but the execve;
- *      execve. The write end of /dev/.lxcri/exec, held with O_CLOEXEC, closes on the
+ *   7. the executable looked up in the spec's PATH and checked executable for this user
+ *      (runc 1.1 does it before its exec FIFO wait, exec.LookPath and Eaccess);
+ *   8. signal mask and dispositions reset; with no_new_privs the seccomp filter now, as the
+ *      last step, so it confines the program and nothing of this init but the gate and the
+ *      execve;
+ *   9. the container (not an exec): "ready" over the gate, then the wait for "go" (OCI
+ *      start); execve. With create-time hooks ("hooks"), the init first waits for
+ *      "setup" before step 1's propagation: the runtime runs the hooks then, as runc runs
+ *      them before its init's last steps. The write end of /dev/.lxcri/exec, held with O_CLOEXEC, closes on the
  *      successful execve: the runtime's poststart hooks wait for that.
+ *
+ * The gate (the container's init only, "gate" in the process file) is how OCI create learns
+ * the outcome of steps 1-8, as runc's create does (its init runs every set-up step, then
+ * waits on the exec FIFO): gate-ready carries LXC_PID from the start-host hook (gate.sh),
+ * then one line of this init, "ready" or "error KIND MESSAGE" (KIND: notfound, invalid,
+ * precondition, internal; the runtime's errdefs); gate-start brings "go" (start) or
+ * "abort" / EOF (delete, a kill before start, the runtime gone), which ends the init.
+ * After "ready" the init makes only read(2) (the gate) and execve(2); runc's init makes
+ * openat, write and close (its FIFO) and execve after its filter.
  *
  * LXC itself is configured to do none of steps 3-7 (no lxc.cap.keep, lxc.init.uid/gid/
  * groups, lxc.prlimit, lxc.no_new_privs or lxc.seccomp.profile): done by LXC they would
@@ -37,10 +52,16 @@
  *            "rlimit RESOURCE SOFT HARD", "caps BOUNDING EFFECTIVE PERMITTED INHERITABLE
  *            AMBIENT" (hexadecimal masks; no line: capabilities untouched), "nnp",
  *            "cwd PATH", "propagation MOUNT_FLAGS", "seccomp FLAGS" (load the filter in
- *            the file seccomp with these seccomp(2) flags);
+ *            the file seccomp with these seccomp(2) flags), "gate" or "gate hold" (the
+ *            container's init: make the cwd if it is missing, as runc does, report over the
+ *            gate and wait there; "hold": keep a writer of gate-start open itself, so it
+ *            outlives the creating process, for the OCI CLI); "hooks" (wait for "setup"
+ *            first); "rlimit" lines end with the
+ *            OCI type's name, for messages;
  *   seccomp  the compiled filter: an array of struct sock_filter (runtime/lxc/seccomp.py);
  *   stdio    one character per standard descriptor: 'n' = the container's /dev/null;
- *   exec     a FIFO the runtime reads; its write end closes at the execve.
+ *   exec     a FIFO the runtime reads; its write end closes at the execve;
+ *   gate-ready, gate-start  the gate's FIFOs (the container's init only).
  *
  * An exec (lxc-attach into the running container) runs this init too, with the directory of
  * its own files as the only argument, so the exec'd process gets its own user, groups and
@@ -50,8 +71,10 @@
  * container's file) is the working directory, the exec's only way to one (lxc-attach has no
  * option for it). "propagation FLAGS" is the container's only.
  *
- * Any failure before the execve is reported on stderr as "lxcri-init: ..." and ends the
- * container with status 127 (program not found), 126 (not executable) or 1 (set-up).
+ * A failure before "ready" is reported over the gate (Create fails with it) and ends the init
+ * with status 1. Without a gate (an exec) and after "go", a failure is reported on stderr as
+ * "lxcri-init: ..." and ends the process with status 127 (program not found), 126 (not
+ * executable) or 1 (set-up).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -62,6 +85,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +104,14 @@
 #define GROUPS_MAX 65536
 #define RLIMITS_MAX 32
 #define FILTER_MAX 65536 /* BPF_MAXINSNS is 4096; libseccomp never makes more */
+/* The PATH of a spec without one (runc's and Docker's default; runtime/lxc/rootfs.py). */
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+/* An error line on the gate must be one atomic FIFO write (pipe(7): PIPE_BUF). */
+#define LINE_MAX_LEN 4096
+
+/* The gate's ends while the container is being created (-1: none, or no longer). */
+static int report_fd = -1;
+static int gate_start = -1;
 
 /* The directory of the files: DIR, or the one given as the only argument (an exec's). */
 static const char *dir = DIR;
@@ -102,6 +134,7 @@ struct process {
 	struct {
 		int resource;
 		struct rlimit limit;
+		char name[24];
 	} rlimits[RLIMITS_MAX];
 	int nrlimits;
 	int caps; /* the caps line was given */
@@ -111,18 +144,54 @@ struct process {
 	unsigned long propagation; /* mount flags for "/" (MS_SHARED, MS_REC, ...), 0: none */
 	int seccomp; /* the seccomp line was given */
 	unsigned int seccomp_flags;
+	int gate; /* 0: none (an exec), 1: the gate, 2: the gate, held */
+	int hooks; /* wait for "setup" first: the runtime runs the create-time hooks */
 };
+
+/* An error: over the gate while there is one (one line, "error KIND MESSAGE"), else on
+ * stderr; then the end of the init with `code`. */
+static void __attribute__((noreturn, format(printf, 3, 4)))
+die(const char *kind, int code, const char *fmt, ...)
+{
+	char msg[LINE_MAX_LEN - 64];
+	char line[LINE_MAX_LEN];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (report_fd >= 0) {
+		for (char *c = msg; *c; c++)
+			if (*c == '\n')
+				*c = ' ';
+		n = snprintf(line, sizeof(line), "error %s %s\n", kind, msg);
+		if (write(report_fd, line, n) == n)
+			_exit(code);
+	}
+	fprintf(stderr, "lxcri-init: %s\n", msg);
+	_exit(code);
+}
 
 static void fail(const char *what)
 {
-	fprintf(stderr, "lxcri-init: %s: %s\n", what, strerror(errno));
-	_exit(1);
+	die("internal", 1, "%s: %s", what, strerror(errno));
 }
 
 static void fail_msg(const char *what)
 {
-	fprintf(stderr, "lxcri-init: %s\n", what);
-	_exit(1);
+	die("internal", 1, "%s", what);
+}
+
+/* strerror as Go spells it (runc's messages): lower case. */
+static const char *go_error(int err)
+{
+	static char buf[128];
+
+	snprintf(buf, sizeof(buf), "%s", strerror(err));
+	if (buf[0] >= 'A' && buf[0] <= 'Z')
+		buf[0] += 'a' - 'A';
+	return buf;
 }
 
 /* The whole file, NUL-terminated, in a static or allocated buffer; *len its length. */
@@ -201,6 +270,9 @@ static void read_process(struct process *p)
 		if (sscanf(line, "rlimit %d %llu %llu", &r, &a, &b) == 3) {
 			if (p->nrlimits == RLIMITS_MAX)
 				fail_msg("too many rlimits");
+			if (sscanf(line, "rlimit %*d %*s %*s %23s", p->rlimits[p->nrlimits].name) != 1)
+				snprintf(p->rlimits[p->nrlimits].name, sizeof(p->rlimits[0].name),
+					 "type %d", r);
 			p->rlimits[p->nrlimits].resource = r;
 			p->rlimits[p->nrlimits].limit.rlim_cur = a;
 			p->rlimits[p->nrlimits].limit.rlim_max = b;
@@ -223,12 +295,19 @@ static void read_process(struct process *p)
 			p->nnp = 1;
 			continue;
 		}
+		if (strcmp(line, "gate") == 0 || strcmp(line, "gate hold") == 0) {
+			p->gate = line[4] ? 2 : 1;
+			continue;
+		}
+		if (strcmp(line, "hooks") == 0) {
+			p->hooks = 1;
+			continue;
+		}
 		if (sscanf(line, "seccomp %u", &p->seccomp_flags) == 1) {
 			p->seccomp = 1;
 			continue;
 		}
-		fprintf(stderr, "lxcri-init: process: unknown line \"%s\"\n", line);
-		_exit(1);
+		die("internal", 1, "process: unknown line \"%s\"", line);
 	}
 }
 
@@ -285,7 +364,8 @@ static struct sock_fprog read_filter(void)
 static void load_filter(struct sock_fprog *prog, unsigned int flags)
 {
 	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, prog) != 0)
-		fail("loading the seccomp filter");
+		die("invalid", 1, "linux.seccomp: loading the filter (flags %u): %s", flags,
+		    strerror(errno));
 }
 
 static int last_cap(void)
@@ -313,17 +393,17 @@ static void set_caps(const struct process *p)
 		data[i].inheritable = (uint32_t)(p->inheritable >> (32 * i));
 	}
 	if (syscall(SYS_capset, &hdr, data) != 0)
-		fail("capset (effective, permitted, inheritable)");
+		die("invalid", 1, "process.capabilities: capset (effective %" PRIx64 ", permitted %"
+		    PRIx64 ", inheritable %" PRIx64 "): %s", p->effective, p->permitted,
+		    p->inheritable, strerror(errno));
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
 		fail("clearing the ambient capabilities");
 	for (int cap = 0; cap < 64; cap++) {
 		if (!(p->ambient & (1ULL << cap)))
 			continue;
-		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0) {
-			fprintf(stderr, "lxcri-init: raising ambient capability %d (it must be "
-				"permitted and inheritable too): %s\n", cap, strerror(errno));
-			_exit(1);
-		}
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0)
+			die("invalid", 1, "process.capabilities.ambient: raising capability %d (it "
+			    "must be permitted and inheritable too): %s", cap, strerror(errno));
 	}
 }
 
@@ -337,11 +417,139 @@ static void reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* The gate's two FIFOs, opened before any set-up step so that every error can be reported.
+ * gate-ready: the runtime holds it open for reading, so O_NONBLOCK never fails with ENXIO
+ * unless the runtime is gone, and a write never blocks. gate-start: opened without blocking
+ * (the runtime holds a writer; "hold": this init holds one itself, so a later process's "go"
+ * finds a reader and EOF never comes), then read blocking. */
+static void open_gate(int hold)
+{
+	report_fd = open(in_dir("gate-ready"), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (report_fd < 0)
+		fail("gate-ready");
+	gate_start = open(in_dir("gate-start"), (hold ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC);
+	if (gate_start < 0 || fcntl(gate_start, F_SETFL, 0) != 0)
+		fail("gate-start");
+}
+
+/* Wait for the line `want` on gate-start; anything else ("abort", or EOF: the runtime is
+ * gone) ends the init, as SIGKILL would. One byte at a time, so that a later line stays in
+ * the FIFO for the next wait (a few bytes: a few read(2) calls). */
+static void wait_for(const char *want)
+{
+	char buf[16];
+	size_t n = 0;
+
+	for (;;) {
+		ssize_t r = read(gate_start, buf + n, 1);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0 || n + 1 == sizeof(buf))
+			_exit(128 + SIGKILL);
+		if (buf[n] == '\n')
+			break;
+		n++;
+	}
+	buf[n] = '\0';
+	if (strcmp(buf, want) != 0)
+		_exit(128 + SIGKILL);
+}
+
+/* Set-up done: tell the runtime (OCI create returns) and wait for "go" (OCI start). */
+static void ready_and_wait(void)
+{
+	if (write(report_fd, "ready\n", 6) != 6)
+		_exit(1); /* nobody to tell: the runtime is gone, or the filter forbids write(2) */
+	report_fd = -1; /* closed at the execve (O_CLOEXEC); later errors go to stderr */
+	wait_for("go");
+}
+
+/* mkdir -p with mode 0755, as runc makes a missing cwd (os.MkdirAll inside the container's
+ * root, before the user switch); -1 with errno set, ENOTDIR for a file in the way. */
+static int mkdir_all(const char *path)
+{
+	char buf[PATH_MAX_LEN];
+	struct stat st;
+
+	if (stat(path, &st) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : (errno = ENOTDIR, -1);
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return errno = ENAMETOOLONG, -1;
+	for (char *c = buf + 1;; c++) {
+		if (*c != '/' && *c != '\0')
+			continue;
+		char saved = *c;
+
+		*c = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return -1;
+		*c = saved;
+		if (saved == '\0')
+			break;
+	}
+	if (stat(path, &st) != 0)
+		return -1;
+	return S_ISDIR(st.st_mode) ? 0 : (errno = ENOTDIR, -1);
+}
+
+/* Go's findExecutable: a regular file (not a directory) with an execute bit. */
+static int executable(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0)
+		return -1;
+	if (S_ISDIR(st.st_mode) || !(st.st_mode & 0111))
+		return errno = EACCES, -1;
+	return 0;
+}
+
+/* What execve will run: runc 1.1's check before its exec FIFO wait (exec.LookPath in the
+ * spec's PATH, then Eaccess), with its messages. An error ends the init: NotFound over the
+ * gate, or 127/126 without one. */
+static const char *look_path(const char *file)
+{
+	static char found[PATH_MAX_LEN];
+	const char *path = getenv("PATH");
+
+	if (strchr(file, '/')) {
+		if (executable(file) != 0) {
+			int err = errno;
+
+			if (err == EACCES)
+				die("notfound", 126, "exec: \"%s\": permission denied", file);
+			die("notfound", 127, "exec: \"%s\": stat %s: %s", file, file, go_error(err));
+		}
+		snprintf(found, sizeof(found), "%s", file);
+	} else {
+		const char *dir = path ? path : DEFAULT_PATH;
+
+		for (;;) {
+			size_t len = strcspn(dir, ":");
+
+			/* An empty entry is the working directory (Go, execvp). */
+			if (snprintf(found, sizeof(found), "%.*s/%s", (int)(len ? len : 1),
+				     len ? dir : ".", file) < (int)sizeof(found) &&
+			    executable(found) == 0)
+				break;
+			if (dir[len] == '\0')
+				die("notfound", 127, "exec: \"%s\": executable file not found in $PATH",
+				    file);
+			dir += len + 1;
+		}
+	}
+	if (faccessat(AT_FDCWD, found, X_OK, AT_EACCESS) != 0)
+		die("notfound", 126, "exec %s: %s", found, go_error(errno));
+	return found;
+}
+
 int main(int argc, char *argv[])
 {
 	struct process p;
 	struct sock_fprog filter = {0};
 	char **program;
+	const char *path;
 	int exec_fd;
 
 	if (argc > 1)
@@ -349,6 +557,13 @@ int main(int argc, char *argv[])
 	close_from(3); /* LXC hands its log file over as -o /proc/1/fd/N */
 	program = read_argv();
 	read_process(&p);
+	if (p.gate)
+		open_gate(p.gate == 2);
+	/* The create-time hooks (prestart, createRuntime, createContainer) run before the set-up,
+	 * as runc runs them before its init's last steps: a hook may put the program or the cwd
+	 * in place (e.g. a GPU hook mounting tools). */
+	if (p.gate && p.hooks)
+		wait_for("setup");
 	if (p.seccomp)
 		filter = read_filter();
 	null_stdio();
@@ -368,8 +583,12 @@ int main(int argc, char *argv[])
 	if (p.propagation && mount(NULL, "/", NULL, p.propagation, NULL) != 0)
 		fail("setting the propagation of /");
 	for (int i = 0; i < p.nrlimits; i++) {
-		if (setrlimit(p.rlimits[i].resource, &p.rlimits[i].limit) != 0)
-			fail("setrlimit");
+		const struct rlimit *l = &p.rlimits[i].limit;
+
+		if (setrlimit(p.rlimits[i].resource, l) != 0)
+			die("invalid", 1, "process.rlimits: %s (soft %llu, hard %llu): setrlimit: %s",
+			    p.rlimits[i].name, (unsigned long long)l->rlim_cur,
+			    (unsigned long long)l->rlim_max, strerror(errno));
 	}
 	if (p.seccomp && !p.nnp)
 		load_filter(&filter, p.seccomp_flags);
@@ -381,34 +600,56 @@ int main(int argc, char *argv[])
 		for (int cap = 0; cap <= last && cap < 64; cap++) {
 			if (!(p.bounding & (1ULL << cap)) && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 &&
 			    prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
-				fail("dropping from the bounding set");
+				die("invalid", 1, "process.capabilities.bounding: dropping capability "
+				    "%d: %s", cap, strerror(errno));
 		}
 		if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)
 			fail("PR_SET_KEEPCAPS");
 	}
-	/* Before the uid change, as root; again after it when root could not (runc does both). */
+	/* The container's cwd is made when it is missing, as root, before the user switch
+	 * (runc: os.MkdirAll(cwd, 0755) while preparing the root); an exec's is not (runc's
+	 * neither). Entered before the uid change, as root; again after it when root could not
+	 * (runc does both). */
+	if (p.gate && p.cwd && mkdir_all(p.cwd) != 0)
+		die("precondition", 1, "process.cwd \"%s\": mkdir %s: %s", p.cwd, p.cwd,
+		    strerror(errno));
 	int cwd_done = !p.cwd || chdir(p.cwd) == 0;
 
-	/* In a user namespace whose setgroups is "deny", only an empty list is allowed: skip. */
+	/* In a user namespace whose setgroups is "deny", only an empty list is allowed: skip.
+	 * EINVAL: an id the user namespace does not map (runc: "cannot set uid to unmapped user
+	 * in user namespace"). */
 	if (setgroups(p.ngroups, p.groups) != 0 && !(errno == EPERM && p.ngroups == 0))
-		fail("setgroups");
-	if (setresgid(p.gid, p.gid, p.gid) != 0)
-		fail("setresgid");
-	if (setresuid(p.uid, p.uid, p.uid) != 0)
-		fail("setresuid");
+		die("invalid", 1, "process.user.additionalGids: setgroups: %s%s", strerror(errno),
+		    errno == EINVAL ? " (a gid not mapped in the user namespace)" : "");
+	if (setresgid(p.gid, p.gid, p.gid) != 0) {
+		if (errno == EINVAL)
+			die("invalid", 1, "process.user.gid %u: cannot set gid to unmapped user in "
+			    "user namespace", p.gid);
+		die("invalid", 1, "process.user.gid %u: setresgid: %s", p.gid, strerror(errno));
+	}
+	if (setresuid(p.uid, p.uid, p.uid) != 0) {
+		if (errno == EINVAL)
+			die("invalid", 1, "process.user.uid %u: cannot set uid to unmapped user in "
+			    "user namespace", p.uid);
+		die("invalid", 1, "process.user.uid %u: setresuid: %s", p.uid, strerror(errno));
+	}
 	if (!cwd_done && chdir(p.cwd) != 0)
-		fail(p.cwd);
+		die("precondition", 1, "chdir to cwd (\"%s\") set in config.json failed: %s", p.cwd,
+		    strerror(errno));
 	if (p.caps) {
 		if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)
 			fail("PR_SET_KEEPCAPS");
 		set_caps(&p);
 	}
+	path = look_path(program[0]);
 	if (p.nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		fail("PR_SET_NO_NEW_PRIVS");
 	reset_signals();
 	if (p.seccomp && p.nnp)
 		load_filter(&filter, p.seccomp_flags);
-	execvp(program[0], program);
+	if (p.gate)
+		ready_and_wait();
+	execve(path, program, environ);
 	{
 		int err = errno;
 

@@ -112,8 +112,9 @@ def test_process_directives_carry_user_groups_rlimits_caps_and_order_flags() -> 
         "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"],
                          "permitted": ["CAP_KILL"], "inheritable": [], "ambient": []},
         "noNewPrivileges": True, "cwd": "/w"}, [], seccomp_flags=0)
-    assert text.splitlines() == ["uid 1000", "gid 1001", "groups 10 1234", "rlimit 7 1024 4096",
-                                 "caps 21 20 20 0 0", "nnp", "cwd /w", "seccomp 0"]
+    assert text.splitlines() == ["uid 1000", "gid 1001", "groups 10 1234",
+                                 "rlimit 7 1024 4096 RLIMIT_NOFILE", "caps 21 20 20 0 0", "nnp",
+                                 "cwd /w", "seccomp 0"]
     # No capabilities object: nothing changed (runc too); no groups: an empty list (cleared).
     assert security.process_directives({}, []).splitlines() == ["uid 0", "gid 0", "groups"]
     with pytest.raises(errdefs.InvalidArgument, match="process.rlimits\\[0\\].type"):
