@@ -118,12 +118,29 @@ def _serve_requests(path: str, sock: socket.socket) -> None:
                 taken = False
         if taken:
             failures = 0
+            _serve_until_quiet(sock)
         else:
             failures += 1
             log.error("the spare daemon exited without taking a request (%d in a row)",
                       failures)
 
 
+def _serve_until_quiet(sock: socket.socket) -> None:
+    """The next spare is forked once no request came for :data:`SPARE_DELAY`: forking it
+    (and its first page faults) takes CPU that the daemon just taken and containerd need to
+    start the task. A request in the meantime is served here, the way without a spare."""
+    sock.settimeout(SPARE_DELAY)
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            return
+        with conn:
+            _handle(conn, sock)
+
+
+#: How long the zygote waits after a spare was taken before it forks the next (seconds).
+SPARE_DELAY = 0.05
 #: What a spare sends the zygote when it has taken a request.
 TAKEN = b"t"
 #: Spares that die without taking a request, in a row, before the zygote forks per request.
