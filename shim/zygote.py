@@ -253,8 +253,10 @@ def _preload() -> None:
 
     import_asyncio_without_tls()
 
+    import network.cleanup  # noqa: F401  (a task's release)
     import network.provisioner  # noqa: F401
     import runtime.lxc.backend  # noqa: F401
+    import runtime.registry  # noqa: F401  (the daemon's backend by name)
     import shim.daemon  # noqa: F401
     import shim.events  # noqa: F401
     import shim.idle  # noqa: F401
