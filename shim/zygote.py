@@ -215,12 +215,14 @@ def _spare_serve(server: socket.socket, pair: socket.socket) -> int:
         if request is None:
             return 1
         payload, listen_fd = request
+        # Logged before the answer, as the zygote logs a daemon it forks before it answers:
+        # once the task is up, its daemon is in the zygote's log.
+        log.info("daemon %d started for bundle %s", os.getpid(), payload.get("bundle"),
+                 extra={"daemon_pid": os.getpid()})
         try:
             conn.sendall(b"ok")
         except OSError:
             pass
-    log.info("daemon %d started for bundle %s", os.getpid(), payload.get("bundle"),
-             extra={"daemon_pid": os.getpid()})
     _run_daemon(listen_fd, payload, loop)
     return 0
 
