@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,13 +23,20 @@ REF = DEFAULT_REF
 
 
 @contextmanager
-def bench_containerd() -> Iterator[PrivateContainerd]:
-    """A started private containerd with the busybox image; always cleaned up afterwards."""
+def bench_containerd(*, tmpfs_root: bool = False) -> Iterator[PrivateContainerd]:
+    """A started private containerd with the busybox image; always cleaned up afterwards.
+    ``tmpfs_root``: our runtime's state root on a tmpfs of its own, as under ``/run`` on
+    Proxmox VE (the test VMs' ``/run`` and ``/tmp`` are on disk)."""
     reason = integration_skip_reason()
     if reason:
         raise SystemExit(f"benchmark cannot run here: {reason}")
     ctd = PrivateContainerd()
     try:
+        if tmpfs_root:
+            ctd.lxcri_root.mkdir(parents=True, exist_ok=True)
+            # The harness's clean-up unmounts everything below its folder, this too.
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "lxcri-bench",
+                            str(ctd.lxcri_root)], check=True)
         ctd.start()
         with tempfile.TemporaryDirectory(prefix="lxcri-bench-") as tmp:
             ctd.import_image(build_busybox_image(Path(tmp) / "busybox.tar", REF))

@@ -48,7 +48,9 @@ chmod 755 "$SITE/runtime/lxc/gate.sh" "$SITE/runtime/lxc/init/lxcri-init" \
 "$STAGE$PREFIX/bin/python" -m compileall -q -j 0 -s "$STAGE" -p / "$SITE" >/dev/null
 
 # Launchers, as packaging/setup.sh writes them for development: the interpreter with -S, since
-# `start` and `delete` need only the standard library and the project.
+# `start` and `delete` need only the standard library and the project; the shim's is a Python
+# script itself (no shell in between: ~0.8 ms less per action), -P keeping /usr/bin out of
+# sys.path.
 mkdir -p "$STAGE/usr/bin"
 launcher() {  # name, module
     cat > "$STAGE/usr/bin/$1" <<SH
@@ -57,7 +59,14 @@ exec $PREFIX/bin/python -S -c 'import sys; sys.path.insert(0, "$SITE_REL"); from
 SH
     chmod 755 "$STAGE/usr/bin/$1"
 }
-launcher containerd-shim-proxmox-v2 shim.cli
+python_launcher() {  # name, module
+    cat > "$STAGE/usr/bin/$1" <<PY
+#!$PREFIX/bin/python -SP
+import sys; sys.path.insert(0, "$SITE_REL"); from $2 import main; sys.argv[0] = "$1"; main()
+PY
+    chmod 755 "$STAGE/usr/bin/$1"
+}
+python_launcher containerd-shim-proxmox-v2 shim.cli
 launcher proxmox-lxcri shim.operator_cli
 
 install -D -m 644 "$REPO/packaging/deb/config.toml" "$STAGE/etc/proxmox-lxcri/config.toml"

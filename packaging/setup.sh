@@ -89,13 +89,26 @@ install_launcher() {  # name, module, interpreter flags
 # Installed by proxmox-lxcri's 'make setup' from $REPO.
 exec $VENV/bin/python $3 -c 'import sys; sys.dont_write_bytecode = False; sys.path.insert(0, \"$REPO\"); from $2 import main; sys.argv[0] = \"$1\"; main()' \"\$@\"
 "
+    write_launcher "$1" "$content"
+}
+# The shim's launcher is a Python script itself: containerd runs it twice per task (`start`,
+# `delete`), and a shell in between costs ~0.8 ms per run (measured). -S as above; -P keeps the
+# launcher's directory out of sys.path.
+install_python_launcher() {  # name, module
+    local content="#!$VENV/bin/python -SP
+# Installed by proxmox-lxcri's 'make setup' from $REPO.
+import sys; sys.dont_write_bytecode = False; sys.path.insert(0, \"$REPO\"); from $2 import main; sys.argv[0] = \"$1\"; main()
+"
+    write_launcher "$1" "$content"
+}
+write_launcher() {  # name, content
     local target
     for target in "/usr/local/bin/$1" "$STAMPS/bin/$1"; do
-        if [ "$(cat "$target" 2>/dev/null)" != "${content%$'\n'}" ]; then
-            printf '%s' "$content" > "$target"
+        if [ "$(cat "$target" 2>/dev/null)" != "${2%$'\n'}" ]; then
+            printf '%s' "$2" > "$target"
             chmod 755 "$target"
         fi
     done
 }
-install_launcher containerd-shim-proxmox-v2 shim.cli -S
+install_python_launcher containerd-shim-proxmox-v2 shim.cli
 install_launcher proxmox-lxcri shim.operator_cli ""

@@ -6,6 +6,7 @@ they load only the standard library (DESIGN.md section 2).
 
 from __future__ import annotations
 
+import os
 import sys
 
 VERSION = "0.1.0"
@@ -22,11 +23,20 @@ def main(argv: list[str] | None = None) -> None:
     if flags.action == "start":
         from shim.manager import start
 
-        raise SystemExit(start(flags))
+        _exit(start(flags))
     if flags.action == "delete":
         from shim.delete import delete
 
-        raise SystemExit(delete(flags))
+        _exit(delete(flags))
     sys.stderr.write(f"containerd-shim-proxmox-v2: unknown action {flags.action!r} "
                      "(expected start or delete)\n")
     raise SystemExit(2)
+
+
+def _exit(code: int) -> None:  # NoReturn, but `typing` costs ~7 ms to import here
+    """End a finished action without the interpreter's shutdown (~1 ms of module teardown on
+    containerd's critical path, measured): its output is flushed, and it holds nothing else
+    that needs closing (the kernel closes the descriptors)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

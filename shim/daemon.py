@@ -34,7 +34,10 @@ def remove_socket(path: str) -> None:
         pass
 
 
-def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str) -> None:
+def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str,
+        loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Serve until the daemon ends, on ``loop`` if given (a spare made it before its request
+    came, shim/zygote.py), else on a new one."""
     from shim import log as shimlog
     from shim import proctitle
 
@@ -48,7 +51,9 @@ def run(*, flags: Flags, bundle: Path, sock: socket.socket, socket_path: str) ->
     write_pid_file(bundle)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS") or f"{flags.address}.ttrpc"
     try:
-        asyncio.run(serve(flags, sock, socket_path, ttrpc_address))
+        # asyncio.run() with the loop chosen (asyncio.Runner is what run() uses).
+        with asyncio.Runner(loop_factory=None if loop is None else lambda: loop) as runner:
+            runner.run(serve(flags, sock, socket_path, ttrpc_address))
     except Exception:
         log.exception("shim daemon failed")
         raise

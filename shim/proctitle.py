@@ -10,8 +10,10 @@ binary name (:func:`daemon_title`), and the zygote as ``proxmox-lxcri-zygote <ke
 setproctitle (PyPI) rewrites the process's argv area (what ``/proc/<pid>/cmdline`` and ``ps``
 read) and sets ``comm`` with ``prctl(PR_SET_NAME)``. ``SPT_NOENV`` keeps it out of the
 environment area: ``/proc/<pid>/environ`` stays readable (operators and the test harness use
-it); the title is cut at the length of the original argv, which the long ``-c`` script of the
-launchers makes ample. Best effort: a missing module only leaves the old name.
+it); the title is cut at the length of the original argv, which the launchers make ample (the
+interpreter, the launcher script's path and containerd's flags, longer than the title; the zygote
+gets room explicitly, shim/zygote_client.py). Best effort: a missing module only leaves the old
+name.
 """
 
 from __future__ import annotations

@@ -17,12 +17,18 @@ daemon is forked.
 from __future__ import annotations
 
 import array
+import gc
 import json
 import logging
 import os
+import select
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import asyncio
 
 IDLE_EXIT = 600.0
 _MAX_MSG = 1 << 16
@@ -64,21 +70,183 @@ def serve(path: str) -> None:
         return  # another zygote serves this code already
     sock = socket.socket(fileno=raw.detach())
     _preload()
-    sock.settimeout(IDLE_EXIT)
+    # Everything imported so far lives as long as the zygote: out of the collector's sight, a
+    # collection in a forked daemon never writes to (and so copies) these shared pages. The
+    # pattern CPython documents for gc.freeze (fork servers).
+    gc.freeze()
     try:
-        while True:
+        _serve_requests(path, sock)
+    finally:
+        _unlink(path)
+        sock.close()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _serve_requests(path: str, sock: socket.socket) -> None:
+    """Keep one spare daemon waiting on ``sock`` (it takes the next request itself and tells
+    us, :func:`_spare`); fork another whenever one is taken. Without a spare (forking one
+    failed, or spares kept dying) serve each request here, forking its daemon then."""
+    failures = 0
+    while True:
+        pair = _fork_spare(sock) if failures < SPARE_FAILURES else None
+        if pair is None:
+            sock.settimeout(IDLE_EXIT)
             try:
                 conn, _ = sock.accept()
             except TimeoutError:
                 return
             with conn:
                 _handle(conn, sock)
-    finally:
+            continue
+        with pair:
+            pair.settimeout(IDLE_EXIT)
+            try:
+                taken = pair.recv(1) == TAKEN
+            except TimeoutError:
+                # Idle: the socket file goes first, so no `start` dials it any more; closing
+                # the pair then ends the spare (which still serves a connection already
+                # queued, see _next_connection).
+                _unlink(path)
+                return
+            except OSError:
+                taken = False
+        if taken:
+            failures = 0
+            _serve_until_quiet(sock)
+        else:
+            failures += 1
+            log.error("the spare daemon exited without taking a request (%d in a row)",
+                      failures)
+
+
+def _serve_until_quiet(sock: socket.socket) -> None:
+    """The next spare is forked once no request came for :data:`SPARE_DELAY`: forking it
+    (and its first page faults) takes CPU that the daemon just taken and containerd need to
+    start the task. A request in the meantime is served here, the way without a spare."""
+    sock.settimeout(SPARE_DELAY)
+    while True:
         try:
-            os.unlink(path)
-        except FileNotFoundError:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            return
+        with conn:
+            _handle(conn, sock)
+
+
+#: How long the zygote waits after a spare was taken before it forks the next (seconds).
+SPARE_DELAY = 0.05
+#: What a spare sends the zygote when it has taken a request.
+TAKEN = b"t"
+#: Spares that die without taking a request, in a row, before the zygote forks per request.
+SPARE_FAILURES = 3
+#: ``comm`` of a spare (the zygote's is proctitle.ZYGOTE_COMM): ``ps`` tells them apart.
+SPARE_COMM = "lxcri-spare"
+
+
+def _fork_spare(server: socket.socket) -> socket.socket | None:
+    """A spare daemon (re-parented to init, like every daemon) and our end of its pair, or
+    None when it could not be forked."""
+    ours, theirs = socket.socketpair()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        log.error("cannot fork a spare daemon: %s", exc)
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        ours.close()
+        _spare(server, theirs)  # never returns
+    theirs.close()
+    _, status = os.waitpid(pid, 0)  # the intermediate child exits once the spare is forked
+    if status != 0:
+        log.error("forking a spare daemon failed (status %#x)", status)
+        ours.close()
+        return None
+    return ours
+
+
+def _spare(server: socket.socket, pair: socket.socket) -> NoReturn:
+    """A daemon forked before its request: it waits on the zygote's socket for the next
+    ``start``, so that neither the forks nor the event loop's creation happen while containerd
+    waits. It takes the request itself, tells the zygote (which forks the next spare), answers
+    ``ok`` and becomes that task's daemon. It exits when the zygote goes (EOF on ``pair``)."""
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():  # re-parent the spare to init, like a shim `start` forks its daemon
+            code = 0
+        else:
+            code = _spare_serve(server, pair)
+    except BaseException:
+        log.exception("spare daemon failed")
+    finally:
+        os._exit(code)
+
+
+def _spare_serve(server: socket.socket, pair: socket.socket) -> int:
+    import asyncio
+
+    from shim import proctitle
+
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    proctitle.set_title(f"{proctitle.ZYGOTE_NAME} {_key()} spare", comm=SPARE_COMM)
+    loop = asyncio.new_event_loop()
+    conn = _next_connection(server, pair)
+    server.close()
+    if conn is None:
+        return 0  # the zygote is gone
+    try:
+        pair.send(TAKEN)
+    except OSError:
+        pass  # the zygote is gone: nobody forks the next spare; this request is still served
+    pair.close()
+    with conn:
+        request = _receive(conn)
+        if request is None:
+            return 1
+        payload, listen_fd = request
+        # Logged before the answer, as the zygote logs a daemon it forks before it answers:
+        # once the task is up, its daemon is in the zygote's log.
+        log.info("daemon %d started for bundle %s", os.getpid(), payload.get("bundle"),
+                 extra={"daemon_pid": os.getpid()})
+        try:
+            conn.sendall(b"ok")
+        except OSError:
             pass
-        sock.close()
+    _run_daemon(listen_fd, payload, loop)
+    return 0
+
+
+def _key() -> str:
+    return os.path.basename(sys.argv[1]).removeprefix("zygote-").removesuffix(".sock")
+
+
+def _next_connection(server: socket.socket, pair: socket.socket) -> socket.socket | None:
+    """The next connection on the zygote's socket, or None once the zygote is gone. A
+    connection already queued when it went is still taken: its `start` waits for an answer."""
+    server.setblocking(False)
+    poll = select.poll()
+    poll.register(server, select.POLLIN)
+    poll.register(pair, select.POLLIN)
+    while True:
+        ready = dict(poll.poll())
+        try:
+            conn, _ = server.accept()
+            return conn
+        except BlockingIOError:
+            pass  # another reader took it, or a spurious wake-up
+        if pair.fileno() in ready:
+            return None  # EOF (or a byte, which the zygote never sends): the zygote is gone
 
 
 def _preload() -> None:
@@ -87,8 +255,10 @@ def _preload() -> None:
 
     import_asyncio_without_tls()
 
+    import network.cleanup  # noqa: F401  (a task's release)
     import network.provisioner  # noqa: F401
     import runtime.lxc.backend  # noqa: F401
+    import runtime.registry  # noqa: F401  (the daemon's backend by name)
     import shim.daemon  # noqa: F401
     import shim.events  # noqa: F401
     import shim.idle  # noqa: F401
@@ -97,7 +267,9 @@ def _preload() -> None:
     import storage.provisioner  # noqa: F401
 
 
-def _handle(conn: socket.socket, server: socket.socket) -> None:
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], int] | None:
+    """The request on ``conn``: its JSON object and the listening socket's fd; None (logged)
+    when it is malformed."""
     conn.settimeout(5.0)
     fds = array.array("i")
     try:
@@ -110,14 +282,22 @@ def _handle(conn: socket.socket, server: socket.socket) -> None:
         log.error("bad request: %s", exc)
         for fd in fds:
             os.close(fd)
-        return
+        return None
     if len(fds) != 1 or not isinstance(payload, dict):
         log.error("bad request: %d file descriptors, payload %s", len(fds),
                   type(payload).__name__)
         for fd in fds:
             os.close(fd)
+        return None
+    return payload, fds[0]
+
+
+def _handle(conn: socket.socket, server: socket.socket) -> None:
+    """One request without a spare: fork its daemon here, answer ``ok`` once it exists."""
+    request = _receive(conn)
+    if request is None:
         return
-    listen_fd = fds[0]
+    payload, listen_fd = request
     try:
         pid = os.fork()
     except OSError as exc:
@@ -139,7 +319,7 @@ def _handle(conn: socket.socket, server: socket.socket) -> None:
         pass
 
 
-def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, object]) -> None:
+def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, Any]) -> None:
     code = 1
     try:
         conn.close()
@@ -150,32 +330,39 @@ def _become_daemon(conn: socket.socket, listen_fd: int, payload: dict[str, objec
                      extra={"daemon_pid": daemon})
             code = 0
             return
-        env, bundle, flags = payload["env"], str(payload["bundle"]), payload["flags"]
-        assert isinstance(env, dict) and isinstance(flags, dict)
-        os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in env.items()})
-        try:
-            os.chdir(bundle)
-        except OSError:
-            # containerd gave the task up (and removed the bundle) while `start` ran: no
-            # daemon, and no socket file left for nobody (it runs no `delete` then).
-            from shim.daemon import remove_socket
-
-            remove_socket(str(payload["socket_path"]))
-            raise
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        from shim.daemon import run
-        from shim.flags import Flags
-
-        listen = socket.socket(fileno=listen_fd)
-        run(flags=Flags.from_dict(flags), bundle=Path(bundle), sock=listen,
-            socket_path=str(payload["socket_path"]))
+        _run_daemon(listen_fd, payload)
         code = 0
     except BaseException:
         # Before run() took over logging this reaches the zygote's log; after, containerd's.
         log.exception("daemon for bundle %s failed", payload.get("bundle"))
     finally:
         os._exit(code)
+
+
+def _run_daemon(listen_fd: int, payload: dict[str, Any],
+                loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Be the daemon ``payload`` asks for, serving on ``listen_fd``; returns when it ends."""
+    env, bundle, flags = payload["env"], str(payload["bundle"]), payload["flags"]
+    assert isinstance(env, dict) and isinstance(flags, dict)
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+    try:
+        os.chdir(bundle)
+    except OSError:
+        # containerd gave the task up (and removed the bundle) while `start` ran: no
+        # daemon, and no socket file left for nobody (it runs no `delete` then).
+        from shim.daemon import remove_socket
+
+        remove_socket(str(payload["socket_path"]))
+        os.close(listen_fd)
+        raise
+    from shim.daemon import run
+    from shim.flags import Flags
+
+    listen = socket.socket(fileno=listen_fd)
+    run(flags=Flags.from_dict(flags), bundle=Path(bundle), sock=listen,
+        socket_path=str(payload["socket_path"]), loop=loop)

@@ -1,14 +1,13 @@
 """The ``start`` side of the zygote (shim/zygote.py): find it, ask it, or start it.
 
-Runs inside every ``start``, so it imports only ``_socket``, ``array``, ``os`` and ``sys``
-(``socket``, ``json`` and ``typing`` cost 5-10 ms each to import here) and encodes its request
-with a small JSON writer of its own.
+Runs inside every ``start``, so it imports only ``_socket``, ``os`` and ``sys`` (``socket``,
+``json`` and ``typing`` cost 5-10 ms each to import here, and even ``array`` 1.7 ms, for the
+``collections.abc`` it loads) and encodes its request with a small JSON writer of its own.
 """
 
 from __future__ import annotations
 
 import _socket
-import array
 import os
 import sys
 
@@ -19,16 +18,26 @@ def code_key() -> str:
     base = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     newest = 0.0
     for pkg in _PACKAGES:
-        for dirpath, _dirs, files in os.walk(os.path.join(base, pkg)):
-            for f in files:
-                if f.endswith(".py"):
-                    newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime)
+        newest = _newest_mtime(os.path.join(base, pkg), newest)
     from shim.cli import VERSION
 
     raw = f"{sys.executable}|{VERSION}|{newest}".encode()
     from shim.manager import _sha256
 
     return _sha256(raw)[:16]
+
+
+def _newest_mtime(directory: str, newest: float) -> float:
+    """The newest mtime of the ``.py`` files below ``directory``. One scandir per package
+    directory and one stat per source file; ``__pycache__`` (no sources) is not entered:
+    os.walk there took twice as long (~1.2 ms per ``start``, measured)."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.endswith(".py"):
+                newest = max(newest, entry.stat().st_mtime)
+            elif entry.name != "__pycache__" and entry.is_dir(follow_symlinks=False):
+                newest = _newest_mtime(entry.path, newest)
+    return newest
 
 
 def socket_path() -> str:
@@ -65,8 +74,9 @@ def hand_over(conn: _socket.socket, listen: _socket.socket, request: bytes) -> b
     """Send the encoded request with ``listen``'s fd on ``conn`` (then closed); True once the
     zygote answers that the daemon is forked. From the send on, the zygote owns the socket."""
     try:
-        conn.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                  array.array("i", [listen.fileno()]))])
+        # SCM_RIGHTS carries an array of C ints (cmsg(3)): one, in native byte order.
+        fd = listen.fileno().to_bytes(4, sys.byteorder)
+        conn.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])
         conn.shutdown(_socket.SHUT_WR)
         return conn.recv(16) == b"ok"
     except OSError:

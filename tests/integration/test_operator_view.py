@@ -86,10 +86,11 @@ def run_detached(ctd: PrivateContainerd, image: BusyboxImage, id: str) -> int:
     return pid
 
 
-def zygotes(ctd: PrivateContainerd) -> list[int]:
-    """Zygote processes serving this containerd's state root (its environment names it)."""
+def zygotes(ctd: PrivateContainerd, kind: str = "lxcri-zygote") -> list[int]:
+    """Zygote processes serving this containerd's state root (its environment names it), or
+    with ``kind="lxcri-spare"`` the spare daemons they keep."""
     root = f"PROXMOX_LXCRI_ROOT={ctd.lxcri_root}"
-    return [p for p in leaks.pids() if comm_or_none(p) == "lxcri-zygote"
+    return [p for p in leaks.pids() if comm_or_none(p) == kind
             and root in leaks.environ(p).split("\n")]
 
 
@@ -128,8 +129,13 @@ def test_shims_and_zygote_are_named_in_ps(debug_ctd: PrivateContainerd,
         assert ps(zygote).startswith("lxcri-zygote proxmox-lxcri-zygote ")
         zsock = ctd.lxcri_root / f"zygote-{cmdline(zygote).split()[1]}.sock"
         wait_for(zsock.exists, what="the zygote's socket")
+        # The zygote keeps a spare daemon waiting for the next `start` (shim/zygote.py).
+        wait_for(lambda: zygotes(ctd, "lxcri-spare"), what="the spare daemon")
+        [spare] = zygotes(ctd, "lxcri-spare")
+        assert cmdline(spare) == f"{cmdline(zygote)} spare"
 
         forked = run_detached(ctd, busybox_image, second)
+        assert forked == spare  # the spare took the task and became its daemon
         zlog = ctd.lxcri_root / "runtime" / "zygote.log"
         # The zygote logs each daemon it forks: this one came from it.
         lines = [logfmt(line) for line in zlog.read_text().splitlines()]
