@@ -393,6 +393,9 @@ class PveContainer(ContainerOps):
 
     async def _watch(self) -> int:
         await self._exited
+        # An OOM kill is reported before the exit, as by runc and the LXC backend: the pidfd
+        # fires at the death, which can be before the watcher has read the kill's counter.
+        await self._oom_settled()
         if self._tty_slave is not None:
             os.close(self._tty_slave)  # the master reads EIO once the program's copies close
             self._tty_slave = None
