@@ -66,17 +66,26 @@ def resolve(value: object, own_cgroup: str = "/") -> str:
 
 def systemd_path(value: str) -> str:
     """``slice:prefix:name`` → the cgroup path systemd gives that scope."""
+    slice_, unit = systemd_unit(value)
+    return f"{expand_slice(slice_)}/{unit}"
+
+
+def systemd_unit(value: str) -> tuple[str, str]:
+    """``slice:prefix:name`` → ``(slice, unit)``, both checked unit names (the slice
+    ``system.slice`` when empty, as in runc)."""
     slice_, prefix, name = value.split(":")
     for what, part in (("slice", slice_), ("prefix", prefix), ("name", name)):
         if part and not _UNIT.match(part):
             raise InvalidArgument(f"{_FIELD}: {what} {part!r} is not a valid unit name")
     if not name:
         raise InvalidArgument(f"{_FIELD}: {value!r}: the name in slice:prefix:name is empty")
+    slice_ = slice_ or "system.slice"
+    expand_slice(slice_)  # checks the slice's name
     # runc's getUnitName (libcontainer/cgroups/systemd/common.go): "<prefix>-<name>.scope"
     # even for an empty prefix ("-<name>.scope"; runc 1.1.15 under systemd 257 puts
     # "system.slice::x" in /system.slice/-x.scope, measured in the pve9 guest).
     unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope"
-    return f"{expand_slice(slice_ or 'system.slice')}/{unit}"
+    return slice_, unit
 
 
 def expand_slice(slice_: str) -> str:

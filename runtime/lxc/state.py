@@ -45,6 +45,8 @@ class PersistedState:
     monitor_start_time: int = 0
     exit_status: int | None = None
     cgroup: str = ""
+    #: The transient systemd scope registered for it (runtime.systemd_scope), "" if none.
+    systemd_unit: str = ""
     version: int = VERSION
 
 
