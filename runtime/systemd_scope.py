@@ -171,11 +171,12 @@ async def _show(run: Runner, unit: str) -> dict[str, str]:
 async def register(run: Runner, scope: Scope, pid: int, resources: dict[str, Any] | None,
                    cgroup: str, attempts: int = 200) -> None:
     """Start the transient scope and wait until systemd has it active with ``cgroup`` (the
-    path LXC made, without the leading "/"). On failure the unit is stopped and
-    FailedPrecondition names it."""
+    path LXC made, without the leading "/"). FailedPrecondition names the unit when systemd
+    refuses it (a unit of that name exists: left alone) or does not have it active there (then
+    it is stopped)."""
     r = await run(start_argv(scope, pid, resources))
     if r.returncode != 0:
-        await stop(run, scope.unit)
+        # Not stopped: the unit is not ours (a unit of that name exists, or none was made).
         raise errdefs.FailedPrecondition(
             f"systemd scope {scope.unit}: StartTransientUnit failed: {_text(r)}")
     props: dict[str, str] = {}

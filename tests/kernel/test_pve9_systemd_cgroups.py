@@ -17,6 +17,7 @@ its directory, and nothing above it removed.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,6 +191,10 @@ def test_limits_survive_systemd_realising_the_slice(containerd: PrivateContainer
             # its members again.
             sh("systemctl", "set-property", "--runtime", "system.slice", "CPUWeight=100",
                timeout=60)
+            # A set-property on the scope itself rewrites all its cgroup files from its
+            # properties: measured with a delegated scope without MemoryMax/TasksMax, this
+            # reset memory.max to "max" and pids.max to DefaultTasksMax (the two above did not).
+            sh("systemctl", "set-property", "--runtime", unit, "CPUWeight=20", timeout=60)
             after = {n: (scope / n).read_text().strip() for n in limits}
             print(f"{rt.name}: scope limits before {before} after {after}; unit {props}")
             assert cgroup_of(pid) == f"/system.slice/{unit}"
@@ -201,20 +206,25 @@ def test_limits_survive_systemd_realising_the_slice(containerd: PrivateContainer
             assert after == before, (before, after)
         gone(scope)
     finally:
-        sh("systemctl", "revert", "system.slice", check=False, timeout=60)
+        sh("systemctl", "revert", "system.slice", unit, check=False, timeout=60)
 
 
 def test_failed_registration_fails_create_and_leaves_nothing(
         containerd: PrivateContainerd, busybox_image: BusyboxImage) -> None:
-    # A masked unit name: systemd refuses StartTransientUnit for it (the unit has a fragment,
-    # /dev/null). The create must fail naming the unit, with no task, no unit and no cgroup
-    # left, so that the same container can be created once the name is free.
+    # A unit of the same name already runs, in another slice: systemd refuses
+    # StartTransientUnit ("already loaded"). The create must fail naming the unit, leave no
+    # task and no cgroup, and not stop the other unit; once that one is gone the same
+    # container can be created.
     rt = RUNTIMES["lxcri"]
     cid = f"mf-{uuid.uuid4().hex[:8]}"
     unit = f"lxcri-{cid}.scope"
+    other = f"lxcrimf{uuid.uuid4().hex[:6]}.slice"
     scope = ROOT / "system.slice" / unit
-    sh("systemctl", "mask", "--runtime", unit)
+    holder = subprocess.Popen(["systemd-run", "--quiet", "--scope", "--unit", unit,
+                               "--slice", other, "sleep", "300"])
     try:
+        wait_for(lambda: unit_props(unit)["ActiveState"] == "active",
+                 what=f"{unit} in {other}", timeout=30)
         r = containerd.ctr("run", "-d", *rt.flags, "--cgroup", f"system.slice:lxcri:{cid}",
                            "--memory-limit", str(MEMORY), busybox_image.ref, cid, "sleep",
                            "300", timeout=120, check=False)
@@ -222,12 +232,17 @@ def test_failed_registration_fails_create_and_leaves_nothing(
         assert r.returncode != 0 and unit in r.stderr, r
         assert containerd.task_status(cid) is None
         assert not scope.exists()
-        assert unit_props(unit)["ActiveState"] == "inactive", unit_props(unit)
-        sh("systemctl", "unmask", "--runtime", unit)
+        props = unit_props(unit)
+        assert props["ActiveState"] == "active", props
+        assert props["ControlGroup"] == f"/{other[:-len('.slice')]}.slice/{unit}", props
+        sh("systemctl", "stop", unit)
+        holder.wait(timeout=30)
         containerd.remove_container(cid)
         with running(containerd, busybox_image, rt, cid, f"system.slice:lxcri:{cid}") as pid:
             check_scope(rt, pid, f"/system.slice/{unit}")
         gone(scope)
     finally:
-        sh("systemctl", "unmask", "--runtime", unit, check=False)
+        sh("systemctl", "stop", unit, other, check=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            holder.wait(timeout=30)
         containerd.remove_container(cid)

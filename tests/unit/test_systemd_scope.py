@@ -124,10 +124,17 @@ def test_register_waits_for_active() -> None:
     assert [c[0] for c in bus.calls] == ["busctl", "systemctl"]
 
 
-@pytest.mark.parametrize("bus", [FakeBus(start_rc=1), FakeBus(state="failed"),
-                                 FakeBus(cgroup="/system.slice")])
+@pytest.mark.parametrize("bus", [FakeBus(state="failed"), FakeBus(cgroup="/system.slice")])
 def test_register_failure_names_the_unit_and_stops_it(bus: FakeBus) -> None:
     with pytest.raises(errdefs.FailedPrecondition, match=r"systemd scope p-c1\.scope"):
         asyncio.run(systemd_scope.register(bus.run, Scope("p-c1.scope", "system.slice"), 7,
                                            None, "system.slice/p-c1.scope", attempts=3))
     assert "StopUnit" in bus.calls[-1]
+
+
+def test_refused_start_leaves_the_existing_unit_alone() -> None:
+    bus = FakeBus(start_rc=1)
+    with pytest.raises(errdefs.FailedPrecondition, match=r"p-c1\.scope.*exists"):
+        asyncio.run(systemd_scope.register(bus.run, Scope("p-c1.scope", "system.slice"), 7,
+                                           None, "system.slice/p-c1.scope"))
+    assert len(bus.calls) == 1  # no StopUnit of a unit that is someone else's
