@@ -150,6 +150,18 @@ def start_argv(scope: Scope, pid: int, resources: dict[str, Any] | None) -> list
     return argv
 
 
+def set_argv(unit: str, resources: dict[str, Any] | None) -> list[str] | None:
+    """``SetUnitProperties(name, runtime, properties)`` for an update, as runc's ``Set``
+    (until reboot: ``runtime`` true); None when the update sets no property."""
+    props = properties(resources)
+    if not props:
+        return None
+    argv = _busctl("SetUnitProperties", "sba(sv)", unit, "true", str(len(props)))
+    for name, sig, value in props:
+        argv += [name, sig, value]
+    return argv
+
+
 def stop_argv(unit: str) -> list[str]:
     return _busctl("StopUnit", "ss", unit, "replace")
 
@@ -199,3 +211,14 @@ async def stop(run: Runner, unit: str) -> None:
     r = await run(stop_argv(unit))
     if r.returncode != 0 and b"NoSuchUnit" not in r.stderr and b"not loaded" not in r.stderr:
         raise errdefs.Internal(f"systemd scope {unit}: StopUnit failed: {_text(r)}")
+
+
+async def set_properties(run: Runner, unit: str, resources: dict[str, Any] | None) -> None:
+    """An update's new limits as the unit's properties, so that systemd keeps them when it
+    rewrites the scope's cgroup files."""
+    argv = set_argv(unit, resources)
+    if argv is None:
+        return
+    r = await run(argv)
+    if r.returncode != 0:
+        raise errdefs.Internal(f"systemd scope {unit}: SetUnitProperties failed: {_text(r)}")

@@ -826,6 +826,14 @@ class LxcContainer(ContainerOps):
             self._pidfd = None
         self._deleted = True
 
+    async def update(self, resources: dict[str, Any]) -> None:
+        """The cgroup files (ContainerOps.update), then, under systemd, the scope's
+        properties (runc's systemd driver sets both), so systemd keeps the new limits."""
+        await super().update(resources)
+        if self._st.systemd_unit and self.attach is not None:
+            await systemd_scope.set_properties(self.attach.reaper.run, self._st.systemd_unit,
+                                               resources)
+
     async def _stop_scope(self) -> None:
         """runc's Destroy stops the unit. Usually systemd has already stopped it (a scope
         whose cgroup is empty stops by itself), so a failure is only logged."""

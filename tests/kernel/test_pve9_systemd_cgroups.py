@@ -19,17 +19,19 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from runtime import cgroups_path
 from tests.harness.containerd import PrivateContainerd
 from tests.harness.fixtures import PROXMOX_RUNTIME, RUNC_RUNTIME, BusyboxImage
 from tests.harness.waiting import wait_for
 from tests.kernel.helpers import sh
+from tests.kernel.v2world import World, v2_world
 
 # Only in the pve9 guest: the kernel flavour has no systemd.
 pytestmark = pytest.mark.pve9(only=True)
@@ -246,3 +248,36 @@ def test_failed_registration_fails_create_and_leaves_nothing(
         with contextlib.suppress(subprocess.TimeoutExpired):
             holder.wait(timeout=30)
         containerd.remove_container(cid)
+
+
+@pytest_asyncio.fixture
+async def world() -> AsyncIterator[World]:
+    async with v2_world("sdu-") as w:
+        yield w
+
+
+@pytest.mark.asyncio
+async def test_update_sets_the_units_properties(world: World) -> None:
+    # runc's systemd driver sets an update's limits as unit properties too (Set:
+    # SetUnitProperties), so systemd keeps them when it rewrites the scope's files (here: a
+    # set-property on the scope itself, which rewrites them all from the properties).
+    cid = f"up{uuid.uuid4().hex[:8]}"
+    unit = f"lxcri-{cid}.scope"
+    scope = ROOT / "system.slice" / unit
+    try:
+        h = await world.run(["sleep", "300"], cgroupsPath=f"system.slice:lxcri:{cid}",
+                            resources={"memory": {"limit": MEMORY}, "pids": {"limit": 50}})
+        assert cgroup_of(h.pid) == f"/system.slice/{unit}"
+        assert unit_props(unit)["TasksMax"] == "50", unit_props(unit)
+        # The whole LinuxResources, as CRI sends it.
+        await h.update({"memory": {"limit": MEMORY // 2}, "pids": {"limit": 40},
+                        "cpu": {"shares": 1024}, "devices": [{"allow": False, "access": "rwm"}]})
+        props = unit_props(unit)
+        assert props["MemoryMax"] == str(MEMORY // 2) and props["TasksMax"] == "40", props
+        sh("systemctl", "set-property", "--runtime", unit, "CPUWeight=39", timeout=60)
+        assert (scope / "memory.max").read_text().strip() == str(MEMORY // 2)
+        assert (scope / "pids.max").read_text().strip() == "40"
+        await h.delete()
+        gone(scope)
+    finally:
+        sh("systemctl", "revert", unit, check=False, timeout=60)

@@ -93,6 +93,17 @@ def test_stop_argv() -> None:
         "org.freedesktop.systemd1.Manager", "StopUnit", "ss", "-c1.scope", "replace"]
 
 
+def test_set_argv_for_update() -> None:
+    argv = systemd_scope.set_argv("p-c1.scope", {"memory": {"limit": 1 << 26},
+                                                 "devices": [{"allow": False, "access": "rwm"}]})
+    assert argv is not None and argv[5:] == [
+        "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager", "SetUnitProperties", "sba(sv)", "p-c1.scope",
+        "true", "1", "MemoryMax", "t", str(1 << 26)]
+    # CRI's update with nothing systemd keeps: no call.
+    assert systemd_scope.set_argv("p-c1.scope", {"cpu": {"shares": 0}}) is None
+
+
 def test_booted(tmp_path: Path) -> None:
     assert not systemd_scope.booted(str(tmp_path / "missing"))
     (tmp_path / "system").mkdir()
