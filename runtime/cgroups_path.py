@@ -9,13 +9,16 @@ CRI plugin picks by the cgroup driver):
 - systemd's **``slice:prefix:name``** (kubeadm's default driver): runc's systemd driver asks
   systemd for a transient scope ``<prefix>-<name>.scope`` in the slice, whose cgroup is the
   slice hierarchy spelled out (``a-b-c.slice`` → ``a.slice/a-b.slice/a-b-c.slice``; systemd.slice
-  (5)). This runtime does not talk to systemd: it makes that same directory itself, so the
-  container lands where systemd and kubelet would look for it (on a host without systemd, as
-  here, it is simply a cgroupfs path). An empty slice is ``system.slice`` (runc's default); a
-  name ending in ``.slice`` is the unit itself, and an empty prefix still gives
-  ``-<name>.scope``, as in runc. What not registering a unit means under a real systemd
-  (systemd has no unit for the scope, the limits are plain cgroup files) is measured in
-  tests/kernel/test_pve9_systemd_cgroups.py and docs/pve9-differences.md.
+  (5)). This module maps the value to that same directory, which LXC makes
+  (``lxc.cgroup.dir.container``), so the container lands where systemd and kubelet look for it.
+  Where systemd runs (``/run/systemd/system``, sd_booted(3)), runtime.systemd_scope then
+  registers the directory as that transient scope unit, with the init's PID, ``Delegate=yes``
+  and the spec's limits as properties, as runc does; delete stops it. On a host without
+  systemd (the development host) it stays a plain cgroupfs path and nothing else happens. An
+  empty slice is ``system.slice`` (runc's default); a name ending in ``.slice`` is the unit
+  itself (a plain directory here: runc would make a slice unit), and an empty prefix still
+  gives ``-<name>.scope``, as in runc. Measured under systemd 257 in
+  tests/kernel/test_pve9_systemd_cgroups.py, recorded in docs/pve9-differences.md.
 
 Standard library only, pure: the daemon's own cgroup is passed in.
 """
@@ -66,17 +69,26 @@ def resolve(value: object, own_cgroup: str = "/") -> str:
 
 def systemd_path(value: str) -> str:
     """``slice:prefix:name`` → the cgroup path systemd gives that scope."""
+    slice_, unit = systemd_unit(value)
+    return f"{expand_slice(slice_)}/{unit}"
+
+
+def systemd_unit(value: str) -> tuple[str, str]:
+    """``slice:prefix:name`` → ``(slice, unit)``, both checked unit names (the slice
+    ``system.slice`` when empty, as in runc)."""
     slice_, prefix, name = value.split(":")
     for what, part in (("slice", slice_), ("prefix", prefix), ("name", name)):
         if part and not _UNIT.match(part):
             raise InvalidArgument(f"{_FIELD}: {what} {part!r} is not a valid unit name")
     if not name:
         raise InvalidArgument(f"{_FIELD}: {value!r}: the name in slice:prefix:name is empty")
+    slice_ = slice_ or "system.slice"
+    expand_slice(slice_)  # checks the slice's name
     # runc's getUnitName (libcontainer/cgroups/systemd/common.go): "<prefix>-<name>.scope"
     # even for an empty prefix ("-<name>.scope"; runc 1.1.15 under systemd 257 puts
     # "system.slice::x" in /system.slice/-x.scope, measured in the pve9 guest).
     unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope"
-    return f"{expand_slice(slice_ or 'system.slice')}/{unit}"
+    return slice_, unit
 
 
 def expand_slice(slice_: str) -> str:

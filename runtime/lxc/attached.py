@@ -81,6 +81,7 @@ class AttachedContainer(LxcContainer):
             return
         self.stop_oom_watch()
         await asyncio.to_thread(cleanup.cleanup, self._state_dir, Path(self._st.bundle))
+        await self._stop_scope()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None

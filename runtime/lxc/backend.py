@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from runtime import cgroups_path, errdefs, store
+from runtime import cgroups_path, errdefs, store, systemd_scope
 from runtime.lxc import (
     cgroup,
     cleanup,
@@ -450,6 +450,7 @@ class LxcBackend:
                                        f"before the container was created: {details}")
             st.pid, st.pid_start_time = pid, state.start_time(pid)
             state.save(config.state_dir, st)
+            await self._register_scope(config, st, pid)
             later = _has_create_hooks(config.spec)
             if not later:
                 await setup_outcome(gate, exited, self._gate_timeout)
@@ -462,6 +463,22 @@ class LxcBackend:
             raise
         finally:
             exited.cancel()
+
+    async def _register_scope(self, config: CreateConfig, st: state.PersistedState,
+                              pid: int) -> None:
+        """Under systemd, a cgroupsPath in systemd's form becomes a transient scope unit
+        with the init in it, as runc's systemd driver makes it (runtime.systemd_scope). LXC
+        has made the directory and moved the init there by the time the gate reports."""
+        linux = config.spec.get("linux") or {}
+        if not st.cgroup or not systemd_scope.booted():
+            return
+        scope = systemd_scope.scope_for(linux.get("cgroupsPath"))
+        if scope is None:
+            return
+        st.systemd_unit = scope.unit
+        state.save(config.state_dir, st)  # `delete` stops it even if the daemon dies now
+        await systemd_scope.register(self._reaper.run, scope, pid, linux.get("resources"),
+                                     st.cgroup)
 
 
 def _has_create_hooks(spec: dict[str, Any]) -> bool:
@@ -802,11 +819,30 @@ class LxcContainer(ContainerOps):
             self._gate.close()
         self._close_exec_fd()
         await self._after_exit()
+        await self._stop_scope()
         cleanup.remove_files(self._st, self._state_dir)
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
         self._deleted = True
+
+    async def update(self, resources: dict[str, Any]) -> None:
+        """The cgroup files (ContainerOps.update), then, under systemd, the scope's
+        properties (runc's systemd driver sets both), so systemd keeps the new limits."""
+        await super().update(resources)
+        if self._st.systemd_unit and self.attach is not None:
+            await systemd_scope.set_properties(self.attach.reaper.run, self._st.systemd_unit,
+                                               resources)
+
+    async def _stop_scope(self) -> None:
+        """runc's Destroy stops the unit. Usually systemd has already stopped it (a scope
+        whose cgroup is empty stops by itself), so a failure is only logged."""
+        if not self._st.systemd_unit or self.attach is None:
+            return
+        try:
+            await systemd_scope.stop(self.attach.reaper.run, self._st.systemd_unit)
+        except errdefs.Internal as e:
+            log.warning("%s", e, extra={"container_id": self.name})
 
     async def _stop(self) -> None:
         with contextlib.suppress(errdefs.NotFound):

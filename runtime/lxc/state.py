@@ -15,8 +15,10 @@ DESIGN.md section 9). Schema, version 1::
       "monitor_pid": 4241,              # the LXC monitor (lxcri-start)
       "monitor_start_time": 123450,
       "exit_status": null,              # set once the monitor has exited
-      "cgroup": "kubepods/pod1/web"     # linux.cgroupsPath below the roots ("": LXC's
+      "cgroup": "kubepods/pod1/web",    # linux.cgroupsPath below the roots ("": LXC's
                                         # lxc.payload.<name>)
+      "systemd_unit": ""                # the transient scope registered for it under
+                                        # systemd (runtime.systemd_scope), "" if none
     }
 """
 
@@ -45,6 +47,8 @@ class PersistedState:
     monitor_start_time: int = 0
     exit_status: int | None = None
     cgroup: str = ""
+    #: The transient systemd scope registered for it (runtime.systemd_scope), "" if none.
+    systemd_unit: str = ""
     version: int = VERSION
 
 
