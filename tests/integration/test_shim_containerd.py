@@ -34,8 +34,20 @@ def run(ctd: PrivateContainerd, image: BusyboxImage, id: str, *cmd: str,
                    check=check, timeout=60)
 
 
-def residue(ctd: PrivateContainerd, id: str) -> list[str]:
-    """What is left of container ``id``: LXC container, mounts, processes, state."""
+def residue(ctd: PrivateContainerd, id: str, settle: float = 10.0) -> list[str]:
+    """What is left of container ``id``: LXC container, mounts, processes, state, once the
+    shim had ``settle`` seconds to exit. containerd does not wait for a shim's process to end
+    after its Shutdown call (neither runc's nor ours), so ``ctr`` may return a few ms before
+    the daemon, whose process title names the container, is gone."""
+    deadline = time.monotonic() + settle
+    while True:
+        left = _residue(ctd, id)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _residue(ctd: PrivateContainerd, id: str) -> list[str]:
     left = [f"LXC container {c}" for c in leaks.lxc_containers([ctd.lxcri_root / "lxc"])
             if c == id]
     left += [f"mount {m}" for m in leaks.mounts_under([ctd.bundle_dir(id), ctd.lxcri_root])]
