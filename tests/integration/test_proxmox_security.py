@@ -160,8 +160,7 @@ def test_an_oom_kill_is_reported(env: Pve, unique_id: str) -> None:  # noqa: F81
     """The spec's memory limit is the CT's (``memory``), and an OOM kill in the CT's cgroup is
     containerd's ``/tasks/oom`` before ``/tasks/exit``, once, as for the LXC backend
     (tests/integration/test_task_api.py ``test_oom_is_reported``)."""
-    from tests.harness.waiting import wait_for
-    from tests.integration.test_task_api import Events
+    from tests.harness.events import Events
 
     events = Events(env.ctd)
     try:
@@ -169,11 +168,7 @@ def test_an_oom_kill_is_reported(env: Pve, unique_id: str) -> None:  # noqa: F81
                         str(env.config), "--memory-limit", str(32 * 1024 * 1024), env.image,
                         unique_id, "tail", "/dev/zero", check=False, timeout=120)
         assert r.returncode == 137, (r.returncode, r.stdout, r.stderr)
-        wait_for(lambda: {"/tasks/oom", "/tasks/exit"} <= {t for t, _ in events.of(unique_id)},
-                 what="/tasks/oom and /tasks/exit")
-        topics = [t for t, _ in events.of(unique_id)]
-        assert topics.index("/tasks/oom") < topics.index("/tasks/exit"), topics
-        assert topics.count("/tasks/oom") == 1, topics
+        events.assert_one_oom_before_exit(unique_id)
     finally:
         events.close()
         env.ctd.remove_container(unique_id)

@@ -12,7 +12,6 @@ import select
 import struct
 import subprocess
 import termios
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from protos.containerd.task.v2 import shim_pb2
 from shim.ttrpc import Client
 from tests.harness import leaks
 from tests.harness.containerd import PrivateContainerd
+from tests.harness.events import Events
 from tests.harness.fixtures import BusyboxImage
 from tests.harness.waiting import wait_for
 
@@ -45,30 +45,6 @@ def running(containerd: PrivateContainerd, busybox_image: BusyboxImage,
 def task_pid(ctd: PrivateContainerd, id: str) -> int:
     line = next(ln for ln in ctd.ctr("task", "ls").stdout.splitlines() if ln.split()[:1] == [id])
     return int(line.split()[1])
-
-
-class Events:
-    """``ctr events`` collected in the background."""
-
-    def __init__(self, ctd: PrivateContainerd) -> None:
-        self.proc = subprocess.Popen(["ctr", "--address", ctd.address, "events"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.lines: list[str] = []
-        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout or []),
-                         daemon=True).start()
-        time.sleep(0.3)
-
-    def of(self, id: str) -> list[tuple[str, dict[str, object]]]:
-        out = []
-        for line in list(self.lines):
-            m = re.search(r" (/tasks/\S+) (\{.*\})$", line)
-            if m and f'"container_id":"{id}"' in m.group(2):
-                out.append((m.group(1), json.loads(m.group(2))))
-        return out
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 # -- exec ------------------------------------------------------------------------------------
@@ -333,13 +309,7 @@ def test_oom_is_reported(containerd: PrivateContainerd, busybox_image: BusyboxIm
                            "tail", "/dev/zero",
                            check=False, timeout=120)
         assert r.returncode == 137, (r.returncode, r.stdout, r.stderr)
-        # Wait may return before the exit event is delivered (shim-protocol.md 3.3).
-        wait_for(lambda: {"/tasks/oom", "/tasks/exit"} <= {t for t, _ in events.of(unique_id)},
-                 what="/tasks/oom and /tasks/exit")
-        topics = [t for t, _ in events.of(unique_id)]
-        assert topics.index("/tasks/oom") < topics.index("/tasks/exit"), topics
-        # One kill, one event (runc's shim sends one; the v1 eventfd fires dozens of times).
-        assert topics.count("/tasks/oom") == 1, topics
+        events.assert_one_oom_before_exit(unique_id)
     finally:
         events.close()
         containerd.remove_container(unique_id)
