@@ -143,6 +143,34 @@ def _check_unicode(spec: Any, field: str) -> None:
     """Every string (keys too) must be encodable: JSON lets a lone surrogate (\\ud800)
     through, which no file, argv or log line can hold. A walk with a stack, not recursion: a
     deeply nested document must give this error or none, never a RecursionError."""
+    if not _has_bad_string(spec):
+        return
+    _name_bad_string(spec, field)
+
+
+def _has_bad_string(spec: Any) -> bool:
+    """Whether some string of ``spec`` cannot be encoded: the walk of every create, without
+    the field paths (building them for every value took most of check_spec's time)."""
+    todo: list[Any] = [spec]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, dict):
+            todo += value
+            todo += value.values()
+        elif isinstance(value, list):
+            todo += value
+    return False
+
+
+def _name_bad_string(spec: Any, field: str) -> None:
+    """Raise the error naming the first string (in this walk's order) that cannot be
+    encoded."""
     todo: list[tuple[Any, str]] = [(spec, field)]
     while todo:
         value, where = todo.pop()
