@@ -72,12 +72,13 @@ def clear_stale(path: str) -> None:
     still holds processes belongs to a running container and is refused."""
     from runtime.errdefs import AlreadyExists
 
-    for root in hierarchy_roots():
-        top = root / path
-        if top.is_dir() and procs(top):
+    # One read of the mount table, one stat per hierarchy (this runs in every create).
+    existing = [top for root in hierarchy_roots() if (top := root / path).is_dir()]
+    for top in existing:
+        if procs(top):
             raise AlreadyExists(f"linux.cgroupsPath: cgroup {top} exists and holds processes")
-    for root in hierarchy_roots():
-        _rmdir_tree(root / path)
+    for top in existing:
+        _rmdir_tree(top)
 
 
 def _rmdir_tree(top: Path) -> None:
