@@ -85,12 +85,19 @@ def parse_proc_cgroup(text: str, v1_mounts: dict[str, Path],
     return Cgroups(v1, v2)
 
 
-def of_pid(pid: int) -> Cgroups:
+def read_mounts() -> tuple[dict[str, Path], Path | None]:
+    """:func:`cgroup_mounts` of this process's mount table."""
+    return cgroup_mounts(Path("/proc/self/mountinfo").read_text())
+
+
+def of_pid(pid: int, mounts: tuple[dict[str, Path], Path | None] | None = None) -> Cgroups:
+    """The cgroups of ``pid``; ``mounts`` (:func:`read_mounts`) when the caller read them
+    already."""
     try:
         text = Path(f"/proc/{pid}/cgroup").read_text()
     except (FileNotFoundError, ProcessLookupError):
         raise NotFound(f"process {pid} has no cgroups: it is gone") from None
-    v1m, v2m = cgroup_mounts(Path("/proc/self/mountinfo").read_text())
+    v1m, v2m = read_mounts() if mounts is None else mounts
     return parse_proc_cgroup(text, v1m, v2m)
 
 

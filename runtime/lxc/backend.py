@@ -224,10 +224,12 @@ class LxcBackend:
         self._lxcpath = lxcpath
         self._log_level = log_level
         self._gate_timeout = gate_timeout
-        if shutil.which("lxc-attach") is None:
+        # One PATH search each: every task's daemon opens a backend (runtime.registry).
+        lxc_attach = shutil.which("lxc-attach")
+        if lxc_attach is None:
             raise errdefs.Unavailable("lxc-attach: not found in PATH (install Debian's lxc)")
         self._monitor = MONITOR
-        self._lxc_attach = shutil.which("lxc-attach") or "lxc-attach"
+        self._lxc_attach = lxc_attach
         self._lxc_start = shutil.which("lxc-start") or "lxc-start"
         self._lxc_checkpoint = shutil.which("lxc-checkpoint") or "lxc-checkpoint"
 

@@ -58,9 +58,13 @@ def own_cgroup(pid: int | str = "self") -> str:
     return paths.get("memory") or paths.get("v2") or "/"
 
 
-def hierarchy_roots() -> list[Path]:
-    """Every hierarchy's root directory: each v1 mount point, and the cgroup2 one."""
-    v2_root, v1_roots = _mount_points()
+def hierarchy_roots(mounts: tuple[dict[str, Path], Path | None] | None = None) -> list[Path]:
+    """Every hierarchy's root directory: each v1 mount point, and the cgroup2 one (from
+    ``mounts``, runtime.cgroups.read_mounts, when the caller read them already)."""
+    if mounts is None:
+        v2_root, v1_roots = _mount_points()
+    else:
+        v1_roots, v2_root = mounts
     roots = sorted(set(v1_roots.values()))
     return [*roots, v2_root] if v2_root is not None else roots
 

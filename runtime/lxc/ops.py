@@ -46,8 +46,9 @@ class ContainerOps:
     _oom: OomWatch | None = None
 
     def _live_cgroups(self) -> cgroups.Cgroups:
-        cg = cgroups.of_pid(self._st.pid)
-        roots = cgroup.hierarchy_roots()
+        mounts = cgroups.read_mounts()  # once for both (every create runs this, watch_oom)
+        cg = cgroups.of_pid(self._st.pid, mounts)
+        roots = cgroup.hierarchy_roots(mounts)
         if not any(cgroup.is_payload(str(p.relative_to(r)), self._st.name, self._st.cgroup)
                    for p in [*cg.v1.values(), *([cg.v2] if cg.v2 else [])]
                    for r in roots if p.is_relative_to(r)):
