@@ -76,29 +76,49 @@ Version: {ver}
     return text
 
 
-ZFS = """
+def zv(minor: int, patch: int, rev: str = "1") -> str:
+    """An OpenZFS package version, e.g. zv(3, 4) -> 2.3.4-1."""
+    return f"2.{minor}.{patch}-{rev}"
+
+
+def av(patch: int, rev: int) -> str:
+    """An apparmor package version, e.g. av(4, 2) -> 3.0.4-2."""
+    return f"3.0.{patch}-{rev}"
+
+
+ZFS_V = zv(1, 11, "1+deb12u1")
+APPARMOR_NEW, APPARMOR_OLD = av(8, 3), av(8, 2)
+LIBS_BOOKWORM = ("libnvpair3linux", "libuutil3linux", "libzfs4linux", "libzpool5linux")
+
+
+def zfs_index(version: str = ZFS_V, libs: Sequence[str] = LIBS_BOOKWORM) -> str:
+    """Index stanzas of one zfs-linux upload (zfsutils-linux pins its libraries with ``=``)
+    and two apparmor versions."""
+    pins = ", ".join(f"{lib} (= {version})" for lib in libs)
+    return f"""
 Package: zfs-dkms
 Source: zfs-linux
-Version: 2.1.11-1+deb12u1
+Version: {version}
 Depends: dkms (>> 2.1.1.2-5), file, libc6-dev | libc-dev
 
 Package: zfsutils-linux
 Source: zfs-linux
-Version: 2.1.11-1+deb12u1
-Depends: libnvpair3linux (= 2.1.11-1+deb12u1), libuutil3linux (= 2.1.11-1+deb12u1),
- libzfs4linux (= 2.1.11-1+deb12u1), libzpool5linux (= 2.1.11-1+deb12u1), python3,
- libblkid1 (>= 2.16)
+Version: {version}
+Depends: {pins}, python3, libblkid1 (>= 2.16)
 """ + "".join(f"""
 Package: {lib}
 Source: zfs-linux
-Version: 2.1.11-1+deb12u1
-""" for lib in ("libnvpair3linux", "libuutil3linux", "libzfs4linux", "libzpool5linux")) + """
+Version: {version}
+""" for lib in libs) + f"""
 Package: apparmor
-Version: 3.0.8-3
+Version: {APPARMOR_NEW}
 
 Package: apparmor
-Version: 3.0.8-2
+Version: {APPARMOR_OLD}
 """
+
+
+ZFS = zfs_index()
 
 
 def lookup_of(*texts: str) -> tuple[list[list[str]], object]:
@@ -121,11 +141,11 @@ def test_only_the_debian_revision_moved() -> None:
     assert dict(r.headers) == {f"linux-headers-{abi(56)}": kv(192, 3),
                                f"linux-headers-{abi(56).removesuffix('-amd64')}-common": kv(192, 3),
                                "linux-kbuild-6.1": kv(192, 3)}
-    assert r.zfs_version == "2.1.11-1+deb12u1" and r.zfs_upstream == "2.1.11"
+    assert r.zfs_version == ZFS_V and r.zfs_upstream == ZFS_V.split("-")[0]
     assert [n for n, _ in r.zfs_userland] == ["zfsutils-linux", "libnvpair3linux",
                                               "libuutil3linux", "libzfs4linux",
                                               "libzpool5linux"]
-    assert r.guest_tools == (("apparmor", "3.0.8-3"),)
+    assert r.guest_tools == (("apparmor", APPARMOR_NEW),)
     # Only the revision moved, yet it is another kernel: another cache directory, so the ZFS
     # module is rebuilt for it.
     old = resolve(lookup_of(kernel(abi(56), kv(192, 2)), ZFS)[1])  # type: ignore[arg-type]
@@ -164,16 +184,18 @@ def test_kbuild_must_match_the_kernel_version() -> None:
 
 def test_zfs_userland_names_follow_the_release() -> None:
     # trixie's libraries have other sonames (libzfs6linux, ...): taken from the Depends.
-    newer = ZFS.replace("2.1.11-1+deb12u1", "2.3.9-1").replace("libzfs4linux", "libzfs6linux")
-    r = resolve(lookup_of(kernel("6.12.57-amd64", "6.12.57-1"), newer)[1])  # type: ignore[arg-type]
-    assert r.zfs_version == "2.3.9-1"
-    assert ("libzfs6linux", "2.3.9-1") in r.zfs_userland
+    version = zv(3, 9)
+    libs = ("libnvpair3linux", "libuutil3linux", "libzfs6linux", "libzpool6linux")
+    r = resolve(lookup_of(kernel(abi(9, "6.12"), kv(57, 1, "6.12")),  # type: ignore[arg-type]
+                          zfs_index(version, libs))[1])
+    assert r.zfs_version == version
+    assert ("libzfs6linux", version) in r.zfs_userland
 
 
 @pytest.mark.parametrize("a,b,want", [
     (kv(192, 3), kv(192, 2), 1), (kv(192, 2), kv(200, 1), -1), ("1.0~rc1", "1.0", -1),
-    ("2.1.11-1+deb12u1", "2.1.11-1", 1), ("1:0.1", "2.0", 1), ("1.0", "1.0-0", 0),
-    ("3.0.8-3", "3.0.8-3", 0), ("6.1.192+3", kv(192, 3), 1),
+    (ZFS_V, zv(1, 11), 1), ("1:0.1", "2.0", 1), ("1.0", "1.0-0", 0),
+    (APPARMOR_NEW, APPARMOR_NEW, 0), (kv(192, 3).replace("-", "+"), kv(192, 3), 1),
 ])
 def test_compare_versions_examples(a: str, b: str, want: int) -> None:
     got = compare_versions(a, b)
