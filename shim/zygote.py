@@ -96,13 +96,8 @@ def _serve_requests(path: str, sock: socket.socket) -> None:
     while True:
         pair = _fork_spare(sock) if failures < SPARE_FAILURES else None
         if pair is None:
-            sock.settimeout(IDLE_EXIT)
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
+            if not _serve_one(sock, IDLE_EXIT):
                 return
-            with conn:
-                _handle(conn, sock)
             continue
         with pair:
             pair.settimeout(IDLE_EXIT)
@@ -129,14 +124,20 @@ def _serve_until_quiet(sock: socket.socket) -> None:
     """The next spare is forked once no request came for :data:`SPARE_DELAY`: forking it
     (and its first page faults) takes CPU that the daemon just taken and containerd need to
     start the task. A request in the meantime is served here, the way without a spare."""
-    sock.settimeout(SPARE_DELAY)
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except TimeoutError:
-            return
-        with conn:
-            _handle(conn, sock)
+    while _serve_one(sock, SPARE_DELAY):
+        pass
+
+
+def _serve_one(sock: socket.socket, timeout: float) -> bool:
+    """Serve the next request here; False if none came within ``timeout`` seconds."""
+    sock.settimeout(timeout)
+    try:
+        conn, _ = sock.accept()
+    except TimeoutError:
+        return False
+    with conn:
+        _handle(conn, sock)
+    return True
 
 
 #: How long the zygote waits after a spare was taken before it forks the next (seconds).
