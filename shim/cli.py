@@ -39,4 +39,9 @@ def _exit(code: int) -> None:  # NoReturn, but `typing` costs ~7 ms to import he
     that needs closing (the kernel closes the descriptors)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    end(code)
+
+
+#: How a finished action ends: at once, in a launcher of its own; an action run by the zygote
+#: for the compiled launcher reports its code to that launcher first (shim/zygote_relay.py).
+end = os._exit

@@ -12,6 +12,10 @@ imported (interpreter, version and the newest source mtime), so an upgraded or e
 never serves a stale one, and it exits after :data:`IDLE_EXIT` seconds without a request.
 Protocol: one request per connection, a JSON object plus one fd; the answer is ``ok`` once the
 daemon is forked.
+
+The zygote also runs the ``start`` and ``delete`` actions themselves for the compiled launcher
+that containerd executes (shim/launcher/lxcri-launcher.c, shim/zygote_relay.py): each in a fork,
+so that no action waits for an interpreter to start.
 """
 
 from __future__ import annotations
@@ -22,13 +26,19 @@ import json
 import logging
 import os
 import select
+import signal
 import socket
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import asyncio
+
+    from shim.codewatch import CodeWatch
+    from shim.zygote_relay import RelaySocket
 
 IDLE_EXIT = 600.0
 _MAX_MSG = 1 << 16
@@ -63,22 +73,40 @@ def main() -> None:
 
 
 def serve(path: str) -> None:
+    from shim.codewatch import open_watch
     from shim.manager import listen_unix
+    from shim.zygote_client import code_key, relay_name
+    from shim.zygote_relay import RelaySocket
 
     raw = listen_unix(path)
     if raw is None:
         return  # another zygote serves this code already
     sock = socket.socket(fileno=raw.detach())
-    _preload()
-    # Everything imported so far lives as long as the zygote: out of the collector's sight, a
-    # collection in a forked daemon never writes to (and so copies) these shared pages. The
-    # pattern CPython documents for gc.freeze (fork servers).
-    gc.freeze()
+    relay: RelaySocket | None = None
+    # Watched before the key is checked again: a change in between is seen either way.
+    watch = open_watch()
     try:
-        _serve_requests(path, sock)
+        if code_key() != _key():
+            log.info("the code changed while the zygote %s started: it ends", _key())
+            return
+        _preload()
+        # Everything imported so far lives as long as the zygote: out of the collector's
+        # sight, a collection in a forked daemon never writes to (and so copies) these shared
+        # pages. The pattern CPython documents for gc.freeze (fork servers).
+        gc.freeze()
+        try:
+            # The compiled launcher's way in: this zygote is the newest of its installation.
+            relay = RelaySocket(os.path.dirname(path), relay_name())
+        except OSError as exc:
+            log.error("cannot listen for the launcher: %s", exc)  # it runs actions itself
+        _Server(path, sock, relay, watch).run()
     finally:
         _unlink(path)
         sock.close()
+        if relay is not None:
+            relay.close()
+        if watch is not None:
+            watch.close()
 
 
 def _unlink(path: str) -> None:
@@ -88,71 +116,322 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _serve_requests(path: str, sock: socket.socket) -> None:
-    """Keep one spare daemon waiting on ``sock`` (it takes the next request itself and tells
-    us, :func:`_spare`); fork another whenever one is taken. Without a spare (forking one
-    failed, or spares kept dying) serve each request here, forking its daemon then."""
-    failures = 0
-    while True:
-        pair = _fork_spare(sock) if failures < SPARE_FAILURES else None
-        if pair is None:
-            if not _serve_one(sock, IDLE_EXIT):
-                return
+@dataclass
+class _Action:
+    """An action run for the compiled launcher: its process and the launcher's connection."""
+
+    pid: int
+    pidfd: int
+    conn: socket.socket
+    killed: bool = False
+
+
+#: The zygote's own descriptors that no process it forks may keep (a spare or daemon lives as
+#: long as its task): the relay socket and the running actions' connections and pidfds.
+_private: list[socket.socket | int] = []
+
+
+def _drop_private(keep: socket.socket | None = None) -> None:
+    for item in _private:
+        if item is keep:
             continue
-        with pair:
-            pair.settimeout(IDLE_EXIT)
-            try:
-                taken = pair.recv(1) == TAKEN
-            except TimeoutError:
-                # Idle: the socket file goes first, so no `start` dials it any more; closing
-                # the pair then ends the spare (which still serves a connection already
-                # queued, see _next_connection).
-                _unlink(path)
+        try:
+            item.close() if isinstance(item, socket.socket) else os.close(item)
+        except OSError:
+            pass
+    _private.clear()
+
+
+class _Server:
+    """The zygote's loop (one thread, no event loop, so forking stays safe).
+
+    - Keep one spare daemon waiting on ``sock`` (it takes the next request itself and tells us,
+      :func:`_spare`); fork another once no request came for :data:`SPARE_DELAY` and no action
+      runs: forking it (and its first page faults) takes CPU that the daemon just taken and
+      containerd need. Without a spare (forking one failed, or spares kept dying) serve each
+      request on ``sock`` here, forking its daemon then.
+    - Keep one runner waiting on the compiled launcher's ``relay`` socket (shim/zygote_relay.py)
+      the same way: it takes the next request and runs its action itself. Without one, fork a
+      process per request. Either way the action reports its own exit status to its launcher;
+      the zygote reports a death by signal, and kills an action whose launcher hangs up, as
+      killing the action's own process would.
+    - Exit after :data:`IDLE_EXIT` seconds without a request, or at once (after the running
+      actions) when a launcher's request shows that newer code is installed."""
+
+    def __init__(self, path: str, sock: socket.socket, relay: RelaySocket | None,
+                 watch: CodeWatch | None) -> None:
+        self.path, self.sock, self.relay, self.watch = path, sock, relay, watch
+        self.key = _key()
+        self.spare = _Helper("spare daemon")
+        self.runner = _Helper("runner")
+        self.last = time.monotonic()
+        self.actions: dict[int, _Action] = {}
+        self.closing = False
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.spare.close()  # ends the spare
+            self.runner.close()
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            if not self.closing and not self.actions:
+                if self.spare.due(now):
+                    self._set_private()
+                    self.spare.forked(_fork_spare(self.sock), now)
+                if self.relay is not None and self.runner.due(now):
+                    self._set_private()
+                    self.runner.forked(
+                        _fork_runner(self.relay.sock, self.key, self.watch is None), now)
+            if self.closing and not self.actions:
                 return
-            except OSError:
-                taken = False
-        if taken:
-            failures = 0
-            _serve_until_quiet(sock)
+            poll = select.poll()
+            if not self.closing:
+                if self.watch is not None:
+                    poll.register(self.watch, select.POLLIN)
+                poll.register(self.spare.pair or self.sock, select.POLLIN)
+                if self.relay is not None:
+                    poll.register(self.runner.pair or self.relay.sock, select.POLLIN)
+            for action in self.actions.values():
+                poll.register(action.pidfd, select.POLLIN)
+                if not action.killed:
+                    poll.register(action.conn, 0)  # POLLHUP: the launcher is gone
+            timeout: float | None = None
+            if not self.actions:
+                timeout = min(self.last + IDLE_EXIT, self.spare.next_due(),
+                              self.runner.next_due()) - now
+            events = poll.poll(None if timeout is None else max(0, int(timeout * 1000) + 1))
+            if not events:
+                if not self.actions and time.monotonic() >= self.last + IDLE_EXIT:
+                    # Idle: the socket files go first, so no `start` dials them any more;
+                    # closing the pairs then ends the spare and the runner (which still serve
+                    # a connection already queued, see _next_connection).
+                    self._stop_listening()
+                    return
+                continue
+            for fd, _mask in events:
+                self._dispatch(fd)
+
+    def _dispatch(self, fd: int) -> None:
+        if fd in self.actions:
+            self._finish(self.actions.pop(fd))
+            return
+        for action in self.actions.values():
+            if fd == action.conn.fileno():
+                self._launcher_gone(action)
+                return
+        now = time.monotonic()
+        if self.watch is not None and fd == self.watch.fileno():
+            if self.watch.changed():
+                self._newer_code()
+        elif self.spare.pair is not None and fd == self.spare.pair.fileno():
+            self.last = now
+            self.spare.taken(self.spare.pair.recv(1) == TAKEN, now)
+        elif self.runner.pair is not None and fd == self.runner.pair.fileno():
+            self.last = now
+            self._runner_done(now)
+        elif self.relay is not None and fd == self.relay.sock.fileno():
+            self.last = now
+            self.runner.delay(now)
+            self._relay()
+        elif fd == self.sock.fileno():
+            self.last = now
+            self.spare.delay(now)
+            self._serve_one()
+
+    def _serve_one(self) -> None:
+        """A `start` that found no spare: fork its daemon here."""
+        self.sock.settimeout(0)
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        with conn:
+            self._set_private()
+            _handle(conn, self.sock)
+
+    def _runner_done(self, now: float) -> None:
+        """The runner took a request (its launcher's connection comes along, so that a death
+        by signal can be reported), or found newer code installed, or died."""
+        pair, pid = self.runner.pair, self.runner.pid
+        assert pair is not None
+        fds = array.array("i")
+        try:
+            msg, ancdata, _flags, _addr = pair.recvmsg(1, socket.CMSG_SPACE(fds.itemsize))
+            for level, kind, cdata in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+        except OSError:
+            msg = b""
+        if msg == TAKEN and len(fds) == 1:
+            self.runner.taken(True, now)
+            action = _Action(pid, os.pidfd_open(pid), socket.socket(fileno=fds[0]))
+            self.actions[action.pidfd] = action
+            return
+        for fd in fds:
+            os.close(fd)
+        if msg == STALE:
+            self.runner.taken(True, now)
+            self._newer_code()
+        elif msg == TAKEN:  # a bad request, consumed
+            self.runner.taken(True, now)
         else:
-            failures += 1
-            log.error("the spare daemon exited without taking a request (%d in a row)",
-                      failures)
+            self.runner.taken(False, now)
+        os.waitpid(pid, 0)  # it ends right after that message (or has ended)
+
+    def _relay(self) -> None:
+        """A launcher's request while no runner waits: fork a process for it."""
+        from shim import zygote_client, zygote_relay
+
+        assert self.relay is not None
+        self.relay.sock.settimeout(0)
+        try:
+            conn, _ = self.relay.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        try:
+            invocation, fds = zygote_relay.receive(conn)
+        except zygote_relay.BadRequest as exc:
+            log.error("bad request from the launcher: %s", exc)
+            conn.close()
+            return
+        try:
+            if self.watch is None and zygote_client.code_key() != self.key:
+                zygote_relay.decline(conn)
+                conn.close()
+                self._newer_code()
+                return
+            self._set_private(conn)
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                log.error("cannot fork an action: %s", exc)
+                zygote_relay.decline(conn)  # the launcher runs it itself
+                conn.close()
+                return
+            if pid == 0:
+                _drop_private(keep=conn)
+                zygote_relay.run(invocation, fds, self.key, conn)  # never returns
+        finally:
+            for fd in fds:
+                os.close(fd)
+        action = _Action(pid, os.pidfd_open(pid), conn)
+        self.actions[action.pidfd] = action
+
+    def _newer_code(self) -> None:
+        # A launcher runs the action itself, with the new code, which starts a zygote for it.
+        log.info("the code changed: the zygote %s ends", self.key)
+        self.closing = True
+        self._stop_listening()
+
+    def _finish(self, action: _Action) -> None:
+        _, status = os.waitpid(action.pid, 0)
+        os.close(action.pidfd)
+        with action.conn:
+            if os.WIFSIGNALED(status) and not action.killed:
+                # An action that ends normally has reported its status itself.
+                from shim.zygote_relay import send_status
+
+                send_status(action.conn, status)
+
+    def _launcher_gone(self, action: _Action) -> None:
+        if not action.killed:
+            action.killed = True
+            try:
+                signal.pidfd_send_signal(action.pidfd, signal.SIGKILL)
+            except OSError:
+                pass  # it has ended already: its pidfd reports that next
+
+    def _stop_listening(self) -> None:
+        _unlink(self.path)
+        if self.relay is not None:
+            self.relay.release()
+
+    def _set_private(self, *extra: socket.socket) -> None:
+        """What the next fork must close (_drop_private): the relay socket, every action's
+        connection and pidfd, and the helpers' pairs; the main socket only for an action."""
+        _private.clear()
+        if self.relay is not None:
+            _private.append(self.relay.sock)
+        if self.watch is not None:
+            _private.append(self.watch.fd)
+        for action in self.actions.values():
+            _private.extend((action.conn, action.pidfd))
+        _private.extend(h.pair for h in (self.spare, self.runner) if h.pair is not None)
+        if extra:  # an action: nor does it keep the zygote's socket
+            _private.append(self.sock)
+        _private.extend(extra)
 
 
-def _serve_until_quiet(sock: socket.socket) -> None:
-    """The next spare is forked once no request came for :data:`SPARE_DELAY`: forking it
-    (and its first page faults) takes CPU that the daemon just taken and containerd need to
-    start the task. A request in the meantime is served here, the way without a spare."""
-    while _serve_one(sock, SPARE_DELAY):
-        pass
+class _Helper:
+    """A process forked ahead of its request (the spare daemon or the runner) as the zygote
+    sees it: our end of its pair, when the next may be forked, and how many died in a row."""
 
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.pair: socket.socket | None = None
+        self.pid = 0
+        self.failures = 0
+        self.at = 0.0  # the next may be forked from then on
 
-def _serve_one(sock: socket.socket, timeout: float) -> bool:
-    """Serve the next request here; False if none came within ``timeout`` seconds."""
-    sock.settimeout(timeout)
-    try:
-        conn, _ = sock.accept()
-    except TimeoutError:
-        return False
-    with conn:
-        _handle(conn, sock)
-    return True
+    def wanted(self) -> bool:
+        return self.pair is None and self.failures < SPARE_FAILURES
+
+    def due(self, now: float) -> bool:
+        return self.wanted() and now >= self.at
+
+    def next_due(self) -> float:
+        return self.at if self.wanted() else float("inf")
+
+    def delay(self, now: float) -> None:
+        """A request was served without a helper: fork the next once it is quiet again."""
+        self.at = now + SPARE_DELAY
+
+    def forked(self, helper: tuple[socket.socket, int] | None, now: float) -> None:
+        if helper is None:
+            self.failures += 1
+            self.delay(now)
+        else:
+            self.pair, self.pid = helper
+
+    def taken(self, ok: bool, now: float) -> None:
+        assert self.pair is not None
+        self.pair.close()
+        self.pair = None
+        self.delay(now)
+        if ok:
+            self.failures = 0
+        else:
+            self.failures += 1
+            log.error("the %s exited without taking a request (%d in a row)", self.what,
+                      self.failures)
+
+    def close(self) -> None:
+        if self.pair is not None:
+            self.pair.close()
+            self.pair = None
 
 
 #: How long the zygote waits after a spare was taken before it forks the next (seconds).
 SPARE_DELAY = 0.05
-#: What a spare sends the zygote when it has taken a request.
+#: What a spare or a runner sends the zygote when it has taken a request.
 TAKEN = b"t"
+#: What a runner sends the zygote when the request showed that newer code is installed.
+STALE = b"s"
+#: ``comm`` of a runner.
+RUNNER_COMM = "lxcri-runner"
 #: Spares that die without taking a request, in a row, before the zygote forks per request.
 SPARE_FAILURES = 3
 #: ``comm`` of a spare (the zygote's is proctitle.ZYGOTE_COMM): ``ps`` tells them apart.
 SPARE_COMM = "lxcri-spare"
 
 
-def _fork_spare(server: socket.socket) -> socket.socket | None:
-    """A spare daemon (re-parented to init, like every daemon) and our end of its pair, or
-    None when it could not be forked."""
+def _fork_spare(server: socket.socket) -> tuple[socket.socket, int] | None:
+    """Our end of a spare daemon's pair (the spare is re-parented to init, like every daemon,
+    so the pid is the intermediate's, reaped already), or None when it could not be forked."""
     ours, theirs = socket.socketpair()
     try:
         pid = os.fork()
@@ -170,7 +449,74 @@ def _fork_spare(server: socket.socket) -> socket.socket | None:
         log.error("forking a spare daemon failed (status %#x)", status)
         ours.close()
         return None
-    return ours
+    return ours, pid
+
+
+def _fork_runner(relay: socket.socket, key: str,
+                 check_key: bool) -> tuple[socket.socket, int] | None:
+    """A runner (our child: we reap it and report its death by signal) and our end of its
+    pair, or None when it could not be forked."""
+    ours, theirs = socket.socketpair()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        log.error("cannot fork a runner: %s", exc)
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        code = 1
+        try:
+            ours.close()
+            _drop_private(keep=relay)
+            code = _runner(relay, theirs, key, check_key)
+        except BaseException:
+            log.exception("runner failed")
+        finally:
+            os._exit(code)
+    theirs.close()
+    return ours, pid
+
+
+def _runner(relay: socket.socket, pair: socket.socket, key: str, check_key: bool) -> int:
+    """Forked before its request: takes the next launcher request on ``relay`` and runs its
+    action (shim/zygote_relay.py), so that no fork happens while containerd waits. Tells the
+    zygote (which forks the next) with the launcher's connection attached, or that the code
+    changed (``check_key``: checked here, when the zygote cannot watch it, shim/codewatch.py).
+    Exits when the zygote goes (EOF on ``pair``)."""
+    from shim import proctitle, zygote_client, zygote_relay
+
+    proctitle.set_title(f"{proctitle.ZYGOTE_NAME} {key} runner", comm=RUNNER_COMM)
+    conn = _next_connection(relay, pair)
+    relay.close()
+    if conn is None:
+        return 0  # the zygote is gone
+    try:
+        invocation, fds = zygote_relay.receive(conn)
+    except zygote_relay.BadRequest as exc:
+        log.error("bad request from the launcher: %s", exc)
+        _tell(pair, TAKEN)  # consumed: the zygote forks the next runner
+        return 1
+    if check_key and zygote_client.code_key() != key:
+        zygote_relay.decline(conn)
+        for fd in fds:
+            os.close(fd)
+        _tell(pair, STALE)
+        return 0
+    _tell(pair, TAKEN, conn.fileno())
+    pair.close()
+    zygote_relay.run(invocation, fds, key, conn)  # never returns
+
+
+def _tell(pair: socket.socket, what: bytes, fd: int | None = None) -> None:
+    try:
+        if fd is None:
+            pair.send(what)
+        else:
+            fds = fd.to_bytes(4, sys.byteorder)  # one C int (cmsg(3))
+            pair.sendmsg([what], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    except OSError:
+        pass  # the zygote is gone: nobody forks the next runner; this request is still served
 
 
 def _spare(server: socket.socket, pair: socket.socket) -> NoReturn:
@@ -180,6 +526,7 @@ def _spare(server: socket.socket, pair: socket.socket) -> NoReturn:
     ``ok`` and becomes that task's daemon. It exits when the zygote goes (EOF on ``pair``)."""
     code = 1
     try:
+        _drop_private()
         os.setsid()
         if os.fork():  # re-parent the spare to init, like a shim `start` forks its daemon
             code = 0
@@ -307,6 +654,7 @@ def _handle(conn: socket.socket, server: socket.socket) -> None:
         return
     if pid == 0:
         server.close()  # the daemon must not keep the zygote's socket
+        _drop_private()
         _become_daemon(conn, listen_fd, payload)
     os.close(listen_fd)
     _, status = os.waitpid(pid, 0)  # the intermediate child exits once the daemon is forked

@@ -13,9 +13,19 @@ import sys
 
 _PACKAGES = ("shim", "runtime", "storage", "network", "protos")
 
+#: The key of the code this process runs, once checked by the zygote that forked it (an action
+#: run through the relay, shim/zygote.py): that action need not compute it again.
+checked_key: str | None = None
+
+
+def _base() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def code_key() -> str:
-    base = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if checked_key is not None:
+        return checked_key
+    base = _base()
     newest = 0.0
     for pkg in _PACKAGES:
         newest = _newest_mtime(os.path.join(base, pkg), newest)
@@ -40,10 +50,39 @@ def _newest_mtime(directory: str, newest: float) -> float:
     return newest
 
 
+def package_dirs(base: str | None = None) -> list[str]:
+    """Every directory :func:`code_key` looks into (the zygote watches them,
+    shim/codewatch.py)."""
+    out: list[str] = []
+
+    def walk(directory: str) -> None:
+        out.append(directory)
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name != "__pycache__" and entry.is_dir(follow_symlinks=False):
+                    walk(entry.path)
+
+    for pkg in _PACKAGES:
+        walk(os.path.join(base or _base(), pkg))
+    return out
+
+
 def socket_path() -> str:
     from runtime import paths
 
     return os.path.join(paths.root(), f"zygote-{code_key()}.sock")
+
+
+def relay_name(executable: str | None = None, base: str | None = None) -> str:
+    """The file name (under the state root) of the relay socket that the compiled launcher
+    (shim/launcher/lxcri-launcher.c) dials: keyed by the installation (interpreter and project
+    directory), not by the code's mtimes, since the launcher is built once, at set-up, while the
+    code may change under it; the zygote checks the code per request. packaging/setup.sh and
+    build-deb.sh ask this function for the name they build into the launcher."""
+    raw = f"{executable or sys.executable}|{base or _base()}".encode()
+    from shim.manager import _sha256
+
+    return f"relay-{_sha256(raw)[:16]}.sock"
 
 
 def request(path: str, listen: _socket.socket, payload: dict[str, object],
