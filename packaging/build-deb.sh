@@ -48,9 +48,9 @@ chmod 755 "$SITE/runtime/lxc/gate.sh" "$SITE/runtime/lxc/init/lxcri-init" \
 "$STAGE$PREFIX/bin/python" -m compileall -q -j 0 -s "$STAGE" -p / "$SITE" >/dev/null
 
 # Launchers, as packaging/setup.sh writes them for development: the interpreter with -S, since
-# `start` and `delete` need only the standard library and the project; the shim's is a Python
-# script itself (no shell in between: ~0.8 ms less per action), -P keeping /usr/bin out of
-# sys.path.
+# `start` and `delete` need only the standard library and the project; the shim's Python
+# launcher is a Python script itself (no shell in between: ~0.8 ms less per action), -P keeping
+# its directory out of sys.path.
 mkdir -p "$STAGE/usr/bin"
 launcher() {  # name, module
     cat > "$STAGE/usr/bin/$1" <<SH
@@ -59,14 +59,19 @@ exec $PREFIX/bin/python -S -c 'import sys; sys.path.insert(0, "$SITE_REL"); from
 SH
     chmod 755 "$STAGE/usr/bin/$1"
 }
-python_launcher() {  # name, module
-    cat > "$STAGE/usr/bin/$1" <<PY
+# containerd executes the compiled launcher (shim/launcher/lxcri-launcher.c), which hands
+# `start` and `delete` to the zygote and, without one, executes the Python launcher in libexec.
+mkdir -p "$STAGE$PREFIX/libexec"
+cat > "$STAGE$PREFIX/libexec/containerd-shim-proxmox-v2" <<PY
 #!$PREFIX/bin/python -SP
-import sys; sys.path.insert(0, "$SITE_REL"); from $2 import main; sys.argv[0] = "$1"; main()
+import sys; sys.path.insert(0, "$SITE_REL"); from shim.cli import main; sys.argv[0] = "containerd-shim-proxmox-v2"; main()
 PY
-    chmod 755 "$STAGE/usr/bin/$1"
-}
-python_launcher containerd-shim-proxmox-v2 shim.cli
+chmod 755 "$STAGE$PREFIX/libexec/containerd-shim-proxmox-v2"
+# The relay socket's name, for the installed interpreter and site-packages (not the stage's).
+RELAY=$("$STAGE$PREFIX/bin/python" -SP -c "import sys; sys.path.insert(0, '$SITE'); from shim.zygote_client import relay_name; print(relay_name('$PREFIX/bin/python', '$SITE_REL'))")
+gcc -static -Os -s -Wall -Wextra -Werror "-DLXCRI_FALLBACK=\"$PREFIX/libexec/containerd-shim-proxmox-v2\"" \
+    "-DLXCRI_RELAY=\"$RELAY\"" -o "$STAGE/usr/bin/containerd-shim-proxmox-v2" \
+    "$WORK/src/shim/launcher/lxcri-launcher.c"
 launcher proxmox-lxcri shim.operator_cli
 
 install -D -m 644 "$REPO/packaging/deb/config.toml" "$STAGE/etc/proxmox-lxcri/config.toml"

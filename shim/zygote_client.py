@@ -145,7 +145,10 @@ def dumps(value: object) -> str:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-_MAIN = "import sys; sys.dont_write_bytecode = False; from shim.zygote import main; main()"
+# The zygote imports the project from where this `start` did (argv[2]), so that the code it
+# runs is the code its key describes, whatever else is on the interpreter's path.
+_MAIN = ("import sys; sys.dont_write_bytecode = False; sys.path.insert(0, sys.argv[2]); "
+         "from shim.zygote import main; main()")
 
 
 
@@ -172,6 +175,6 @@ def spawn(path: str) -> None:
         # for `ps` (shim/proctitle.py) within the argv area they inherit, and a daemon's name
         # (a CRI id has 64 characters, then the namespace and containerd's socket) can be
         # longer than this command line.
-        os.execv(sys.executable, [sys.executable, "-c", _MAIN, path, " " * 160])
+        os.execv(sys.executable, [sys.executable, "-c", _MAIN, path, _base(), " " * 160])
     finally:
         os._exit(code)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.harness.containerd import PrivateContainerd
 from tests.harness.fixtures import BusyboxImage
+from tests.harness.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +118,12 @@ def test_package_runs_a_container_and_purges_clean(installed_deb: Path,
         assert any(c.startswith("containerd-shim-proxmox-v2 -namespace default -id deb-sleep ")
                    for c in shims.values()), shims
         assert all(runs_from_prefix(p) for p in shims), shims
+        # The package's compiled launcher finds the package's zygote, whose runner runs the
+        # actions (shim/zygote_relay.py).
+        assert len(list(ctd.lxcri_root.glob("relay-*.sock"))) == 1
+        wait_for(lambda: any(c.endswith(" runner") and runs_from_prefix(p)
+                             for p, c in shim_processes(ctd.folder).items()),
+                 what="the package's runner")
         ctd.remove_container("deb-sleep")
     finally:
         ctd.cleanup()

@@ -88,7 +88,7 @@ def run_detached(ctd: PrivateContainerd, image: BusyboxImage, id: str) -> int:
 
 def zygotes(ctd: PrivateContainerd, kind: str = "lxcri-zygote") -> list[int]:
     """Zygote processes serving this containerd's state root (its environment names it), or
-    with ``kind="lxcri-spare"`` the spare daemons they keep."""
+    with ``kind="lxcri-spare"`` (``"lxcri-runner"``) the spare daemons (runners) they keep."""
     root = f"PROXMOX_LXCRI_ROOT={ctd.lxcri_root}"
     return [p for p in leaks.pids() if comm_or_none(p) == kind
             and root in leaks.environ(p).split("\n")]
@@ -133,9 +133,16 @@ def test_shims_and_zygote_are_named_in_ps(debug_ctd: PrivateContainerd,
         wait_for(lambda: zygotes(ctd, "lxcri-spare"), what="the spare daemon")
         [spare] = zygotes(ctd, "lxcri-spare")
         assert cmdline(spare) == f"{cmdline(zygote)} spare"
+        # ... and a runner, which runs the next `start` or `delete` that containerd executes
+        # (the compiled launcher hands it over, shim/zygote_relay.py).
+        wait_for(lambda: zygotes(ctd, "lxcri-runner"), what="the runner")
+        [runner] = zygotes(ctd, "lxcri-runner")
+        assert cmdline(runner) == f"{cmdline(zygote)} runner"
 
         forked = run_detached(ctd, busybox_image, second)
         assert forked == spare  # the spare took the task and became its daemon
+        wait_for(lambda: zygotes(ctd, "lxcri-runner") not in ([], [runner]),
+                 what="a new runner (the last one ran this `start`)")
         zlog = ctd.lxcri_root / "runtime" / "zygote.log"
         # The zygote logs each daemon it forks: this one came from it.
         lines = [logfmt(line) for line in zlog.read_text().splitlines()]
