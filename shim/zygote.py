@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
     from shim.codewatch import CodeWatch
     from shim.zygote_relay import RelaySocket
@@ -429,53 +430,55 @@ SPARE_FAILURES = 3
 SPARE_COMM = "lxcri-spare"
 
 
-def _fork_spare(server: socket.socket) -> tuple[socket.socket, int] | None:
-    """Our end of a spare daemon's pair (the spare is re-parented to init, like every daemon,
-    so the pid is the intermediate's, reaped already), or None when it could not be forked."""
+def _fork_with_pair(what: str,
+                    child: Callable[[socket.socket], NoReturn]) -> tuple[socket.socket, int] | None:
+    """Fork ``child`` with its end of a new socket pair; our end and its pid, or None (logged)
+    when it could not be forked."""
     ours, theirs = socket.socketpair()
     try:
         pid = os.fork()
     except OSError as exc:
-        log.error("cannot fork a spare daemon: %s", exc)
+        log.error("cannot fork a %s: %s", what, exc)
         ours.close()
         theirs.close()
         return None
     if pid == 0:
         ours.close()
-        _spare(server, theirs)  # never returns
+        child(theirs)  # never returns
     theirs.close()
-    _, status = os.waitpid(pid, 0)  # the intermediate child exits once the spare is forked
+    return ours, pid
+
+
+def _fork_spare(server: socket.socket) -> tuple[socket.socket, int] | None:
+    """Our end of a spare daemon's pair (the spare is re-parented to init, like every daemon,
+    so the pid is the intermediate's, reaped already), or None when it could not be forked."""
+    forked = _fork_with_pair("spare daemon", lambda pair: _spare(server, pair))
+    if forked is None:
+        return None
+    _, status = os.waitpid(forked[1], 0)  # the intermediate exits once the spare is forked
     if status != 0:
         log.error("forking a spare daemon failed (status %#x)", status)
-        ours.close()
+        forked[0].close()
         return None
-    return ours, pid
+    return forked
 
 
 def _fork_runner(relay: socket.socket, key: str,
                  check_key: bool) -> tuple[socket.socket, int] | None:
     """A runner (our child: we reap it and report its death by signal) and our end of its
     pair, or None when it could not be forked."""
-    ours, theirs = socket.socketpair()
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        log.error("cannot fork a runner: %s", exc)
-        ours.close()
-        theirs.close()
-        return None
-    if pid == 0:
+
+    def child(pair: socket.socket) -> NoReturn:
         code = 1
         try:
-            ours.close()
             _drop_private(keep=relay)
-            code = _runner(relay, theirs, key, check_key)
+            code = _runner(relay, pair, key, check_key)
         except BaseException:
             log.exception("runner failed")
         finally:
             os._exit(code)
-    theirs.close()
-    return ours, pid
+
+    return _fork_with_pair("runner", child)
 
 
 def _runner(relay: socket.socket, pair: socket.socket, key: str, check_key: bool) -> int:

@@ -200,7 +200,11 @@ int main(int argc, char **argv)
     char answer;
     if (read_all(fd, &answer, 1) < 0 || answer != 'r') {
         /* Declined, or no answer in time: closing the connection first tells the zygote not
-         * to run it any more (it checks for a hang-up before it forks). */
+         * to run it any more (the action checks for a hang-up before it answers `r`). An
+         * action that answered just as this gave up still runs, and so does the fallback:
+         * both actions are idempotent (a second `start` finds the task's socket served, a
+         * second `delete` finds nothing left), and the zygote answers within microseconds
+         * unless the node is stalled for seconds. */
         close(fd);
         fallback(argv);
     }
