@@ -89,42 +89,28 @@ install_launcher() {  # name, module, interpreter flags
 # Installed by proxmox-lxcri's 'make setup' from $REPO.
 exec $VENV/bin/python $3 -c 'import sys; sys.dont_write_bytecode = False; sys.path.insert(0, \"$REPO\"); from $2 import main; sys.argv[0] = \"$1\"; main()' \"\$@\"
 "
-    write_launcher "$1" "$content"
+    write_if_changed "/usr/local/bin/$1" "$content"
+    write_if_changed "$STAMPS/bin/$1" "$content"
 }
-# The shim's launcher is a Python script itself: containerd runs it twice per task (`start`,
-# `delete`), and a shell in between costs ~0.8 ms per run (measured). -S as above; -P keeps the
-# launcher's directory out of sys.path.
-install_python_launcher() {  # name, module
-    local content="#!$VENV/bin/python -SP
-# Installed by proxmox-lxcri's 'make setup' from $REPO.
-import sys; sys.dont_write_bytecode = False; sys.path.insert(0, \"$REPO\"); from $2 import main; sys.argv[0] = \"$1\"; main()
-"
-    write_launcher "$1" "$content"
-}
-write_launcher() {  # name, content
-    local target
-    for target in "/usr/local/bin/$1" "$STAMPS/bin/$1"; do
-        if [ "$(cat "$target" 2>/dev/null)" != "${2%$'\n'}" ]; then
-            printf '%s' "$2" > "$target"
-            chmod 755 "$target"
-        fi
-    done
+write_if_changed() {  # path, content (made executable)
+    if [ "$(cat "$1" 2>/dev/null)" != "${2%$'\n'}" ]; then
+        printf '%s' "$2" > "$1"
+        chmod 755 "$1"
+    fi
 }
 # containerd executes the compiled launcher (shim/launcher/lxcri-launcher.c): it hands `start`
 # and `delete` to the zygote, which runs them in a fork of its warm interpreter (~6 ms less
 # per action than starting Python); without a zygote it executes the Python launcher, which
-# lives beside the checkout's launchers in $STAMPS/libexec. The relay socket's name comes from
-# the project (shim.zygote_client.relay_name), for this environment's interpreter and checkout.
+# lives beside the checkout's launchers in $STAMPS/libexec. That one is a Python script itself
+# (a shell in between costs ~0.8 ms per run, measured); -S as above, -P keeps its directory
+# out of sys.path. The relay socket's name comes from the project
+# (shim.zygote_client.relay_name), for this environment's interpreter and checkout.
 mkdir -p "$STAMPS/libexec"
 FALLBACK="$STAMPS/libexec/containerd-shim-proxmox-v2"
-content="#!$VENV/bin/python -SP
+write_if_changed "$FALLBACK" "#!$VENV/bin/python -SP
 # Installed by proxmox-lxcri's 'make setup' from $REPO.
 import sys; sys.dont_write_bytecode = False; sys.path.insert(0, \"$REPO\"); from shim.cli import main; sys.argv[0] = \"containerd-shim-proxmox-v2\"; main()
 "
-if [ "$(cat "$FALLBACK" 2>/dev/null)" != "${content%$'\n'}" ]; then
-    printf '%s' "$content" > "$FALLBACK"
-    chmod 755 "$FALLBACK"
-fi
 RELAY=$("$VENV/bin/python" -SP -c "import sys; sys.path.insert(0, '$REPO'); from shim.zygote_client import relay_name; print(relay_name())")
 LAUNCH_SRC="$REPO/shim/launcher/lxcri-launcher.c" LAUNCH_BIN="$STAMPS/launcher/containerd-shim-proxmox-v2"
 LAUNCH_FLAGS=("-DLXCRI_FALLBACK=\"$FALLBACK\"" "-DLXCRI_RELAY=\"$RELAY\"")

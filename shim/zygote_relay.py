@@ -112,12 +112,15 @@ def receive(conn: socket.socket, timeout: float = 5.0) -> tuple[Invocation, list
 
 def decline(conn: socket.socket) -> None:
     """Tell the launcher to run the action itself (nothing of it has run)."""
-    send_status(conn, None)
+    _answer(conn, DECLINED)
 
 
-def send_status(conn: socket.socket, status: int | None) -> bool:
-    """Send the launcher a wait status (``None``: decline); False if it is gone."""
-    data = DECLINED if status is None else status.to_bytes(4, sys.byteorder, signed=True)
+def send_status(conn: socket.socket, status: int) -> bool:
+    """Send the launcher the action's wait status; False if it is gone."""
+    return _answer(conn, status.to_bytes(4, sys.byteorder, signed=True))
+
+
+def _answer(conn: socket.socket, data: bytes) -> bool:
     try:
         conn.setblocking(True)
         conn.sendall(data)
@@ -149,7 +152,7 @@ def run(invocation: Invocation, fds: list[int], code_key: str,
     try:
         probe = select.poll()
         probe.register(conn, 0)
-        if probe.poll(0) or not send_status_started(conn):
+        if probe.poll(0) or not _answer(conn, STARTED):
             # The launcher hung up (it gave up waiting, and runs the action itself): not run.
             code = 0
         else:
@@ -167,14 +170,6 @@ def run(invocation: Invocation, fds: list[int], code_key: str,
         for fd in fds:
             os.close(fd)
         finish(code)
-
-
-def send_status_started(conn: socket.socket) -> bool:
-    try:
-        conn.sendall(STARTED)
-        return True
-    except OSError:
-        return False
 
 
 def _flush() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -35,3 +38,16 @@ def populate_busybox_rootfs(root: Path) -> None:
         link.symlink_to("/bin/busybox")
     (root / "etc/passwd").write_text(PASSWD)
     (root / "etc/group").write_text(GROUP)
+
+
+@contextlib.contextmanager
+def temporary_busybox_rootfs(prefix: str) -> Iterator[Path]:
+    """A busybox root filesystem in a new folder (0755, so that a container's mapped or
+    unprivileged users can walk it), removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        root.chmod(0o755)
+        populate_busybox_rootfs(root)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -35,7 +35,7 @@ from runtime.lxc.mount import mounted_under, unmount
 from runtime.lxc.rootfs import DEFAULT_PATH
 from tests.harness import leaks
 from tests.harness.containerd import PrivateContainerd
-from tests.harness.rootfs import populate_busybox_rootfs
+from tests.harness.rootfs import temporary_busybox_rootfs
 
 pytestmark = [
     pytest.mark.integration,
@@ -118,11 +118,8 @@ def found(message: str, stderr: str) -> bool:
 
 @pytest.fixture(scope="module")
 def rootfs() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="createerr-bb-"))
-    root.chmod(0o755)
-    populate_busybox_rootfs(root)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    with temporary_busybox_rootfs("createerr-bb-") as root:
+        yield root
 
 
 # --- through containerd --------------------------------------------------------------------

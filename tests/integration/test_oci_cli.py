@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from runtime.lxc.mount import mounted_under, unmount
-from tests.harness.rootfs import populate_busybox_rootfs
+from tests.harness.rootfs import temporary_busybox_rootfs
 
 pytestmark = [
     pytest.mark.integration,
@@ -40,11 +40,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def rootfs() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="clibb-"))
-    root.chmod(0o755)
-    populate_busybox_rootfs(root)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    with temporary_busybox_rootfs("clibb-") as root:
+        yield root
 
 
 @dataclass

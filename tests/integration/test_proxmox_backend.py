@@ -65,6 +65,16 @@ class Pve:
                 return vmid, c
         return None
 
+    def ct_file(self, vmid: int, name: str) -> str:
+        """A file of the CT's rootfs volume, read on the node (the stand-in's ZFS dataset)."""
+        conf = self.api("GET", f"/nodes/{self.pve.node}/lxc/{vmid}/config")
+        volume = conf["rootfs"].split(",")[0].split("/")[-1]
+        out = subprocess.run(["zfs", "list", "-H", "-o", "name,mountpoint"],
+                             capture_output=True, text=True, check=True).stdout
+        mountpoint = next(line.split("\t")[1] for line in out.splitlines()
+                          if line.split("\t")[0].endswith("/" + volume))
+        return Path(mountpoint, name).read_text()
+
     def leftovers(self) -> list[str]:
         """The stand-in's leftovers, the image templates and their base volumes aside."""
         templates = {str(v) for v, c in
@@ -440,13 +450,7 @@ def test_checkpoint_retention_and_rollback_to_the_newest(env: Pve, unique_id: st
     from runtime import errdefs
 
     asyncio.run(drive())
-    conf = env.api("GET", f"/nodes/{env.pve.node}/lxc/{vmid}/config")
-    volume = conf["rootfs"].split(",")[0].split("/")[-1]
-    out = subprocess.run(["zfs", "list", "-H", "-o", "name,mountpoint"], capture_output=True,
-                         text=True, check=True).stdout
-    mountpoint = next(line.split("\t")[1] for line in out.splitlines()
-                      if line.split("\t")[0].endswith("/" + volume))
-    assert Path(mountpoint, "f").read_text() == "two\n", "the CT's files are the checkpoint's"
+    assert env.ct_file(vmid, "f") == "two\n", "the CT's files are the checkpoint's"
     env.ctd.ctr("task", "rm", unique_id)
     env.ctd.ctr("container", "rm", unique_id)
     assert env.leftovers() == []

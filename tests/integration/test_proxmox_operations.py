@@ -32,17 +32,6 @@ def cli(e: Pve, *args: str, config: Path | None = None,
     return r
 
 
-def ct_file(e: Pve, vmid: int, name: str) -> str:
-    """A file of the CT's rootfs volume, read on the node (the stand-in's ZFS dataset)."""
-    conf = e.api("GET", f"/nodes/{e.pve.node}/lxc/{vmid}/config")
-    volume = conf["rootfs"].split(",")[0].split("/")[-1]
-    out = subprocess.run(["zfs", "list", "-H", "-o", "name,mountpoint"], capture_output=True,
-                         text=True, check=True).stdout
-    mountpoint = next(line.split("\t")[1] for line in out.splitlines()
-                      if line.split("\t")[0].endswith("/" + volume))
-    return Path(mountpoint, name).read_text()
-
-
 def wait_ct_stopped(e: Pve, vmid: int) -> None:
     deadline = time.monotonic() + 30
     while e.cts()[vmid]["status"] != "stopped":
@@ -90,11 +79,11 @@ def test_operator_restore_rolls_the_ct_back_to_its_newest_checkpoint(
             check=False)
     assert r.returncode == 1 and (f"container {unique_id} (CT {vmid}) has no checkpoint "
                                   f"checkpoint-1 (it has {second}, {third})") in r.stderr
-    assert ct_file(env, vmid, "f") == "three\n"
+    assert env.ct_file(vmid, "f") == "three\n"
 
     out = cli(env, "restore", unique_id, config=config).stdout
     assert out.startswith(f"restored {third}\t") and f"CT {vmid}" in out, out
-    assert ct_file(env, vmid, "f") == "two\n", "the CT's files are the checkpoint's"
+    assert env.ct_file(vmid, "f") == "two\n", "the CT's files are the checkpoint's"
     # Retention goes on after a restore.
     fourth = checkpoint()
     listed = cli(env, "checkpoints", unique_id, "--json", config=config).stdout

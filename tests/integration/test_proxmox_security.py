@@ -76,13 +76,10 @@ def test_an_exec_gets_its_own_user_and_the_cts_seccomp_filter(env: Pve,  # noqa:
     assert env.leftovers() == []
 
 
-def test_a_spec_with_a_user_namespace_runs_as_an_unprivileged_ct(env: Pve,  # noqa: F811
-                                                                 unique_id: str,
-                                                                 tmp_path: Path) -> None:
-    """A spec with a user namespace and PVE's own mapping (0:100000:65536) becomes an
-    ``unprivileged: 1`` CT; the program is the CT's mapped root, and its output and status
-    reach ctr. (``ctr run --config``: ``ctr run --uidmap`` sends runc's task options, which
-    replace the runtime options naming this backend's configuration.)"""
+def unprivileged_spec(env: Pve, tmp_path: Path, terminal: bool,  # noqa: F811
+                      args: list[str]) -> Path:
+    """A bundle spec for ``ctr run --config``: a busybox rootfs, a user namespace and PVE's own
+    mapping (0:100000:65536), ``args`` as the program."""
     import os
 
     from tests.harness.rootfs import populate_busybox_rootfs
@@ -95,15 +92,26 @@ def test_a_spec_with_a_user_namespace_runs_as_an_unprivileged_ct(env: Pve,  # no
     os.chmod(tmp_path, 0o755)
     spec = json.loads(env.ctd.ctr("oci", "spec").stdout)
     spec["root"] = {"path": str(root)}
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["sh", "-c", "id -u; cat /proc/self/uid_map; "
-                               "stat -c %u /bin/busybox; echo hi > /tmp/x && cat /tmp/x; "
-                               "exit 3"]
+    spec["process"]["terminal"] = terminal
+    spec["process"]["args"] = args
     spec["linux"]["namespaces"].append({"type": "user"})
     spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     config = tmp_path / "spec.json"
     config.write_text(json.dumps(spec))
+    return config
+
+
+def test_a_spec_with_a_user_namespace_runs_as_an_unprivileged_ct(env: Pve,  # noqa: F811
+                                                                 unique_id: str,
+                                                                 tmp_path: Path) -> None:
+    """A spec with a user namespace and PVE's own mapping (0:100000:65536) becomes an
+    ``unprivileged: 1`` CT; the program is the CT's mapped root, and its output and status
+    reach ctr. (``ctr run --config``: ``ctr run --uidmap`` sends runc's task options, which
+    replace the runtime options naming this backend's configuration.)"""
+    config = unprivileged_spec(env, tmp_path, terminal=False, args=[
+        "sh", "-c", "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox; "
+        "echo hi > /tmp/x && cat /tmp/x; exit 3"])
     r = env.ctd.ctr("run", "--rm", "--config", str(config), "--runtime", PROXMOX_RUNTIME,
                     "--runtime-config-path", str(env.config), unique_id, check=False,
                     timeout=180)
@@ -124,25 +132,12 @@ def test_an_unprivileged_ct_with_a_terminal(env: Pve, unique_id: str,  # noqa: F
                                             tmp_path: Path) -> None:
     """``process.terminal`` in an unprivileged CT: the shim's pty slave, bind-mounted from
     ``/dev/pts`` by the CT's mapped root, is the program's controlling terminal."""
-    import os
     import re
 
-    from tests.harness.rootfs import populate_busybox_rootfs
     from tests.integration.test_task_api import run_on_pty
 
-    os.chmod(env.ctd.folder, 0o711)  # as in the test above
-    root = tmp_path / "rootfs"
-    populate_busybox_rootfs(root)
-    os.chmod(tmp_path, 0o755)
-    spec = json.loads(env.ctd.ctr("oci", "spec").stdout)
-    spec["root"] = {"path": str(root)}
-    spec["process"]["terminal"] = True
-    spec["process"]["args"] = ["sh", "-c", "tty; id -u; cat /proc/self/uid_map; exit 5"]
-    spec["linux"]["namespaces"].append({"type": "user"})
-    spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-    spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-    config = tmp_path / "spec.json"
-    config.write_text(json.dumps(spec))
+    config = unprivileged_spec(env, tmp_path, terminal=True, args=[
+        "sh", "-c", "tty; id -u; cat /proc/self/uid_map; exit 5"])
     try:
         rc, out = run_on_pty(
             ["ctr", "--address", env.ctd.address, "run", "-t", "--rm", "--config", str(config),
